@@ -1,0 +1,76 @@
+"""Stage 1 — collect: find PDFs (SerpAPI or local), download them, record every outcome."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from prefect import flow
+from prefect.artifacts import acreate_table_artifact
+
+from flows.config import PipelineConfig, Secrets
+from flows.report import progress_bar, say
+from tasks.download import DownloadPolicy, download_documents, import_local_pdfs, is_still_valid
+from tasks.records import Document
+from tasks.search import list_local_sources, search_serpapi
+from tasks.store import RecordIndex
+
+
+def download_policy(config: PipelineConfig) -> DownloadPolicy:
+    c = config.data_collector
+    return DownloadPolicy(
+        max_concurrency=c.max_concurrent_downloads, max_per_host=c.max_per_host,
+        connect_timeout_s=c.connect_timeout_s, read_timeout_s=c.read_timeout_s, max_retries=c.max_retries,
+        backoff_base_s=c.backoff_base_s, backoff_max_s=c.backoff_max_s,
+        max_bytes=int(c.max_file_size_mb * 1024 * 1024), max_redirects=c.max_redirects,
+        allow_private=c.allow_private_addresses, user_agent=c.user_agent,
+    )
+
+
+@flow(name="collect")
+async def collect(config: PipelineConfig) -> list[Document]:
+    c = config.data_collector
+    raw_dir = config.path(config.paths.raw)
+    metadata = RecordIndex(raw_dir / "metadata.json", Document, key="url")
+
+    if c.source == "serpapi":
+        api_key = Secrets().require("serp_api_key", "data_collector.source: serpapi",
+                                    "use data_collector.source: local (a folder of PDFs or a URL list)")
+        refs = search_serpapi(c.search_query, api_key, c.num_results, c.results_per_page, c.pdf_only, c.serpapi_endpoint)
+        files = []
+    else:
+        files, refs = list_local_sources(
+            config.path(c.local.pdf_dir) if c.local.pdf_dir else None,
+            config.path(c.local.url_file) if c.local.url_file else None)
+
+    def done(url: str) -> bool:
+        previous = metadata.get(url)
+        return previous is not None and is_still_valid(previous, raw_dir)
+
+    new_refs = [ref for ref in refs if not done(ref.url)]
+    new_files = [path for path in files if not done(path.resolve().as_uri())]
+    skipped = len(refs) + len(files) - len(new_refs) - len(new_files)
+
+    with progress_bar("collect: downloading", len(new_refs) + len(new_files)) as advance:
+        def record(document: Document) -> None:
+            metadata.record(document)
+            advance()
+
+        import_local_pdfs(new_files, raw_dir, download_policy(config).max_bytes, on_result=record)
+        await download_documents(new_refs, raw_dir, download_policy(config), on_result=record)
+    metadata.save()
+
+    wanted = {ref.url for ref in refs} | {path.resolve().as_uri() for path in files}
+    documents = [d for d in metadata.values() if d.url in wanted]
+    by_status = Counter(d.status for d in documents)
+    unique = len({d.sha256 for d in documents if d.status == "ok"})
+    failures = "".join(f", {n} {status}" for status, n in sorted(by_status.items()) if status != "ok")
+    say(f"collect: {len(documents)} sources, {by_status.get('ok', 0)} ok ({unique} unique PDFs), "
+        f"{skipped} already on disk{failures}")
+    await acreate_table_artifact(
+        key="collect-summary",
+        table=[{"url": d.url, "status": d.status, "sha256": (d.sha256 or "")[:12], "bytes": d.bytes,
+                "pages": d.pages, "error": d.error or ""} for d in documents],
+        description=f"Stage 1: {by_status.get('ok', 0)} of {len(documents)} sources collected; "
+                    f"{skipped} skipped as already on disk.",
+    )
+    return documents

@@ -1,0 +1,309 @@
+"""The pipeline configuration: one validated model, checked before any work starts.
+
+A typo in a key, a wrong type or an impossible combination must fail at start with the
+key's path in the message, not an hour into training. Profiles (``configs/*.yaml``) may
+``inherit`` another file and override only what differs. Secrets never live here: they
+come from the environment or ``.env`` (see ``Secrets``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the user: which key, what is wrong, what to do."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(_Section):
+    """Where each stage reads and writes, relative to the config's ``root`` (the repo by default)."""
+
+    raw: Path = Path("data/raw")
+    processed: Path = Path("data/processed")
+    chunks: Path = Path("data/chunks")
+    qa_dataset: Path = Path("data/qa_dataset")
+    base_model: Path = Path("models/base")
+    checkpoints: Path = Path("models/checkpoints")
+    lora_weights: Path = Path("models/lora_weights")
+    registry: Path = Path("models/registry")
+    reports: Path = Path("reports")
+    logs: Path = Path("logs")
+
+
+class LocalSource(_Section):
+    """The offline source: a folder of PDFs and/or a text file of URLs (one per line)."""
+
+    pdf_dir: Path | None = None
+    url_file: Path | None = None
+
+
+class DataCollector(_Section):
+    source: Literal["serpapi", "local"] = "serpapi"
+    search_query: str = "pregnancy guide"
+    pdf_only: bool = True
+    num_results: PositiveInt = 20
+    results_per_page: Annotated[int, Field(gt=0, le=100)] = 10
+    serpapi_endpoint: str = "https://serpapi.com"
+    local: LocalSource = LocalSource()
+    max_concurrent_downloads: PositiveInt = 16
+    max_per_host: PositiveInt = 4
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    read_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    backoff_base_s: Annotated[float, Field(ge=0)] = 1.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
+    max_file_size_mb: Annotated[float, Field(gt=0)] = 50.0
+    max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
+    allow_private_addresses: bool = False
+    user_agent: str = "domain-llm-pipeline/0.1 (+PDF collector)"
+
+    @model_validator(mode="after")
+    def _local_needs_input(self) -> DataCollector:
+        if self.source == "local" and self.local.pdf_dir is None and self.local.url_file is None:
+            raise ValueError("source 'local' needs local.pdf_dir or local.url_file")
+        return self
+
+
+class DataProcessor(_Section):
+    converter: Literal["standard", "native"] = "standard"
+    artifacts_path: Path | None = None
+    do_ocr: bool = False
+    do_table_structure: bool = True
+    min_tokens: PositiveInt = 20
+    max_tokens: PositiveInt = 500
+    workers: PositiveInt = 2
+    task_runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = None
+
+    @model_validator(mode="after")
+    def _token_window(self) -> DataProcessor:
+        if self.min_tokens >= self.max_tokens:
+            raise ValueError(f"min_tokens ({self.min_tokens}) must be below max_tokens ({self.max_tokens})")
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError("dask_address is set but task_runner is not 'dask'")
+        return self
+
+
+class DatasetGenerator(_Section):
+    provider: Literal["gemini", "openai", "offline"] = "gemini"
+    model: str = "gemini-2.5-flash"
+    base_url: str | None = None
+    max_tokens: PositiveInt = 600
+    questions_per_group: PositiveInt = 5
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.3
+    max_concurrent_requests: PositiveInt = 8
+    requests_per_minute: PositiveInt = 60
+    tokens_per_minute: PositiveInt | None = None
+    train_ratio: Fraction = 0.8
+    seed: int = 42
+
+
+class Lora(_Section):
+    r: PositiveInt = 16
+    alpha: PositiveInt = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class Training(_Section):
+    strategy: Literal["epoch", "steps"] = "epoch"
+    epochs: Annotated[float, Field(gt=0)] = 3
+    max_steps: PositiveInt | None = None
+    batch_size: PositiveInt = 4
+    gradient_accumulation_steps: PositiveInt = 4
+    learning_rate: Annotated[float, Field(gt=0)] = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    max_seq_length: PositiveInt = 1024
+    optim: str = "paged_adamw_32bit"
+    bf16: bool = True
+    save_steps: PositiveInt = 50
+    logging_steps: PositiveInt = 10
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _steps_need_max(self) -> Training:
+        if self.strategy == "steps" and self.max_steps is None:
+            raise ValueError("strategy 'steps' needs max_steps")
+        return self
+
+
+class Finetuning(_Section):
+    base_model: str = "meta-llama/Llama-3.2-3B-Instruct"
+    base_model_gguf: str | None = Field(
+        default=None,
+        description="'<package>/<file>.gguf' shipped in an installed PyPI package, converted once into paths.base_model",
+    )
+    method: Literal["lora", "qlora"] = "lora"
+    quantization: Literal["none", "8bit", "4bit"] = "8bit"
+    lora: Lora = Lora()
+    training: Training = Training()
+    wandb: bool = False
+    wandb_project: str = "domain-llm"
+
+
+class Evaluation(_Section):
+    bertscore_model: str = "roberta-large"
+    bertscore_num_layers: PositiveInt | None = None
+    max_new_tokens: PositiveInt = 128
+    batch_size: PositiveInt = 8
+    checkpoint_eval_samples: PositiveInt | None = None
+    weights: dict[Literal["bertscore_f1", "rouge_l", "token_f1", "rouge_1"], float] = {
+        "bertscore_f1": 0.40,
+        "rouge_l": 0.30,
+        "token_f1": 0.20,
+        "rouge_1": 0.10,
+    }
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_sum_to_one(cls, weights: dict[str, float]) -> dict[str, float]:
+        if not math.isclose(sum(weights.values()), 1.0, abs_tol=1e-6):
+            raise ValueError(f"weights must sum to 1, they sum to {sum(weights.values()):.4f}")
+        return weights
+
+
+class Registration(_Section):
+    target: Literal["hub", "local"] = "hub"
+    hf_username: str | None = None
+    repo_name: str | None = None
+    private: bool = True
+    version_bump: Literal["minor", "major"] = "minor"
+    license: str = "apache-2.0"
+
+
+class Serving(_Section):
+    backend: Literal["vllm", "local"] = "vllm"
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 8000
+    vllm_url: str = "http://localhost:8001"
+    vllm_port: Annotated[int, Field(gt=0, lt=65536)] = 8001
+    request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    max_question_chars: PositiveInt = 2000
+    max_lora_rank: PositiveInt = 64
+    max_model_len: PositiveInt = 4096
+    gpu_memory_utilization: Fraction = 0.9
+    warmup_on_start: bool = True
+
+
+class Orchestration(_Section):
+    result_storage: Path = Path(".prefect/results")
+    train_deployment: str | None = None
+
+
+class PipelineConfig(_Section):
+    domain: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    use_case: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "qa"
+    root: Path = Path(".")
+    paths: Paths = Paths()
+    data_collector: DataCollector = DataCollector()
+    data_processor: DataProcessor = DataProcessor()
+    dataset_generator: DatasetGenerator = DatasetGenerator()
+    finetuning: Finetuning = Finetuning()
+    evaluation: Evaluation = Evaluation()
+    registration: Registration = Registration()
+    serving: Serving = Serving()
+    orchestration: Orchestration = Orchestration()
+
+    def path(self, relative: Path) -> Path:
+        """Resolve a configured path against ``root`` (absolute paths are kept as they are)."""
+        return relative if relative.is_absolute() else (self.root / relative).resolve()
+
+
+class Secrets(BaseSettings):
+    """Keys for the real services, read from the environment or ``.env``; never logged."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    serp_api_key: SecretStr | None = None
+    gemini_api_key: SecretStr | None = None
+    hf_token: SecretStr | None = None
+    hf_username: str | None = None
+    wandb_api_key: SecretStr | None = None
+    api_token: SecretStr | None = None
+
+    def require(self, name: str, setting: str, alternative: str) -> SecretStr:
+        """Return the secret, or fail with one line naming the variable, the setting and the alternative."""
+        value = getattr(self, name)
+        if value is None or not value.get_secret_value().strip():
+            raise ConfigError(f"{name.upper()} is not set: it is needed for {setting}. "
+                              f"Set it in the environment or .env, or {alternative}.")
+        return value
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'inherit' loops back to itself")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    if isinstance(data.get("root"), str) and not Path(data["root"]).is_absolute():
+        data["root"] = str((path.parent / data["root"]).resolve())
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    return _deep_merge(_read_yaml(path.parent / parent, (*seen, path)), data)
+
+
+def format_validation_error(error: ValidationError, source: Path) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against config.yaml)"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path) -> PipelineConfig:
+    """Load, merge (``inherit``) and validate a config file.
+
+    A relative ``root`` is taken from the folder of the file that sets it; without one, the
+    root is the config file's own folder.
+    """
+    data = _read_yaml(Path(path))
+    data.setdefault("root", str(Path(path).resolve().parent))
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, Path(path))) from None

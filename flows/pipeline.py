@@ -1,0 +1,78 @@
+"""The whole pipeline as one Prefect flow whose stages are subflows, run in diagram order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow
+
+from flows.collect import collect
+from flows.config import PipelineConfig
+from flows.process import process, task_runner
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    name: str
+    summary: str
+    available: bool
+
+
+STAGES: list[Stage] = [
+    Stage("1", "collect", "search (SerpAPI or local) and download PDFs → data/raw", True),
+    Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers → data/chunks", True),
+    Stage("3", "generate", "QA pairs from chunks → data/qa_dataset", False),
+    Stage("4a", "baseline-eval", "evaluate the base model → reports/eval_baseline.json", False),
+    Stage("4b", "train", "LoRA SFT → models/checkpoints", False),
+    Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights", False),
+    Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json", False),
+    Stage("5", "register", "versioned registration with a model card", False),
+    Stage("6", "rollout", "load the adapter into serving, smoke test, switch", False),
+]
+_KEYS = [stage.key for stage in STAGES]
+STAGE_NAMES = ["1", "2", "3", "4", "4a", "4b", "4c", "4d", "5", "6"]
+
+
+class StageSelectionError(ValueError):
+    """A stage name or range the CLI cannot run; the message is the user's one-line answer."""
+
+
+def _position(name: str, edge: str) -> int:
+    if name not in STAGE_NAMES:
+        raise StageSelectionError(f"unknown stage '{name}': choose one of {', '.join(STAGE_NAMES)}")
+    if name == "4":
+        name = "4a" if edge == "start" else "4d"
+    return _KEYS.index(name)
+
+
+def select_stages(stage: str | None = None, start: str | None = None, end: str | None = None) -> tuple[list[Stage], bool]:
+    """Stages to run, in order, and whether the user asked for them explicitly."""
+    if stage is not None and (start is not None or end is not None):
+        raise StageSelectionError("use --stage, or --start/--end, not both")
+    if stage is not None:
+        start = end = stage
+    explicit = start is not None or end is not None
+    first = _position(start, "start") if start is not None else 0
+    last = _position(end, "end") if end is not None else len(STAGES) - 1
+    if first > last:
+        raise StageSelectionError(f"--start {start} comes after --end {end}")
+    selected = STAGES[first:last + 1]
+    missing = [s for s in selected if not s.available]
+    if explicit and missing:
+        names = ", ".join(f"{s.key} ({s.name})" for s in missing)
+        raise StageSelectionError(f"not available yet: stage {names}; available now: "
+                                  + ", ".join(s.key for s in STAGES if s.available))
+    return [s for s in selected if s.available], explicit
+
+
+@flow(name="pipeline")
+async def pipeline(config: PipelineConfig, stages: list[str]) -> dict[str, object]:
+    results: dict[str, object] = {}
+    for key in stages:
+        if key == "1":
+            documents = await collect(config)
+            results["1"] = {"sources": len(documents), "ok": sum(d.status == "ok" for d in documents)}
+        elif key == "2":
+            results["2"] = process.with_options(task_runner=task_runner(config))(config)
+    return results

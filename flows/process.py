@@ -1,0 +1,88 @@
+"""Stage 2 — process: convert collected PDFs to clean Markdown, then chunk them by section."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.config import ConfigError, PipelineConfig
+from flows.report import progress_bar, say
+from tasks.chunk import chunk_documents
+from tasks.convert import ConverterSettings, convert_document
+from tasks.files import atomic_write_json
+from tasks.records import Conversion, Document
+from tasks.store import RecordIndex
+
+
+def converter_settings(config: PipelineConfig) -> ConverterSettings:
+    p = config.data_processor
+    return ConverterSettings(kind=p.converter, artifacts_path=config.path(p.artifacts_path) if p.artifacts_path else None,
+                             do_ocr=p.do_ocr, do_table_structure=p.do_table_structure)
+
+
+def task_runner(config: PipelineConfig):
+    """Threads on one machine, or a Dask cluster (``data_processor.task_runner: dask``)."""
+    p = config.data_processor
+    if p.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=p.workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise ConfigError("data_processor.task_runner: dask needs prefect-dask: pip install -e '.[dask]'") from None
+    if p.dask_address:
+        return DaskTaskRunner(address=p.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": p.workers, "threads_per_worker": 1})
+
+
+@flow(name="process")
+def process(config: PipelineConfig) -> dict[str, int]:
+    raw_dir = config.path(config.paths.raw)
+    processed_dir = config.path(config.paths.processed)
+    settings = converter_settings(config)
+
+    urls: dict[str, str] = {}
+    for document in RecordIndex(raw_dir / "metadata.json", Document, key="url").values():
+        if document.status == "ok" and document.sha256 and (raw_dir / f"{document.sha256}.pdf").is_file():
+            urls.setdefault(document.sha256, document.url)
+    if not urls:
+        raise ConfigError(f"stage 2 has nothing to process: no collected PDFs in {raw_dir} (run stage 1 first)")
+
+    manifest = RecordIndex(processed_dir / "manifest.json", Conversion, key="sha256")
+
+    def is_done(sha: str) -> bool:
+        previous = manifest.get(sha)
+        return (previous is not None and previous.converter == settings.label()
+                and (previous.status == "failed" or (processed_dir / f"{sha}.md").is_file()))
+
+    todo = [sha for sha in urls if not is_done(sha)]
+    with progress_bar("process: converting", len(todo)) as advance:
+        futures = [convert_document.submit(raw_dir / f"{sha}.pdf", processed_dir / f"{sha}.md", settings) for sha in todo]
+        for future in as_completed(futures):
+            manifest.record(future.result())
+            advance()
+    manifest.save()
+
+    converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
+    ok = [c.sha256 for c in converted if c.status == "ok"]
+    chunks, counts = chunk_documents(
+        [(sha, processed_dir / f"{sha}.md", urls[sha]) for sha in ok],
+        config.finetuning.base_model, config.finetuning.base_model_gguf,
+        config.data_processor.min_tokens, config.data_processor.max_tokens)
+    atomic_write_json(config.path(config.paths.chunks) / "chunks.json", [c.model_dump(mode="json") for c in chunks])
+
+    failed = [c for c in converted if c.status == "failed"]
+    summary = {"documents": len(urls), "converted": len(ok), "failed": len(failed),
+               "skipped_as_done": len(urls) - len(todo), **counts}
+    say("process: " + ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.items()))
+    for conversion in failed:
+        say(f"process: skipped {conversion.sha256[:12]}: {conversion.error}")
+    create_table_artifact(
+        key="process-summary",
+        table=[{"sha256": c.sha256[:12], "url": urls[c.sha256], "status": c.status, "pages": c.pages,
+                "headings": c.headings, "heading_source": c.heading_source or "", "error": c.error or ""}
+               for c in converted],
+        description="Stage 2: " + ", ".join(f"{key}={value}" for key, value in summary.items()),
+    )
+    return summary

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Command line: run pipeline stages in-process (Prefect's ephemeral mode, no server needed).
+
+  python pipeline.py --list
+  python pipeline.py --config configs/local.yaml              # every available stage
+  python pipeline.py --config configs/local.yaml --stage 2
+  python pipeline.py --config configs/local.yaml --start 1 --end 2
+
+Exit codes: 0 done, 1 a stage failed, 2 bad arguments or configuration, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Prefect's console output is for developers of Prefect; users of this CLI see our summaries.
+# The temporary server's shutdown noise (event flush errors, cancelled tasks) is silenced.
+# Every setting can still be overridden from the environment.
+for _name, _value in {
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline.py", description="Domain LLM fine-tuning pipeline (Prefect).")
+    parser.add_argument("--config", type=Path, default=Path("config.yaml"),
+                        help="configuration file (default: config.yaml; offline profile: configs/local.yaml)")
+    parser.add_argument("--stage", help="run one stage: 1, 2, 3, 4 (= 4a-4d), 4a, 4b, 4c, 4d, 5, 6")
+    parser.add_argument("--start", help="first stage of a range (default: 1)")
+    parser.add_argument("--end", help="last stage of a range (default: 6)")
+    parser.add_argument("--list", action="store_true", help="list the stages and exit")
+    parser.add_argument("--verbose", action="store_true", help="show Prefect's own logs and full tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.verbose:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
+    else:
+        logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+
+    from flows.config import ConfigError, load_config
+    from flows.pipeline import STAGES, StageSelectionError, pipeline, select_stages
+
+    if args.list:
+        for stage in STAGES:
+            note = "" if stage.available else "  (not available yet)"
+            print(f"{stage.key:<3} {stage.name:<14} {stage.summary}{note}")
+        print("4   = 4a, 4b, 4c, 4d")
+        return 0
+    try:
+        stages, explicit = select_stages(args.stage, args.start, args.end)
+        config = load_config(args.config)
+    except (StageSelectionError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not explicit:
+        later = [s.key for s in STAGES if not s.available]
+        if later:
+            print(f"note: stages {', '.join(later)} are not available yet; running {', '.join(s.key for s in stages)}",
+                  file=sys.stderr)
+    try:
+        asyncio.run(pipeline(config, [s.key for s in stages]))
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Records that cross stage boundaries. The JSON files between stages are these, serialised."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+DownloadStatus = Literal["ok", "not_pdf", "too_large", "http_error", "timeout", "blocked"]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class SourceRef(BaseModel):
+    """A document to fetch, as found by a search or listed locally."""
+
+    url: str
+    title: str | None = None
+    source: str
+
+
+class Document(BaseModel):
+    """One entry of ``data/raw/metadata.json``: every URL tried, with its outcome."""
+
+    url: str
+    title: str | None = None
+    source: str
+    sha256: str | None = None
+    bytes: int | None = None
+    pages: int | None = None
+    fetched_at: str = Field(default_factory=utc_now)
+    status: DownloadStatus
+    error: str | None = None
+    attempts: int = 1
+
+
+class Conversion(BaseModel):
+    """One entry of ``data/processed/manifest.json``: how a raw PDF became Markdown, or why it did not."""
+
+    sha256: str
+    status: Literal["ok", "failed"]
+    converter: str
+    pages: int | None = None
+    headings: int = 0
+    heading_source: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class Chunk(BaseModel):
+    """One entry of ``data/chunks/chunks.json``."""
+
+    id: str
+    doc_sha256: str
+    url: str | None = None
+    section_path: list[str]
+    text: str
+    tokens: int

