@@ -41,6 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hide_engine_tracebacks() -> None:
+    """Prefect logs a failed run's traceback to the console; the CLI prints one line instead.
+
+    Only the console handler is filtered: the run's logs in the Prefect API/UI keep the traceback.
+    """
+    def keep(record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")))
+
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.addFilter(keep)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verbose:
@@ -49,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("EventsWorker").setLevel(logging.ERROR)
 
     from flows.config import ConfigError, load_config
-    from flows.pipeline import STAGES, StageSelectionError, pipeline, select_stages
+    from flows.pipeline import STAGES, StageSelectionError, pipeline, preflight, select_stages
+
+    if not args.verbose:
+        _hide_engine_tracebacks()
 
     if args.list:
         for stage in STAGES:
@@ -60,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stages, explicit = select_stages(args.stage, args.start, args.end)
         config = load_config(args.config)
+        preflight(config, [s.key for s in stages])
     except (StageSelectionError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -6,8 +6,9 @@ from collections import Counter
 
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
+from pydantic import SecretStr
 
-from flows.config import PipelineConfig, Secrets
+from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import progress_bar, say
 from tasks.download import DownloadPolicy, download_documents, import_local_pdfs, is_still_valid
 from tasks.records import Document
@@ -26,6 +27,23 @@ def download_policy(config: PipelineConfig) -> DownloadPolicy:
     )
 
 
+def serpapi_key() -> SecretStr:
+    return Secrets().require("serp_api_key", "data_collector.source: serpapi",
+                             "use data_collector.source: local (a folder of PDFs or a URL list)")
+
+
+def preflight(config: PipelineConfig) -> None:
+    """Fail before any work when stage 1 cannot run: a missing key or a missing local source."""
+    c = config.data_collector
+    if c.source == "serpapi":
+        serpapi_key()
+        return
+    for key, value in (("pdf_dir", c.local.pdf_dir), ("url_file", c.local.url_file)):
+        if value is not None and not config.path(value).exists():
+            raise ConfigError(f"data_collector.local.{key}: not found: {config.path(value)}"
+                              + (" (run scripts/setup.sh to render the sample corpus)" if key == "pdf_dir" else ""))
+
+
 @flow(name="collect")
 async def collect(config: PipelineConfig) -> list[Document]:
     c = config.data_collector
@@ -33,9 +51,7 @@ async def collect(config: PipelineConfig) -> list[Document]:
     metadata = RecordIndex(raw_dir / "metadata.json", Document, key="url")
 
     if c.source == "serpapi":
-        api_key = Secrets().require("serp_api_key", "data_collector.source: serpapi",
-                                    "use data_collector.source: local (a folder of PDFs or a URL list)")
-        refs = search_serpapi(c.search_query, api_key, c.num_results, c.results_per_page, c.pdf_only, c.serpapi_endpoint)
+        refs = search_serpapi(c.search_query, serpapi_key(), c.num_results, c.results_per_page, c.pdf_only, c.serpapi_endpoint)
         files = []
     else:
         files, refs = list_local_sources(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prefect import flow
 
+from flows import collect as stage_collect
 from flows.collect import collect
 from flows.config import PipelineConfig
 from flows.process import process, task_runner
@@ -64,6 +65,12 @@ def select_stages(stage: str | None = None, start: str | None = None, end: str |
         raise StageSelectionError(f"not available yet: stage {names}; available now: "
                                   + ", ".join(s.key for s in STAGES if s.available))
     return [s for s in selected if s.available], explicit
+
+
+def preflight(config: PipelineConfig, stages: list[str]) -> None:
+    """Check what the selected stages need (keys, inputs) before starting anything."""
+    if "1" in stages:
+        stage_collect.preflight(config)
 
 
 @flow(name="pipeline")

@@ -1,0 +1,30 @@
+"""Shared fixtures: the rendered sample corpus and a loopback PDF host with fault injection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.sample_corpus import build_corpus
+from tests.servers import pdf_host
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def sample_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sample_pdfs")
+    build_corpus(REPO / "sample_corpus", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sample_pdfs(sample_pdf_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(sample_pdf_dir.glob("*.pdf"))}
+
+
+@pytest.fixture
+def pdf_server(sample_pdfs: dict[str, bytes]):
+    with pdf_host(sample_pdfs) as server:
+        yield server

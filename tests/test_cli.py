@@ -1,0 +1,53 @@
+"""The command line as a user meets it: listing, argument errors, configuration errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "pipeline.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_list_shows_every_stage():
+    result = cli("--list")
+    assert result.returncode == 0
+    keys = [line.split()[0] for line in result.stdout.splitlines()]
+    assert keys == ["1", "2", "3", "4a", "4b", "4c", "4d", "5", "6", "4"]
+    assert "(not available yet)" in result.stdout.splitlines()[2]
+
+
+def test_bad_stage_and_range_are_one_line_errors():
+    for args, message in [
+        (("--stage", "7"), "unknown stage '7': choose one of 1, 2, 3, 4, 4a, 4b, 4c, 4d, 5, 6"),
+        (("--start", "5", "--end", "2"), "--start 5 comes after --end 2"),
+        (("--stage", "2", "--start", "1"), "use --stage, or --start/--end, not both"),
+        (("--stage", "3", "--config", "configs/local.yaml"), "not available yet: stage 3 (generate)"),
+    ]:
+        result = cli(*args)
+        assert result.returncode == 2, args
+        assert result.stderr.strip() == f"error: {message}" or message in result.stderr.strip().splitlines()[0]
+        assert "Traceback" not in result.stderr
+
+
+def test_config_errors_exit_2_before_any_work(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\ndata_collector:\n  max_per_hots: 3\n")
+    result = cli("--config", str(bad), "--stage", "1")
+    assert result.returncode == 2
+    assert "data_collector.max_per_hots: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serpapi_without_key_is_one_clear_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"inherit: {REPO / 'config.yaml'}\nroot: .\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "SERP_API_KEY"}
+    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", str(config), "--stage", "1"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: SERP_API_KEY is not set")
+    assert "Traceback" not in result.stderr

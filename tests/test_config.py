@@ -1,0 +1,81 @@
+"""Configuration: the reference and local profiles load; mistakes fail early, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.config import ConfigError, load_config
+from tests.conftest import REPO
+
+
+def write(tmp_path: Path, data: dict, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_reference_config_keeps_the_reference_numbers():
+    config = load_config(REPO / "config.yaml")
+    assert config.root == REPO
+    assert config.data_collector.source == "serpapi"
+    assert (config.data_processor.min_tokens, config.data_processor.max_tokens) == (20, 500)
+    assert config.dataset_generator.max_tokens == 600 and config.dataset_generator.train_ratio == 0.8
+    lora = config.finetuning.lora
+    assert (lora.r, lora.alpha, lora.dropout) == (16, 32, 0.05)
+    assert lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert config.finetuning.quantization == "8bit" and config.finetuning.training.optim == "paged_adamw_32bit"
+    assert config.evaluation.weights == {"bertscore_f1": 0.4, "rouge_l": 0.3, "token_f1": 0.2, "rouge_1": 0.1}
+    assert (config.serving.port, config.serving.vllm_port) == (8000, 8001)
+
+
+def test_local_profile_inherits_and_overrides():
+    config = load_config(REPO / "configs" / "local.yaml")
+    assert config.root == REPO
+    assert config.data_collector.source == "local"
+    assert config.path(config.data_collector.local.pdf_dir) == REPO / "build" / "sample_pdfs"
+    assert config.data_processor.converter == "native"
+    assert config.dataset_generator.provider == "offline"
+    assert config.data_processor.max_tokens == 500  # inherited
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"data_collector": {"num_reslts": 5}}, "data_collector.num_reslts: unknown key"),
+    ({"data_collector": {"num_results": "many"}}, "data_collector.num_results: Input should be a valid integer"),
+    ({"dataset_generator": {"train_ratio": 1.0}}, "dataset_generator.train_ratio: Input should be less than 1"),
+    ({"dataset_generator": {"train_ratio": 0}}, "dataset_generator.train_ratio: Input should be greater than 0"),
+    ({"evaluation": {"weights": {"bertscore_f1": 0.5, "rouge_l": 0.3, "token_f1": 0.2, "rouge_1": 0.1}}},
+     "evaluation.weights: weights must sum to 1"),
+    ({"data_processor": {"min_tokens": 600}}, "data_processor: min_tokens (600) must be below max_tokens (500)"),
+    ({"data_collector": {"source": "google"}}, "data_collector.source: Input should be 'serpapi' or 'local'"),
+    ({"data_collector": {"source": "local"}}, "source 'local' needs local.pdf_dir or local.url_file"),
+    ({"finetuning": {"training": {"strategy": "steps"}}}, "finetuning.training: strategy 'steps' needs max_steps"),
+    ({"domain": "Pregnancy Care"}, "domain: String should match pattern"),
+])
+def test_mistakes_name_the_key(tmp_path, override, message):
+    path = write(tmp_path, {"inherit": str(REPO / "config.yaml"), **override})
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_missing_file_and_bad_yaml_and_loops(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("domain: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    write(tmp_path, {"inherit": "b.yaml", "domain": "x"}, "a.yaml")
+    write(tmp_path, {"inherit": "a.yaml"}, "b.yaml")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_relative_root_is_taken_from_the_file_that_sets_it(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    path = write(tmp_path / "profiles", {"inherit": str(REPO / "configs" / "local.yaml"), "root": ".."})
+    assert load_config(path).root == tmp_path
