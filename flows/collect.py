@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import progress_bar, say
-from tasks.download import DownloadPolicy, download_documents, import_local_pdfs, is_still_valid
+from tasks.download import DownloadPolicy, download_documents, import_local_pdfs, is_settled
 from tasks.records import Document
 from tasks.search import list_local_sources, search_serpapi
 from tasks.store import RecordIndex
@@ -60,7 +60,7 @@ async def collect(config: PipelineConfig) -> list[Document]:
 
     def done(url: str) -> bool:
         previous = metadata.get(url)
-        return previous is not None and is_still_valid(previous, raw_dir)
+        return previous is not None and is_settled(previous, raw_dir)
 
     new_refs = [ref for ref in refs if not done(ref.url)]
     new_files = [path for path in files if not done(path.resolve().as_uri())]
@@ -81,7 +81,7 @@ async def collect(config: PipelineConfig) -> list[Document]:
     unique = len({d.sha256 for d in documents if d.status == "ok"})
     failures = "".join(f", {n} {status}" for status, n in sorted(by_status.items()) if status != "ok")
     say(f"collect: {len(documents)} sources, {by_status.get('ok', 0)} ok ({unique} unique PDFs), "
-        f"{skipped} already on disk{failures}")
+        f"{skipped} settled earlier (not fetched again){failures}")
     await acreate_table_artifact(
         key="collect-summary",
         table=[{"url": d.url, "status": d.status, "sha256": (d.sha256 or "")[:12], "bytes": d.bytes,

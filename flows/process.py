@@ -74,7 +74,7 @@ def process(config: PipelineConfig) -> dict[str, int]:
 
     failed = [c for c in converted if c.status == "failed"]
     summary = {"documents": len(urls), "converted": len(ok), "failed": len(failed),
-               "skipped_as_done": len(urls) - len(todo), **counts}
+               "already_done": len(urls) - len(todo), **counts}
     say("process: " + ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.items()))
     for conversion in failed:
         say(f"process: skipped {conversion.sha256[:12]}: {conversion.error}")

@@ -17,8 +17,9 @@ _PAGE_NUMBER = re.compile(r"^(?:page\s+)?(?:\d{1,4}|[ivxlc]{1,7})(?:\s*(?:/|of)\
 _DOT_LEADER = re.compile(r"(?:\.\s*){4,}\d{1,4}$|(?:…\s*)+\d{1,4}$")
 _TOC_TITLE = re.compile(r"^(?:table of )?contents$", re.IGNORECASE)
 _CREDIT = re.compile(
-    r"^(?:photo(?:graph)?s?(?:\s+credits?)?|image(?:\s+credits?)?|picture credits?|credits?|courtesy(?: of)?|source|©)"
-    r"\s*[:\-–—]?\s+\S",
+    r"^(?:(?:(?:photo(?:graph)?|image|picture|illustration)s?(?:\s+credits?)?|credits?|source)\s*[:\-–—]\s*\S"
+    r"|(?:(?:photo|image|picture)s?\s+)?courtesy(?:\s+of)?\s+\S"
+    r"|©\s*\S)",
     re.IGNORECASE)
 _HEADING = re.compile(r"^(#{1,6})\s+\S")
 _LIST_OR_TABLE = re.compile(r"^(?:[-*+]\s|\d+[.)]\s|\|)")

@@ -128,7 +128,7 @@ def parse_retry_after(value: str | None) -> float | None:
 def count_pages(path: Path) -> int | None:
     try:
         document = pypdfium2.PdfDocument(path)
-    except pypdfium2.PdfiumError:
+    except (pypdfium2.PdfiumError, OSError):
         return None
     try:
         return len(document)
@@ -204,6 +204,13 @@ def import_local_pdf(path: Path, raw_dir: Path, max_bytes: int, source: str = "l
     return _ok_document(ref, sha, target, sink.size, attempts=1)
 
 
+def is_settled(document: Document, raw_dir: Path) -> bool:
+    """True when a URL needs no new attempt: a permanent failure, or an ``ok`` file still on disk unchanged."""
+    if document.status != "ok":
+        return not document.retryable
+    return is_still_valid(document, raw_dir)
+
+
 def is_still_valid(document: Document, raw_dir: Path) -> bool:
     """True when an earlier ``ok`` download is still on disk with the same content."""
     if document.status != "ok" or not document.sha256:
@@ -255,7 +262,8 @@ class Downloader:
             except _Transient as failure:
                 if attempt >= self.policy.max_retries:
                     return Document(url=ref.url, title=ref.title, source=ref.source, status=failure.status,
-                                    error=f"{failure.error} (gave up after {attempt + 1} attempts)", attempts=attempt + 1)
+                                    error=f"{failure.error} (gave up after {attempt + 1} attempts)", attempts=attempt + 1,
+                                    retryable=True)
                 await asyncio.sleep(self._backoff(attempt, failure.retry_after))
                 attempt += 1
             except _Outcome as outcome:

@@ -30,7 +30,7 @@ def outline(pdf_path: Path) -> list[tuple[int, str]]:
     """The PDF's bookmarks as (level starting at 1, title); empty when there is none or the file is unreadable."""
     try:
         document = pypdfium2.PdfDocument(pdf_path)
-    except pypdfium2.PdfiumError:
+    except (pypdfium2.PdfiumError, OSError):
         return []
     try:
         return [(item.level + 1, item.get_title().strip()) for item in document.get_toc() if item.get_title().strip()]

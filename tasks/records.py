@@ -35,6 +35,7 @@ class Document(BaseModel):
     status: DownloadStatus
     error: str | None = None
     attempts: int = 1
+    retryable: bool = False  # failed on a transient error (timeout, 429, 5xx): try again on the next run
 
 
 class Conversion(BaseModel):

@@ -1,0 +1,86 @@
+"""Stages 1-2 end to end through the CLI, as a user runs them: real PDFs, a misbehaving web host, a rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+NOISE = ["Traceback", "Error flushing", "CancelledError", "EventsWorker", "Still processing items"]
+
+
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", str(config), *args],
+                          cwd=config.parent, capture_output=True, text=True, timeout=400, env=env)
+
+
+@pytest.fixture
+def project(tmp_path: Path, sample_pdf_dir: Path, pdf_server) -> Path:
+    shutil.copytree(sample_pdf_dir, tmp_path / "pdfs")
+    names = sorted(p.name for p in sample_pdf_dir.glob("*.pdf"))
+    urls = [f"{pdf_server.url}/pdf/{names[0]}",   # same content as a local file: collapses
+            f"{pdf_server.url}/html.pdf", f"{pdf_server.url}/status/404.pdf",
+            f"{pdf_server.url}/truncated.pdf", f"{pdf_server.url}/flaky-500.pdf"]
+    (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+    (tmp_path / "config.yaml").write_text(
+        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+        "data_collector:\n  local:\n    pdf_dir: pdfs\n    url_file: urls.txt\n"
+        "  allow_private_addresses: true\n  backoff_base_s: 0.05\n")
+    return tmp_path
+
+
+def test_collect_and_process_then_rerun_does_nothing_new(project: Path, pdf_server):
+    first = run_cli(project / "config.yaml")
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output
+    assert not [n for n in NOISE if n in output], output
+
+    records = json.loads((project / "data/raw/metadata.json").read_text())
+    assert len(records) == 8  # 3 local files + 5 URLs: every source tried is recorded
+    assert sum(d["source"] == "local" for d in records) == 3
+    metadata = {d["url"].rsplit("/", 1)[-1]: d for d in records if d["source"] == "url_list"}
+    assert {k: metadata[k]["status"] for k in ["html.pdf", "404.pdf", "truncated.pdf", "flaky-500.pdf"]} == {
+        "html.pdf": "not_pdf", "404.pdf": "http_error", "truncated.pdf": "ok", "flaky-500.pdf": "ok"}
+    ok_shas = {d["sha256"] for d in records if d["status"] == "ok"}
+    assert sorted(p.stem for p in (project / "data/raw").glob("*.pdf")) == sorted(ok_shas)
+    assert len(ok_shas) == 4  # 3 sample PDFs (one also fetched by URL, twice via flaky) + the truncated one
+
+    manifest = {c["sha256"]: c for c in json.loads((project / "data/processed/manifest.json").read_text())}
+    truncated = metadata["truncated.pdf"]["sha256"]
+    assert manifest[truncated]["status"] == "failed" and manifest[truncated]["error"]
+    converted = [sha for sha, c in manifest.items() if c["status"] == "ok"]
+    assert len(converted) == 3 and all(manifest[sha]["heading_source"] == "outline" for sha in converted)
+    assert all("\n# 1 " in (project / "data/processed" / f"{sha}.md").read_text() for sha in converted)
+
+    chunks = json.loads((project / "data/chunks/chunks.json").read_text())
+    assert len(chunks) >= 15
+    assert all(20 <= c["tokens"] <= 500 and c["doc_sha256"] in converted and c["section_path"] for c in chunks)
+    assert len({c["id"] for c in chunks}) == len(chunks)
+    assert "process: 4 documents, 3 converted, 1 failed" in first.stdout
+    assert f"process: skipped {truncated[:12]}: " in first.stdout
+
+    hits_before = len(pdf_server.hits)
+    stamps = {p: p.stat().st_mtime_ns for p in (project / "data/processed").glob("*.md")}
+    second = run_cli(project / "config.yaml")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(pdf_server.hits) == hits_before  # nothing downloaded again, failures included
+    assert "8 settled earlier (not fetched again)" in second.stdout
+    assert "4 already done" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in (project / "data/processed").glob("*.md")} == stamps
+    assert json.loads((project / "data/chunks/chunks.json").read_text()) == chunks
+
+
+def test_stage_two_alone_without_stage_one_says_what_to_do(tmp_path: Path):
+    (tmp_path / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n")
+    result = run_cli(tmp_path / "config.yaml", "--stage", "2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: stage 2 has nothing to process: no collected PDFs in {tmp_path / 'data/raw'} (run stage 1 first)")
