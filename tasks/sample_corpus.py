@@ -79,7 +79,7 @@ def render_pdf(markdown: str) -> bytes:
     pdf.set_font("Helvetica", "B", 20)
     pdf.multi_cell(0, 12, meta.get("title", "Untitled"), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
-    pdf.insert_toc_placeholder(_render_toc)
+    pdf.insert_toc_placeholder(_render_toc, allow_extra_pages=True)
     pdf.add_page()
     for block in (b.strip() for b in body.split("\n\n")):
         if not block:
@@ -104,14 +104,15 @@ def render_pdf(markdown: str) -> bytes:
 
 
 def build_corpus(src_dir: Path, out_dir: Path) -> list[Path]:
-    """Render every ``*.md`` in ``src_dir`` to ``out_dir/<stem>.pdf``; unchanged outputs are kept."""
+    """Render every ``*.md`` in ``src_dir`` to ``out_dir/<stem>.pdf``; outputs newer than text and renderer are kept."""
     sources = sorted(src_dir.glob("*.md"))
     if not sources:
         raise FileNotFoundError(f"no *.md files in {src_dir}")
+    renderer_mtime = Path(__file__).stat().st_mtime
     written = []
     for source in sources:
         target = out_dir / f"{source.stem}.pdf"
-        if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
+        if not target.exists() or target.stat().st_mtime < max(source.stat().st_mtime, renderer_mtime):
             atomic_write_bytes(target, render_pdf(source.read_text(encoding="utf-8")))
         written.append(target)
     return written
