@@ -4,7 +4,8 @@
   python pipeline.py --list
   python pipeline.py --config configs/local.yaml              # every available stage
   python pipeline.py --config configs/local.yaml --stage 2
-  python pipeline.py --config configs/local.yaml --start 1 --end 2
+  python pipeline.py --config configs/local.yaml --start 1 --end 3
+  python pipeline.py --config config.yaml --stage 3 --preview
 
 Exit codes: 0 done, 1 a stage failed, 2 bad arguments or configuration, 130 interrupted.
 """
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--start", help="first stage of a range (default: 1)")
     parser.add_argument("--end", help="last stage of a range (default: 6)")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
+    parser.add_argument("--preview", action="store_true",
+                        help="stage 3: generate from a few groups, print pairs and the full-run cost estimate, write no dataset")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's own logs and full tracebacks")
     return parser
 
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         stages, explicit = select_stages(args.stage, args.start, args.end)
         config = load_config(args.config)
         preflight(config, [s.key for s in stages])
+        if args.preview and [s.key for s in stages] != ["3"]:
+            raise StageSelectionError("--preview applies to stage 3 alone: use --stage 3 --preview")
     except (StageSelectionError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: stages {', '.join(later)} are not available yet; running {', '.join(s.key for s in stages)}",
                   file=sys.stderr)
     try:
-        asyncio.run(pipeline(config, [s.key for s in stages]))
+        asyncio.run(pipeline(config, [s.key for s in stages], preview=args.preview))
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         return 130

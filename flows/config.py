@@ -115,8 +115,25 @@ class DatasetGenerator(_Section):
     max_concurrent_requests: PositiveInt = 8
     requests_per_minute: PositiveInt = 60
     tokens_per_minute: PositiveInt | None = None
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 4
+    backoff_base_s: Annotated[float, Field(ge=0)] = 1.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
+    request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    min_answer_overlap: Annotated[float, Field(ge=0, le=1)] = 0.5
+    near_duplicate_threshold: Fraction = 0.8
+    judge: bool = False
+    judge_threshold: Annotated[float, Field(ge=0, le=1)] = 0.6
+    preview_groups: PositiveInt = 3
+    input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.30
+    output_price_per_mtok: Annotated[float, Field(ge=0)] = 2.50
     train_ratio: Fraction = 0.8
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> DatasetGenerator:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError("provider 'openai' needs base_url (e.g. http://localhost:8001/v1)")
+        return self
 
 
 class Lora(_Section):
@@ -240,6 +257,7 @@ class Secrets(BaseSettings):
 
     serp_api_key: SecretStr | None = None
     gemini_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
     hf_token: SecretStr | None = None
     hf_username: str | None = None
     wandb_api_key: SecretStr | None = None

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from prefect import flow
 
 from flows import collect as stage_collect
+from flows import generate as stage_generate
 from flows.collect import collect
 from flows.config import PipelineConfig
+from flows.generate import generate
 from flows.process import process, task_runner
 
 
@@ -23,7 +25,7 @@ class Stage:
 STAGES: list[Stage] = [
     Stage("1", "collect", "search (SerpAPI or local) and download PDFs → data/raw", True),
     Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers → data/chunks", True),
-    Stage("3", "generate", "QA pairs from chunks → data/qa_dataset", False),
+    Stage("3", "generate", "QA pairs from chunks (LLM) → data/qa_dataset", True),
     Stage("4a", "baseline-eval", "evaluate the base model → reports/eval_baseline.json", False),
     Stage("4b", "train", "LoRA SFT → models/checkpoints", False),
     Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights", False),
@@ -71,10 +73,12 @@ def preflight(config: PipelineConfig, stages: list[str]) -> None:
     """Check what the selected stages need (keys, inputs) before starting anything."""
     if "1" in stages:
         stage_collect.preflight(config)
+    if "3" in stages:
+        stage_generate.preflight(config)
 
 
 @flow(name="pipeline")
-async def pipeline(config: PipelineConfig, stages: list[str]) -> dict[str, object]:
+async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = False) -> dict[str, object]:
     results: dict[str, object] = {}
     for key in stages:
         if key == "1":
@@ -82,4 +86,6 @@ async def pipeline(config: PipelineConfig, stages: list[str]) -> dict[str, objec
             results["1"] = {"sources": len(documents), "ok": sum(d.status == "ok" for d in documents)}
         elif key == "2":
             results["2"] = process.with_options(task_runner=task_runner(config))(config)
+        elif key == "3":
+            results["3"] = await generate(config, preview=preview)
     return results

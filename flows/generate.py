@@ -1,0 +1,206 @@
+"""Stage 3 — generate: chunks → QA pairs (LLM) → deduplicated, optionally judged, split dataset."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+from prefect import flow, task
+from prefect.artifacts import acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.config import ConfigError, PipelineConfig, Secrets
+from flows.report import progress_bar, say
+from tasks.dataset import QARecord, chat_view, deduplicate, record_id, split_records
+from tasks.files import atomic_write_json, atomic_writer
+from tasks.generate import (
+    CallPolicy,
+    Group,
+    GroupResult,
+    RateLimitedCaller,
+    cache_key,
+    generate_all,
+    group_chunks,
+    judge_one,
+)
+from tasks.llm import GeminiProvider, LLMProvider, OfflineProvider, OpenAICompatibleProvider
+from tasks.prompts import PROMPT_VERSION
+from tasks.records import Chunk
+
+
+class StageIncomplete(Exception):
+    """Some work failed on transient errors; everything finished is kept, and a rerun does only the rest."""
+
+
+def make_provider(config: PipelineConfig) -> LLMProvider:
+    g = config.dataset_generator
+    if g.provider == "offline":
+        return OfflineProvider()
+    if g.provider == "gemini":
+        key = Secrets().require("gemini_api_key", "dataset_generator.provider: gemini",
+                                "use provider: openai (a local OpenAI-compatible server) or provider: offline")
+        return GeminiProvider(key, g.model, g.base_url, g.request_timeout_s, g.temperature)
+    return OpenAICompatibleProvider(g.base_url, g.model, Secrets().openai_api_key, g.request_timeout_s, g.temperature)
+
+
+def preflight(config: PipelineConfig) -> None:
+    if config.dataset_generator.provider == "gemini":
+        make_provider(config)
+
+
+def call_policy(config: PipelineConfig) -> CallPolicy:
+    g = config.dataset_generator
+    return CallPolicy(max_concurrent=g.max_concurrent_requests, requests_per_minute=g.requests_per_minute,
+                      tokens_per_minute=g.tokens_per_minute, max_retries=g.max_retries,
+                      backoff_base_s=g.backoff_base_s, backoff_max_s=g.backoff_max_s)
+
+
+@task(name="generate-qa-groups", cache_policy=NO_CACHE)
+async def generate_groups(groups: list[Group], caller: RateLimitedCaller, config: PipelineConfig,
+                          on_result=None) -> list[GroupResult]:
+    g = config.dataset_generator
+    return await generate_all(groups, caller, config.path(config.paths.qa_dataset) / "cache", config.domain,
+                              g.questions_per_group, g.min_answer_overlap, on_result)
+
+
+@task(name="judge-qa-pairs", cache_policy=NO_CACHE)
+async def judge_records(records: list[QARecord], sources: dict[str, str], caller: RateLimitedCaller,
+                        config: PipelineConfig) -> list:
+    cache_dir = config.path(config.paths.qa_dataset) / "cache" / "judge"
+    provider = caller.provider
+
+    async def one(record: QARecord):
+        path = cache_dir / f"{record.id}-{provider.name}-{provider.model.replace('/', '_')}-{PROMPT_VERSION}.json"
+        return await judge_one(sources[record.id], record.question, record.answer, caller, path)
+
+    return list(await asyncio.gather(*(one(r) for r in records)))
+
+
+def _cost(config: PipelineConfig, input_tokens: int, output_tokens: int) -> float:
+    g = config.dataset_generator
+    if g.provider == "offline":
+        return 0.0
+    return round(input_tokens / 1e6 * g.input_price_per_mtok + output_tokens / 1e6 * g.output_price_per_mtok, 6)
+
+
+def load_chunks(config: PipelineConfig) -> list[Chunk]:
+    path = config.path(config.paths.chunks) / "chunks.json"
+    if not path.exists():
+        raise ConfigError(f"stage 3 has no input: {path} is missing (run stage 2 first)")
+    return [Chunk.model_validate(c) for c in json.loads(path.read_text(encoding="utf-8"))]
+
+
+async def _preview(config: PipelineConfig, groups: list[Group], caller: RateLimitedCaller) -> dict:
+    sample = groups[: config.dataset_generator.preview_groups]
+    results = await generate_groups(sample, caller, config)
+    pairs = [(group, pair) for group, result in zip(sample, results, strict=True) for pair in result.pairs]
+    for group, pair in pairs[:6]:
+        say(f"[{pair.type}] Q: {pair.question}\n        A: {pair.answer}\n        (from {group.url or group.doc_sha256[:12]})")
+    tokens_in = sum(r.input_tokens for r in results)
+    tokens_out = sum(r.output_tokens for r in results)
+    scale = len(groups) / max(1, len(sample))
+    estimate = _cost(config, int(tokens_in * scale), int(tokens_out * scale))
+    say(f"preview: {len(sample)} of {len(groups)} groups, {len(pairs)} pairs, "
+        f"dropped {dict(sum((Counter(r.dropped) for r in results), Counter()))}; "
+        f"full run estimate: ~{int(tokens_in * scale)} input + {int(tokens_out * scale)} output tokens, "
+        f"~${estimate:.4f} ({config.dataset_generator.provider}/{caller.provider.model}); nothing written to the dataset")
+    return {"preview_groups": len(sample), "pairs": len(pairs), "estimated_cost_usd": estimate}
+
+
+@flow(name="generate")
+async def generate(config: PipelineConfig, preview: bool = False) -> dict:
+    g = config.dataset_generator
+    out_dir = config.path(config.paths.qa_dataset)
+    chunks = load_chunks(config)
+    groups = group_chunks(chunks, g.max_tokens)
+    provider = make_provider(config)
+    caller = RateLimitedCaller(provider, call_policy(config))
+    try:
+        if preview:
+            return await _preview(config, groups, caller)
+        cache_dir = out_dir / "cache"
+        cached = sum((cache_dir / f"{cache_key(gr, provider.name, provider.model)}.json").exists() for gr in groups)
+        with progress_bar("generate: asking the LLM", len(groups) - cached) as advance:
+            results = await generate_groups(groups, caller, config, on_result=lambda _: advance())
+        failed = [r for r in results if r.status == "failed"]
+        if failed:
+            raise StageIncomplete(
+                f"{len(failed)} of {len(groups)} groups failed on transient provider errors (last: {failed[-1].error}); "
+                f"{len(groups) - len(failed)} finished groups are cached: rerun to retry only the failed ones")
+
+        records: list[QARecord] = []
+        sources: dict[str, str] = {}
+        for group, result in zip(groups, results, strict=True):
+            for pair in result.pairs:
+                record = QARecord(id=record_id(group.doc_sha256, pair.question, pair.answer), question=pair.question,
+                                  answer=pair.answer, type=pair.type, chunk_ids=list(group.chunk_ids),
+                                  doc_sha256=group.doc_sha256, url=group.url, provider=result.provider,
+                                  model=result.model, prompt_version=result.prompt_version)
+                records.append(record)
+                sources[record.id] = group.text
+        generated = len(records)
+        records, n_exact, n_near = deduplicate(records, g.near_duplicate_threshold)
+
+        judged_out = judge_failed = 0
+        if g.judge:
+            scores = await judge_records(records, sources, caller, config)
+            kept = []
+            for record, score in zip(records, scores, strict=True):
+                if score is None:
+                    judge_failed += 1
+                    continue
+                record.judge = score.model_dump()
+                if min(score.faithfulness, score.usefulness) >= g.judge_threshold:
+                    kept.append(record)
+                else:
+                    judged_out += 1
+            records = kept
+
+        train, evaluation, level = split_records(records, g.train_ratio, g.seed)
+        if level == "chunk":
+            say("generate: warning: only one source document, so the split is by chunk; eval questions share "
+                "a document with training questions")
+        _write_dataset(config, train, evaluation)
+
+        dropped = sum((Counter(r.dropped) for r in results), Counter())
+        tokens_in = sum(r.input_tokens for r in results)
+        tokens_out = sum(r.output_tokens for r in results)
+        stats = {
+            "provider": provider.name, "model": provider.model, "prompt_version": PROMPT_VERSION,
+            "offline_extractive": provider.name == "offline",
+            "chunks": len(chunks), "groups": len(groups), "groups_cached_before_run": cached,
+            "groups_dropped": sum(r.status == "dropped" for r in results),
+            "provider_calls_this_run": caller.calls,
+            "pairs_generated": generated, "dropped_by_reason": dict(sorted(dropped.items())),
+            "duplicates": {"exact": n_exact, "near": n_near},
+            "judge": {"enabled": g.judge, "threshold": g.judge_threshold, "rejected": judged_out, "failed": judge_failed},
+            "pairs": len(train) + len(evaluation),
+            "by_type": dict(sorted(Counter(r.type for r in [*train, *evaluation]).items())),
+            "split": {"level": level, "train_ratio": g.train_ratio, "seed": g.seed,
+                      "train_pairs": len(train), "eval_pairs": len(evaluation),
+                      "train_documents": len({r.doc_sha256 for r in train}),
+                      "eval_documents": len({r.doc_sha256 for r in evaluation})},
+            "usage": {provider.name: {"input_tokens": tokens_in, "output_tokens": tokens_out,
+                                      "estimated_cost_usd": _cost(config, tokens_in, tokens_out)}},
+            "source_documents": sorted({c.doc_sha256 for c in chunks}),
+        }
+        atomic_write_json(out_dir / "stats.json", stats)
+        say(f"generate: {len(groups)} groups ({cached} cached, {caller.calls} provider calls), {generated} pairs generated, "
+            f"{n_exact + n_near} duplicates, {sum(dropped.values())} dropped, {len(train)} train / {len(evaluation)} eval "
+            f"({level}-level split)")
+        await acreate_table_artifact(key="generate-summary", table=[
+            {"metric": key, "value": json.dumps(value) if isinstance(value, dict | list) else value}
+            for key, value in stats.items() if key != "source_documents"], description="Stage 3 dataset statistics")
+        return stats
+    finally:
+        await provider.aclose()
+
+
+def _write_dataset(config: PipelineConfig, train: list[QARecord], evaluation: list[QARecord]) -> None:
+    out_dir = config.path(config.paths.qa_dataset)
+    for name, records in (("train", train), ("eval", evaluation)):
+        atomic_write_json(out_dir / f"{name}.json", [r.model_dump(mode="json") for r in records])
+        with atomic_writer(out_dir / f"{name}_chat.jsonl", "w") as handle:
+            for record in records:
+                handle.write(json.dumps(chat_view(record, config.domain), ensure_ascii=False) + "\n")

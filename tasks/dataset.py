@@ -1,0 +1,107 @@
+"""From generated pairs to the dataset: dedup, optional judging, a leak-free split, output views.
+
+The split is by source document and stable: a document's side is decided by a seeded hash
+of its sha256, so a refresh that adds documents never moves an existing document (and its
+questions) between train and eval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Iterable
+
+from datasketch import MinHash, MinHashLSH
+from pydantic import BaseModel
+
+from tasks.prompts import system_prompt
+
+_WORDS = re.compile(r"[a-z0-9]+")
+
+
+class QARecord(BaseModel):
+    id: str
+    question: str
+    answer: str
+    type: str
+    chunk_ids: list[str]
+    doc_sha256: str
+    url: str | None
+    provider: str
+    model: str
+    prompt_version: str
+    judge: dict[str, float] | None = None
+
+
+def record_id(doc_sha256: str, question: str, answer: str) -> str:
+    return hashlib.sha256(f"{doc_sha256}|{question}|{answer}".encode()).hexdigest()[:16]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(_WORDS.findall(text.lower()))
+
+
+def _minhash(text: str, num_perm: int) -> MinHash:
+    words = _WORDS.findall(text.lower())
+    shingles = set(words) | {f"{a} {b}" for a, b in itertools.pairwise(words)}
+    signature = MinHash(num_perm=num_perm, seed=1)
+    for shingle in sorted(shingles):
+        signature.update(shingle.encode("utf-8"))
+    return signature
+
+
+def deduplicate(records: Iterable[QARecord], threshold: float = 0.8, num_perm: int = 128) -> tuple[list[QARecord], int, int]:
+    """Drop exact (normalised) and near-duplicate questions (MinHash LSH); the first occurrence wins."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    exact: set[str] = set()
+    kept: list[QARecord] = []
+    n_exact = n_near = 0
+    for record in records:
+        key = _normalise(record.question)
+        if key in exact:
+            n_exact += 1
+            continue
+        signature = _minhash(record.question, num_perm)
+        if lsh.query(signature):
+            n_near += 1
+            continue
+        exact.add(key)
+        lsh.insert(record.id, signature)
+        kept.append(record)
+    return kept, n_exact, n_near
+
+
+def _score(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}|{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_records(records: list[QARecord], train_ratio: float, seed: int) -> tuple[list[QARecord], list[QARecord], str]:
+    """Split by document (stable seeded hash); both sides get at least one document when there are two or more.
+
+    With a single document the split falls back to chunk level (questions of one chunk stay together).
+    """
+    docs = sorted({r.doc_sha256 for r in records})
+    if len(docs) >= 2:
+        scores = {doc: _score(seed, doc) for doc in docs}
+        eval_docs = {doc for doc in docs if scores[doc] >= train_ratio}
+        if not eval_docs:
+            eval_docs = {max(docs, key=scores.__getitem__)}
+        if eval_docs == set(docs):
+            eval_docs.discard(min(docs, key=scores.__getitem__))
+        level, side = "document", (lambda r: r.doc_sha256 in eval_docs)
+    else:
+        level, side = "chunk", (lambda r: _score(seed, r.chunk_ids[0]) >= train_ratio)
+    train = [r for r in records if not side(r)]
+    evaluation = [r for r in records if side(r)]
+    return train, evaluation, level
+
+
+def chat_view(record: QARecord, domain: str) -> dict:
+    """The conversation stage 4 trains on: the shared system prompt, the question, the answer."""
+    return {"id": record.id, "messages": [
+        {"role": "system", "content": system_prompt(domain)},
+        {"role": "user", "content": record.question},
+        {"role": "assistant", "content": record.answer},
+    ]}

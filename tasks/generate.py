@@ -1,0 +1,248 @@
+"""Turn chunk groups into validated QA pairs, paying for each LLM call once.
+
+Each group's outcome is written to its own cache file (keyed by the group's content, the
+provider, the model and the prompt version) the moment it is final, so a rerun, a retried
+flow run, or a refresh that adds documents calls the LLM only for groups not done yet —
+and a process killed midway loses only the calls that were in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from aiolimiter import AsyncLimiter
+from pydantic import BaseModel, Field, ValidationError
+
+from tasks.files import atomic_write_json
+from tasks.llm import LLMAuthError, LLMError, LLMProvider, TransientLLMError
+from tasks.offline_llm import overlap
+from tasks.prompts import (
+    GENERATION_SYSTEM,
+    JUDGE_SYSTEM,
+    PROMPT_VERSION,
+    QUESTION_TYPES,
+    REPAIR_NOTE,
+    generation_prompt,
+    judge_prompt,
+)
+from tasks.records import Chunk
+
+QuestionType = Literal["what", "why", "how", "compare", "explain"]
+assert set(QUESTION_TYPES) == set(QuestionType.__args__)
+
+
+class QAItem(BaseModel):
+    question: str
+    answer: str
+    type: QuestionType
+
+
+class QAResponse(BaseModel):
+    pairs: list[QAItem]
+
+
+class JudgeScores(BaseModel):
+    faithfulness: float = Field(ge=0, le=1)
+    usefulness: float = Field(ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Consecutive chunks of one document, sent to the LLM together."""
+
+    key: str
+    doc_sha256: str
+    url: str | None
+    chunk_ids: tuple[str, ...]
+    text: str
+    tokens: int
+
+
+def group_chunks(chunks: list[Chunk], max_tokens: int) -> list[Group]:
+    """Pack consecutive chunks of the same document up to ``max_tokens`` per group."""
+    groups: list[Group] = []
+    current: list[Chunk] = []
+
+    def flush() -> None:
+        if current:
+            text = "\n\n".join(c.text for c in current)
+            key = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            groups.append(Group(key, current[0].doc_sha256, current[0].url, tuple(c.id for c in current), text,
+                                sum(c.tokens for c in current)))
+            current.clear()
+
+    for chunk in chunks:
+        if current and (chunk.doc_sha256 != current[0].doc_sha256 or sum(c.tokens for c in current) + chunk.tokens > max_tokens):
+            flush()
+        current.append(chunk)
+    flush()
+    return groups
+
+
+class GroupResult(BaseModel):
+    """The final outcome of one group, as cached: its pairs, what was dropped and why, what it cost."""
+
+    group_key: str
+    provider: str
+    model: str
+    prompt_version: str
+    status: Literal["ok", "dropped", "failed"]
+    pairs: list[QAItem] = []
+    dropped: dict[str, int] = {}
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error: str | None = None
+
+
+def cache_key(group: Group, provider: str, model: str, prompt_version: str = PROMPT_VERSION) -> str:
+    return hashlib.sha256(f"{group.key}|{provider}|{model}|{prompt_version}".encode()).hexdigest()
+
+
+def validate_reply(text: str, source: str, min_overlap: float) -> tuple[list[QAItem], Counter[str], str | None]:
+    """Parse a reply; returns usable pairs, per-pair drop reasons, and a reason if the reply as a whole is unusable."""
+    try:
+        reply = QAResponse.model_validate(json.loads(text))
+    except json.JSONDecodeError:
+        return [], Counter(), "invalid_json"
+    except ValidationError:
+        return [], Counter(), "missing_fields"
+    kept: list[QAItem] = []
+    dropped: Counter[str] = Counter()
+    for pair in reply.pairs:
+        pair = QAItem(question=" ".join(pair.question.split()), answer=" ".join(pair.answer.split()), type=pair.type)
+        if not pair.question or not pair.answer:
+            dropped["empty"] += 1
+        elif overlap(pair.answer, source) < min_overlap:
+            dropped["ungrounded"] += 1
+        else:
+            kept.append(pair)
+    return kept, dropped, None if kept else ("no_valid_pairs" if reply.pairs else "empty_reply")
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    max_concurrent: int = 8
+    requests_per_minute: int = 60
+    tokens_per_minute: int | None = None
+    max_retries: int = 4
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+
+class RateLimitedCaller:
+    """Bounded concurrency, requests/min and tokens/min limits, retries with backoff on transient errors only."""
+
+    def __init__(self, provider: LLMProvider, policy: CallPolicy) -> None:
+        self.provider = provider
+        self.policy = policy
+        self._slots = asyncio.Semaphore(policy.max_concurrent)
+        self._requests = AsyncLimiter(1, 60 / policy.requests_per_minute)  # evenly spaced, no burst
+        self._tokens = AsyncLimiter(policy.tokens_per_minute, 60) if policy.tokens_per_minute else None
+        self.calls = 0
+
+    async def __call__(self, system: str, prompt: str, schema: type[BaseModel]):
+        estimate = (len(system) + len(prompt)) // 4 + 512
+        for attempt in range(self.policy.max_retries + 1):
+            async with self._slots:
+                await self._requests.acquire()
+                if self._tokens is not None:
+                    await self._tokens.acquire(min(estimate, self.policy.tokens_per_minute))
+                self.calls += 1
+                try:
+                    return await self.provider.complete(system, prompt, schema)
+                except TransientLLMError as error:
+                    if attempt == self.policy.max_retries:
+                        raise
+                    delay = error.retry_after
+            if delay is None:
+                delay = random.uniform(0, min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2**attempt))
+            await asyncio.sleep(min(delay, self.policy.backoff_max_s))
+        raise AssertionError("unreachable")
+
+
+async def generate_group(group: Group, call: RateLimitedCaller, domain: str, n_pairs: int,
+                         min_overlap: float) -> GroupResult:
+    """Ask for pairs; a malformed reply is repaired once by asking again, then the group is dropped and counted."""
+    provider, model = call.provider.name, call.provider.model
+    result = GroupResult(group_key=group.key, provider=provider, model=model, prompt_version=PROMPT_VERSION, status="ok")
+    prompt = generation_prompt(domain, group.text, n_pairs)
+    dropped: Counter[str] = Counter()
+    for attempt in range(2):
+        try:
+            completion = await call(GENERATION_SYSTEM, prompt, QAResponse)
+        except LLMAuthError:
+            raise
+        except TransientLLMError as error:
+            return result.model_copy(update={"status": "failed", "error": str(error), "dropped": dict(dropped)})
+        except LLMError as error:
+            dropped["request_rejected"] += 1
+            return result.model_copy(update={"status": "dropped", "error": str(error), "dropped": dict(dropped)})
+        result.calls += 1
+        result.input_tokens += completion.input_tokens
+        result.output_tokens += completion.output_tokens
+        pairs, pair_drops, problem = validate_reply(completion.text, group.text, min_overlap)
+        dropped.update(pair_drops)
+        if problem is None:
+            return result.model_copy(update={"pairs": pairs, "dropped": dict(dropped)})
+        if attempt == 1:
+            dropped[problem] += 1
+            return result.model_copy(update={"status": "dropped", "error": f"unusable reply after a repair: {problem}",
+                                             "dropped": dict(dropped)})
+        prompt = prompt + REPAIR_NOTE.format(reason=problem.replace("_", " "))
+    raise AssertionError("unreachable")
+
+
+async def generate_all(groups: list[Group], call: RateLimitedCaller, cache_dir: Path, domain: str, n_pairs: int,
+                       min_overlap: float, on_result: Callable[[GroupResult], None] | None = None) -> list[GroupResult]:
+    """Results for every group, from the cache or from the LLM. Transient failures are returned, not cached.
+
+    Every sibling is allowed to finish before an authentication error is raised, so no paid call is lost.
+    """
+    provider, model = call.provider.name, call.provider.model
+
+    async def one(group: Group) -> GroupResult:
+        path = cache_dir / f"{cache_key(group, provider, model)}.json"
+        if path.exists():
+            return GroupResult.model_validate_json(path.read_text(encoding="utf-8"))
+        result = await generate_group(group, call, domain, n_pairs, min_overlap)
+        if result.status != "failed":
+            atomic_write_json(path, result.model_dump(mode="json"))
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    outcomes = await asyncio.gather(*(one(g) for g in groups), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return list(outcomes)
+
+
+async def judge_one(source: str, question: str, answer: str, call: RateLimitedCaller, cache_path: Path) -> JudgeScores | None:
+    """Score one pair (LLM-as-judge), cached; an unusable verdict is asked again once, then None."""
+    if cache_path.exists():
+        return JudgeScores.model_validate_json(cache_path.read_text(encoding="utf-8"))
+    prompt = judge_prompt(source, question, answer)
+    for _ in range(2):
+        try:
+            completion = await call(JUDGE_SYSTEM, prompt, JudgeScores)
+        except LLMAuthError:
+            raise
+        except LLMError:
+            return None
+        try:
+            scores = JudgeScores.model_validate(json.loads(completion.text))
+        except (json.JSONDecodeError, ValidationError):
+            continue
+        atomic_write_json(cache_path, scores.model_dump())
+        return scores
+    return None

@@ -1,0 +1,151 @@
+"""LLM providers behind one small interface: prompt in, JSON text and token usage out.
+
+Three implementations, chosen explicitly in the config (``dataset_generator.provider``):
+Gemini through google-genai (structured JSON output against a pydantic schema), any
+OpenAI-compatible chat endpoint (vLLM, llama.cpp server, Ollama) through the openai client,
+and the deterministic offline generator. Errors are sorted into transient (retry after a
+backoff or the server's Retry-After), permanent for this request, and fatal for the stage
+(authentication), so callers never guess from exception types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import httpx
+from pydantic import BaseModel, SecretStr
+
+from tasks import offline_llm
+from tasks.download import parse_retry_after
+
+_TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}
+_AUTH_STATUS = {401, 403}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+class LLMError(Exception):
+    """A request failed for a reason that retrying will not fix (bad request, content refused)."""
+
+
+class TransientLLMError(LLMError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LLMAuthError(LLMError):
+    """The provider rejected our credentials: every request would fail, so the stage stops."""
+
+
+def classify_status(provider: str, status: int, message: str, retry_after: str | None) -> LLMError:
+    text = f"{provider} returned HTTP {status}: {message[:300]}"
+    if status in _AUTH_STATUS:
+        return LLMAuthError(text)
+    if status in _TRANSIENT_STATUS or status >= 500:
+        return TransientLLMError(text, parse_retry_after(retry_after))
+    return LLMError(text)
+
+
+_NETWORK_ERRORS = (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, httpx.TransportError)
+
+
+class LLMProvider(Protocol):
+    name: str
+    model: str
+
+    async def complete(self, system: str, prompt: str, schema: type[BaseModel]) -> Completion: ...
+
+    async def aclose(self) -> None: ...
+
+
+class GeminiProvider:
+    name = "gemini"
+
+    def __init__(self, api_key: SecretStr, model: str, base_url: str | None = None, timeout_s: float = 60.0,
+                 temperature: float = 0.3) -> None:
+        from google import genai
+        from google.genai import types
+
+        self.model = model
+        self._types = types
+        self._temperature = temperature
+        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000),
+                                    retry_options=types.HttpRetryOptions(attempts=1))
+        self._client = genai.Client(api_key=api_key.get_secret_value(), http_options=options)
+
+    async def complete(self, system: str, prompt: str, schema: type[BaseModel]) -> Completion:
+        from google.genai import errors
+
+        config = self._types.GenerateContentConfig(
+            system_instruction=system, temperature=self._temperature,
+            response_mime_type="application/json", response_schema=schema)
+        try:
+            response = await self._client.aio.models.generate_content(model=self.model, contents=prompt, config=config)
+        except errors.APIError as error:
+            headers = getattr(error.response, "headers", None) or {}
+            raise classify_status("Gemini", error.code, error.message or str(error), headers.get("Retry-After")) from None
+        except _NETWORK_ERRORS as error:
+            raise TransientLLMError(f"Gemini request failed: {type(error).__name__}: {error}") from None
+        usage = response.usage_metadata
+        return Completion(text=response.text or "",
+                          input_tokens=(usage.prompt_token_count or 0) if usage else 0,
+                          output_tokens=(usage.candidates_token_count or 0) if usage else 0)
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
+
+
+class OpenAICompatibleProvider:
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, api_key: SecretStr | None = None, timeout_s: float = 60.0,
+                 temperature: float = 0.3) -> None:
+        import openai
+
+        self.model = model
+        self._openai = openai
+        self._temperature = temperature
+        key = api_key.get_secret_value() if api_key else "not-needed"
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
+
+    async def complete(self, system: str, prompt: str, schema: type[BaseModel]) -> Completion:
+        openai = self._openai
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.model, temperature=self._temperature, response_format={"type": "json_object"},
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}])
+        except openai.APIStatusError as error:
+            raise classify_status("OpenAI-compatible endpoint", error.status_code, str(error.message),
+                                  error.response.headers.get("Retry-After")) from None
+        except (openai.APITimeoutError, openai.APIConnectionError, *_NETWORK_ERRORS) as error:
+            raise TransientLLMError(f"OpenAI-compatible endpoint failed: {type(error).__name__}") from None
+        usage = response.usage
+        text = response.choices[0].message.content if response.choices else ""
+        return Completion(text=text or "", input_tokens=usage.prompt_tokens if usage else 0,
+                          output_tokens=usage.completion_tokens if usage else 0)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class OfflineProvider:
+    """Deterministic extractive generator (see tasks.offline_llm); token usage is counted in words."""
+
+    name = "offline"
+    model = offline_llm.MODEL_NAME
+
+    async def complete(self, system: str, prompt: str, schema: type[BaseModel]) -> Completion:
+        text = offline_llm.respond(prompt)
+        return Completion(text=text, input_tokens=len((system + prompt).split()), output_tokens=len(text.split()))
+
+    async def aclose(self) -> None:
+        return None
