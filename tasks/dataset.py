@@ -52,8 +52,13 @@ def _minhash(text: str, num_perm: int) -> MinHash:
 
 
 def deduplicate(records: Iterable[QARecord], threshold: float = 0.8, num_perm: int = 128) -> tuple[list[QARecord], int, int]:
-    """Drop exact (normalised) and near-duplicate questions (MinHash LSH); the first occurrence wins."""
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    """Drop exact (normalised) and near-duplicate questions; the first occurrence wins.
+
+    LSH finds candidates at a looser threshold (it is probabilistic around its threshold);
+    each candidate is then confirmed by its estimated Jaccard similarity.
+    """
+    lsh = MinHashLSH(threshold=max(0.3, threshold - 0.2), num_perm=num_perm)
+    signatures: dict[str, MinHash] = {}
     exact: set[str] = set()
     kept: list[QARecord] = []
     n_exact = n_near = 0
@@ -63,10 +68,11 @@ def deduplicate(records: Iterable[QARecord], threshold: float = 0.8, num_perm: i
             n_exact += 1
             continue
         signature = _minhash(record.question, num_perm)
-        if lsh.query(signature):
+        if any(signatures[other].jaccard(signature) >= threshold for other in lsh.query(signature)):
             n_near += 1
             continue
         exact.add(key)
+        signatures[record.id] = signature
         lsh.insert(record.id, signature)
         kept.append(record)
     return kept, n_exact, n_near

@@ -1,0 +1,182 @@
+"""Stage 3 generation through the real Gemini and OpenAI clients against loopback servers with failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from pydantic import SecretStr
+
+from tasks.dataset import QARecord, chat_view, deduplicate, split_records
+from tasks.generate import CallPolicy, RateLimitedCaller, cache_key, generate_all, group_chunks, judge_one
+from tasks.llm import GeminiProvider, LLMAuthError, OfflineProvider, OpenAICompatibleProvider
+from tasks.prompts import ANSWER_STYLE, GENERATION_SYSTEM, system_prompt
+from tasks.records import Chunk
+from tests.servers import LLMFaults, fake_llm
+
+KEY = "gemini-test-key"
+TEXTS = [
+    "Prenatal care is the routine health care a person receives during pregnancy. Regular visits let a midwife "
+    "follow the growth of the baby. The first visit is the longest and includes blood tests.",
+    "Folic acid lowers the risk of neural tube defects such as spina bifida. Iron is needed to make extra blood. "
+    "Vitamin D supports the baby's bones and teeth.",
+    "Labour is the process by which the baby is born. An epidural is an injection of local anaesthetic into the "
+    "lower back. Gas and air is a mixture of oxygen and nitrous oxide.",
+]
+FAST = CallPolicy(max_concurrent=4, requests_per_minute=6000, max_retries=3, backoff_base_s=0.01, backoff_max_s=2)
+
+
+def chunks(n_docs: int = 3) -> list[Chunk]:
+    return [Chunk(id=f"c{d}", doc_sha256=f"{d}" * 64, url=f"https://example.org/{d}.pdf", section_path=["S"],
+                  text=TEXTS[d % len(TEXTS)] + f" Section {d}.", tokens=60) for d in range(n_docs)]
+
+
+def run(provider, groups, tmp_path, policy=FAST):
+    caller = RateLimitedCaller(provider, policy)
+
+    async def go():
+        try:
+            return await generate_all(groups, caller, tmp_path, "pregnancy", 3, 0.5)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(go()), caller
+
+
+def gemini(server, key=KEY):
+    return GeminiProvider(SecretStr(key), "gemini-2.5-flash", server.url, timeout_s=1)
+
+
+def test_gemini_structured_output_records_and_usage(tmp_path):
+    groups = group_chunks(chunks(), max_tokens=600)
+    assert len(groups) == 3  # chunks of different documents never share a group
+    with fake_llm("gemini", KEY) as server:
+        results, caller = run(gemini(server), groups, tmp_path)
+    assert caller.calls == 3 and all(r.status == "ok" and r.pairs for r in results)
+    assert all(r.input_tokens > 0 and r.output_tokens > 0 for r in results)
+    config = server.bodies[0]["generationConfig"]
+    assert config["responseMimeType"] == "application/json" and "responseSchema" in config
+    assert ANSWER_STYLE in server.bodies[0]["systemInstruction"]["parts"][0]["text"]
+    for group, result in zip(groups, results, strict=True):
+        assert all(pair.answer in group.text for pair in result.pairs)  # grounded
+
+
+def test_transient_failures_are_retried_and_malformed_replies_repaired(tmp_path):
+    groups = group_chunks(chunks(1), max_tokens=600)
+    faults = LLMFaults(["429", "500", "timeout", "malformed"])
+    with fake_llm("gemini", KEY, faults) as server:
+        [result], caller = run(gemini(server), groups, tmp_path)
+    assert result.status == "ok" and result.pairs
+    assert caller.calls == 5  # 3 transient failures retried, 1 malformed reply repaired, 1 good
+    assert "could not be used (invalid json)" in server.prompts[-1]
+    hits = [h.at for h in server.hits]
+    assert hits[1] - hits[0] >= 0.95  # Retry-After: 1 was honoured
+
+
+@pytest.mark.parametrize(("faults", "reason"), [
+    (["malformed", "malformed"], "invalid_json"),
+    (["partial", "partial"], "missing_fields"),
+    (["ungrounded", "ungrounded"], "no_valid_pairs"),
+])
+def test_unusable_twice_is_dropped_and_counted(tmp_path, faults, reason):
+    groups = group_chunks(chunks(1), max_tokens=600)
+    with fake_llm("openai", None, LLMFaults(faults)) as server:
+        [result], _ = run(OpenAICompatibleProvider(server.url + "/v1", "local", timeout_s=2), groups, tmp_path)
+    assert result.status == "dropped" and result.dropped[reason] == 1 and not result.pairs
+    if reason == "no_valid_pairs":
+        assert result.dropped["ungrounded"] == 2
+    assert len(list(tmp_path.glob("*.json"))) == 1  # the paid-for outcome is cached all the same
+
+
+def test_cache_means_a_rerun_makes_no_calls(tmp_path):
+    groups = group_chunks(chunks(), max_tokens=600)
+    with fake_llm("openai", "sk-local") as server:
+        first, _ = run(OpenAICompatibleProvider(server.url + "/v1", "local", SecretStr("sk-local")), groups, tmp_path)
+        second, caller = run(OpenAICompatibleProvider(server.url + "/v1", "local", SecretStr("sk-local")), groups, tmp_path)
+        assert len(server.prompts) == 3
+    assert caller.calls == 0 and second == first
+    other_model = cache_key(groups[0], "openai", "another-model")
+    assert not (tmp_path / f"{other_model}.json").exists()  # the key includes provider and model
+
+
+def test_outage_leaves_failed_groups_uncached_and_a_rerun_does_only_those(tmp_path):
+    groups = group_chunks(chunks(), max_tokens=600)
+    faults = LLMFaults()
+    with fake_llm("gemini", KEY, faults) as server:
+        policy = CallPolicy(max_concurrent=1, requests_per_minute=6000, max_retries=1, backoff_base_s=0.01)
+        run(gemini(server), groups[:1], tmp_path, policy)  # one group done before the outage
+        faults.outage = True
+        results, _ = run(gemini(server), groups, tmp_path, policy)
+        assert [r.status for r in results] == ["ok", "failed", "failed"]
+        faults.outage = False
+        before = len(server.prompts)
+        results, caller = run(gemini(server), groups, tmp_path, policy)
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert caller.calls == 2 and len(server.prompts) - before == 2
+    assert not any(groups[0].text in p for p in server.prompts[before:])  # the finished group was not asked again
+
+
+def test_bad_key_stops_the_stage_with_a_clear_error(tmp_path):
+    groups = group_chunks(chunks(), max_tokens=600)
+    with fake_llm("gemini", KEY) as server, pytest.raises(LLMAuthError, match="HTTP 401: API key not valid"):
+        run(gemini(server, key="wrong"), groups, tmp_path)
+
+
+def _record(i: int, question: str, doc: str = "d") -> QARecord:
+    return QARecord(id=str(i), question=question, answer="a", type="what", chunk_ids=[f"c{i}"], doc_sha256=doc,
+                    url=None, provider="offline", model="m", prompt_version="v")
+
+
+def test_exact_and_near_duplicate_questions_are_removed():
+    question = "Why should a pregnant person who notices reduced fetal movement call the maternity unit the same day?"
+    records = [_record(0, question),
+               _record(1, question.lower().replace("?", "").replace(" who", ", who")),  # exact after normalising
+               _record(2, question.replace("the same day", "on the same day")),          # near (Jaccard ~0.9)
+               _record(3, "How long does labour last?")]
+    kept, exact, near = deduplicate(records)
+    assert [r.id for r in kept] == ["0", "3"] and (exact, near) == (1, 1)
+
+
+def test_split_is_by_document_and_stable_when_documents_are_added():
+    records = [_record(i, f"q{i}", doc=f"doc{i % 10}") for i in range(100)]
+    train, evaluation, level = split_records(records, 0.8, seed=42)
+    assert level == "document" and train and evaluation
+    assert not {r.doc_sha256 for r in train} & {r.doc_sha256 for r in evaluation}
+    more = records + [_record(100 + i, f"n{i}", doc=f"new{i}") for i in range(20)]
+    train2, eval2, _ = split_records(more, 0.8, seed=42)
+    assert {r.id for r in evaluation} <= {r.id for r in eval2} and {r.id for r in train} <= {r.id for r in train2}
+
+
+def test_split_of_few_documents_keeps_both_sides_and_one_document_falls_back_to_chunks():
+    for n_docs in (2, 3):
+        train, evaluation, level = split_records([_record(i, f"q{i}", doc=f"doc{i % n_docs}") for i in range(12)], 0.8, 1)
+        assert level == "document" and train and evaluation
+    train, evaluation, level = split_records([_record(i, f"q{i}", doc="only") for i in range(40)], 0.8, 1)
+    assert level == "chunk" and train and evaluation
+
+
+def test_offline_judge_scores_faithfulness(tmp_path):
+    source = TEXTS[1]
+
+    async def both():
+        caller = RateLimitedCaller(OfflineProvider(), FAST)
+        good = await judge_one(source, "What does folic acid do?",
+                               "Folic acid lowers the risk of neural tube defects such as spina bifida.", caller,
+                               tmp_path / "good.json")
+        bad = await judge_one(source, "What is the capital of Mars?", "Olympus City on the red volcanic plains.",
+                              caller, tmp_path / "bad.json")
+        return good, bad
+
+    good, bad = asyncio.run(both())
+    assert good.faithfulness == 1.0 and good.usefulness == 1.0
+    assert bad.faithfulness < 0.3
+    assert json.loads((tmp_path / "good.json").read_text())["faithfulness"] == 1.0
+
+
+def test_answer_style_is_one_constant_shared_by_generation_and_evaluation():
+    assert ANSWER_STYLE in GENERATION_SYSTEM
+    assert ANSWER_STYLE in system_prompt("pregnancy")
+    view = chat_view(_record(0, "What is it?"), "pregnancy")
+    assert [m["role"] for m in view["messages"]] == ["system", "user", "assistant"]
+    assert view["messages"][0]["content"] == system_prompt("pregnancy")

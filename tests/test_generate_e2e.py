@@ -1,0 +1,106 @@
+"""Stage 3 through the CLI with the real Gemini client: a process killed mid-stage loses and repeats nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.servers import fake_llm
+
+KEY = "e2e-gemini-key"
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory, sample_pdf_dir) -> Path:
+    """A project folder with stages 1-2 done on the sample corpus (small groups: many LLM calls)."""
+    root = tmp_path_factory.mktemp("stage3")
+    (root / "config.yaml").write_text(
+        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+        f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
+        "dataset_generator:\n  max_tokens: 150\n")
+    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--end", "2"],
+                            cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def gemini_config(root: Path, url: str, name: str) -> Path:
+    path = root / name
+    path.write_text(f"inherit: config.yaml\nroot: .\ndataset_generator:\n  provider: gemini\n  base_url: {url}\n"
+                    "  max_concurrent_requests: 2\n  requests_per_minute: 6000\n  backoff_base_s: 0.05\n")
+    return path
+
+
+def run_stage3(config: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "GEMINI_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(REPO / "pipeline.py"), "--config", str(config), "--stage", "3", *extra]
+    return subprocess.Popen(command, cwd=config.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_offline_stage_three_writes_a_complete_dataset(chunked: Path):
+    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--stage", "3"],
+                            cwd=chunked, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = chunked / "data/qa_dataset"
+    stats = json.loads((out / "stats.json").read_text())
+    train, evaluation = json.loads((out / "train.json").read_text()), json.loads((out / "eval.json").read_text())
+    assert stats["provider"] == "offline" and stats["offline_extractive"] is True
+    assert stats["pairs"] == len(train) + len(evaluation) > 20
+    assert stats["split"]["level"] == "document"
+    assert not {r["doc_sha256"] for r in train} & {r["doc_sha256"] for r in evaluation}
+    fields = {"id", "question", "answer", "type", "chunk_ids", "doc_sha256", "url", "provider", "model", "prompt_version"}
+    assert all(fields <= set(r) and r["model"] == "offline-extractive" and r["url"].startswith("file://") for r in train)
+    chat = [json.loads(line) for line in (out / "train_chat.jsonl").read_text().splitlines()]
+    assert len(chat) == len(train) and chat[0]["messages"][2]["content"] == train[0]["answer"]
+    assert set(stats["by_type"]) == {"what", "why", "how", "compare", "explain"}
+
+
+def test_preview_prints_pairs_and_cost_and_writes_no_dataset(chunked: Path):
+    out = chunked / "data/qa_dataset"
+    before = {name: (out / name).read_bytes() for name in ("train.json", "eval.json", "stats.json") if (out / name).exists()}
+    with fake_llm("gemini", KEY) as server:
+        process = run_stage3(gemini_config(chunked, server.url, "preview.yaml"), "--preview")
+        stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "Q: " in stdout and "full run estimate" in stdout and "$" in stdout
+    assert len(server.prompts) == 3  # preview_groups
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_killed_mid_stage_then_rerun_repeats_no_finished_call(chunked: Path):
+    with fake_llm("gemini", KEY, latency_s=0.4) as server:
+        config = gemini_config(chunked, server.url, "gemini.yaml")
+        process = run_stage3(config)
+        deadline = time.monotonic() + 120
+        while len(server.prompts) < 6 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        time.sleep(0.5)  # let in-flight requests finish on the server side
+        cache = chunked / "data/qa_dataset/cache"
+        done_before = {p.name for p in cache.glob("*.json") if json.loads(p.read_text())["provider"] == "gemini"}
+        prompts_before = len(server.prompts)
+        assert len(done_before) > 0
+
+        rerun = run_stage3(config)
+        _, stderr = rerun.communicate(timeout=300)
+        assert rerun.returncode == 0, stderr
+        rerun_prompts = server.prompts[prompts_before:]
+
+    stats = json.loads((chunked / "data/qa_dataset/stats.json").read_text())
+    # every group finished before the kill comes from the cache; only the others are asked, each once
+    assert stats["provider"] == "gemini" and stats["groups_cached_before_run"] == len(done_before)
+    assert stats["provider_calls_this_run"] == len(rerun_prompts) == stats["groups"] - len(done_before)
+    assert len(set(rerun_prompts)) == len(rerun_prompts)
+    records = json.loads((chunked / "data/qa_dataset/train.json").read_text()) + json.loads(
+        (chunked / "data/qa_dataset/eval.json").read_text())
+    assert len({r["id"] for r in records}) == len(records)
+    assert stats["groups_dropped"] == 0 and stats["pairs"] == len(records)
