@@ -13,12 +13,12 @@ while [ $# -gt 0 ]; do
         --stage|--start|--end|--config)
             [ $# -ge 2 ] || { echo "error: $1 needs a value" >&2; exit 2; }
             args+=("$1" "$2"); shift 2 ;;
-        --list|--verbose)
+        --list|--preview|--verbose)
             args+=("$1"); shift ;;
         -h|--help)
             sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *)
-            echo "error: unknown option '$1' (supported: --stage, --start, --end, --config, --list, --verbose)" >&2
+            echo "error: unknown option '$1' (supported: --stage, --start, --end, --config, --list, --preview, --verbose)" >&2
             exit 2 ;;
     esac
 done
