@@ -66,13 +66,14 @@ async def collect(config: PipelineConfig) -> list[Document]:
     new_files = [path for path in files if not done(path.resolve().as_uri())]
     skipped = len(refs) + len(files) - len(new_refs) - len(new_files)
 
+    policy = download_policy(config)
     with progress_bar("collect: downloading", len(new_refs) + len(new_files)) as advance:
         def record(document: Document) -> None:
             metadata.record(document)
             advance()
 
-        import_local_pdfs(new_files, raw_dir, download_policy(config).max_bytes, on_result=record)
-        await download_documents(new_refs, raw_dir, download_policy(config), on_result=record)
+        import_local_pdfs(new_files, raw_dir, policy.max_bytes, on_result=record)
+        await download_documents(new_refs, raw_dir, policy, on_result=record)
     metadata.save()
 
     wanted = {ref.url for ref in refs} | {path.resolve().as_uri() for path in files}
