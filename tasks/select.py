@@ -1,0 +1,70 @@
+"""Pick the best checkpoint by combined score and install its adapter as the model's weights.
+
+The copy is verified (same file hashes) before anything is cleaned up, and the installed
+adapter must actually change the model's answers: a LoRA that learned nothing (zero-init B,
+a learning rate of 0, a broken target module list) would otherwise be registered and served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+class NoOpAdapter(Exception):
+    """The adapter does not change any answer of the base model."""
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in ADAPTER_FILES}
+
+
+def best_checkpoint(scores: dict[str, float]) -> str:
+    """Highest combined score; ties go to the later checkpoint (more training, same quality)."""
+    return max(scores, key=lambda name: (scores[name], int(name.split("-")[-1])))
+
+
+@task(name="install-adapter", cache_policy=NO_CACHE)
+def install_adapter(checkpoint: Path, target: Path) -> dict[str, str]:
+    """Copy the adapter files (and tokenizer files) to ``target`` atomically; returns the verified hashes."""
+    missing = [name for name in ADAPTER_FILES if not (checkpoint / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{checkpoint} has no {', '.join(missing)}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        for path in checkpoint.iterdir():
+            if path.is_file() and (path.name in ADAPTER_FILES or path.name.startswith(("tokenizer", "chat_template"))):
+                shutil.copy2(path, staging / path.name)
+        if _hashes(staging) != _hashes(checkpoint):
+            raise OSError(f"copy of {checkpoint} to {target} does not match the original")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _hashes(target)
+
+
+def cleanup_checkpoints(checkpoints: list[Path], keep: Path, installed: Path) -> list[str]:
+    """Remove every checkpoint except ``keep``, and only once ``installed`` is verified equal to it."""
+    if _hashes(installed) != _hashes(keep):
+        raise OSError(f"{installed} does not match {keep}: not removing any checkpoint")
+    removed = []
+    for checkpoint in checkpoints:
+        if checkpoint != keep:
+            shutil.rmtree(checkpoint)
+            removed.append(checkpoint.name)
+    return removed
+
+
+def changed_answers(baseline: list[str], tuned: list[str]) -> int:
+    return sum(a.strip() != b.strip() for a, b in zip(baseline, tuned, strict=True))

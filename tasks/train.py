@@ -1,0 +1,125 @@
+"""LoRA / QLoRA supervised fine-tuning with TRL's SFTTrainer and PEFT.
+
+Examples are conversational prompt/completion pairs (system + user → assistant), so the
+loss is computed on the assistant's answer only. Checkpoints hold only the adapter; a run
+interrupted midway resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.files import atomic_write_json
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    quantization: str = "none"
+    strategy: str = "epoch"
+    epochs: float = 3
+    max_steps: int | None = None
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 4
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_seq_length: int = 1024
+    optim: str = "paged_adamw_32bit"
+    bf16: bool = False
+    gradient_checkpointing: bool = True
+    save_steps: int = 50
+    logging_steps: int = 10
+    seed: int = 42
+    report_to: tuple[str, ...] = field(default_factory=tuple)
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """Checkpoint folders in step order."""
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def to_prompt_completion(record: dict) -> dict:
+    system, user, assistant = record["messages"]
+    return {"prompt": [system, user], "completion": [assistant]}
+
+
+def total_steps(n_examples: int, settings: TrainSettings) -> int:
+    if settings.strategy == "steps":
+        return settings.max_steps
+    per_epoch = math.ceil(n_examples / (settings.batch_size * settings.gradient_accumulation_steps))
+    return max(1, math.ceil(per_epoch * settings.epochs))
+
+
+def _load_model(base: str, settings: TrainSettings):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if settings.quantization == "none":
+        return AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if settings.bf16 else torch.float32)
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    quantization = (BitsAndBytesConfig(load_in_8bit=True) if settings.quantization == "8bit" else
+                    BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                       bnb_4bit_compute_dtype=torch.bfloat16 if settings.bf16 else torch.float32))
+    model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quantization)
+    return prepare_model_for_kbit_training(model)
+
+
+def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: TrainSettings):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    records = [json.loads(line) for line in train_chat.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{train_chat} has no training examples (run stage 3 first)")
+    dataset = Dataset.from_list([to_prompt_completion(r) for r in records])
+    steps = total_steps(len(records), settings)
+    args = SFTConfig(
+        output_dir=str(output_dir), num_train_epochs=settings.epochs, max_steps=steps,
+        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=settings.learning_rate, lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=math.ceil(steps * settings.warmup_ratio), weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm, max_length=settings.max_seq_length, optim=settings.optim,
+        bf16=settings.bf16, gradient_checkpointing=settings.gradient_checkpointing, save_strategy="steps",
+        save_steps=settings.save_steps, logging_steps=settings.logging_steps,
+        seed=settings.seed, data_seed=settings.seed, report_to=list(settings.report_to) or "none",
+        completion_only_loss=True, save_only_model=False, disable_tqdm=False,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM", bias="none")
+    return SFTTrainer(model=_load_model(base, settings), args=args, train_dataset=dataset,
+                      processing_class=tokenizer, peft_config=lora)
+
+
+@task(name="train-lora", cache_policy=NO_CACHE)
+def train_lora(base: str, train_chat: Path, output_dir: Path, settings: TrainSettings, log_path: Path) -> dict:
+    """Train (resuming from the last checkpoint if there is one); returns the loss history and checkpoints."""
+    trainer = build_trainer(base, train_chat, output_dir, settings)
+    resume = checkpoints(output_dir)
+    result = trainer.train(resume_from_checkpoint=str(resume[-1]) if resume else None)
+    trainer.save_state()
+    history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+    summary = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
+               "loss_history": history, "resumed_from": resume[-1].name if resume else None,
+               "checkpoints": [p.name for p in checkpoints(output_dir)]}
+    atomic_write_json(log_path, summary)
+    return summary

@@ -1,0 +1,70 @@
+"""Stage 4 guards: settings the machine cannot honour, verified adapter install, safe cleanup."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from flows import finetune
+from flows.config import ConfigError, load_config
+from tasks.select import best_checkpoint, cleanup_checkpoints, install_adapter
+from tests.conftest import REPO
+
+
+def config_with(tmp_path, finetuning: dict):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"inherit": str(REPO / "configs" / "local.yaml"), "finetuning": finetuning}))
+    return load_config(path)
+
+
+def test_bf16_is_refused_where_the_hardware_has_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(finetune, "_cpu_has_bf16", lambda: False)
+    with pytest.raises(ConfigError, match=r"finetuning\.training\.bf16: true, but this machine has no bf16 support"):
+        finetune.preflight(config_with(tmp_path, {"training": {"bf16": True}}))
+    finetune.preflight(config_with(tmp_path, {"training": {"bf16": False}}))
+
+
+def test_quantization_and_paged_optimizer_need_bitsandbytes(tmp_path):
+    # bitsandbytes is the [gpu] extra: the default set-up does not install it
+    import importlib.util
+
+    assert importlib.util.find_spec("bitsandbytes") is None
+    with pytest.raises(ConfigError, match=r"finetuning\.quantization and finetuning\.training\.optim need bitsandbytes"):
+        finetune.preflight(config_with(tmp_path, {"quantization": "8bit", "training": {"optim": "paged_adamw_32bit"}}))
+    with pytest.raises(ConfigError, match=r"finetuning\.quantization need bitsandbytes"):
+        finetune.preflight(config_with(tmp_path, {"quantization": "4bit"}))
+
+
+def test_wandb_without_its_package_or_key_is_explained(tmp_path):
+    with pytest.raises(ConfigError, match=r"finetuning\.wandb: true needs"):
+        finetune.preflight(config_with(tmp_path, {"wandb": True}))
+
+
+def _checkpoint(folder, step: int, payload: bytes):
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "adapter_model.safetensors").write_bytes(payload)
+    (path / "adapter_config.json").write_text('{"r": 16}')
+    (path / "optimizer.pt").write_bytes(b"big optimizer state")
+    (path / "tokenizer.json").write_text("{}")
+    return path
+
+
+def test_install_is_verified_and_cleanup_keeps_the_selected(tmp_path):
+    ckpts = [_checkpoint(tmp_path / "ck", step, f"weights {step}".encode()) for step in (10, 20, 30)]
+    target = tmp_path / "lora_weights"
+    hashes = install_adapter.fn(ckpts[1], target)
+    assert sorted(p.name for p in target.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json"]
+    assert (target / "adapter_model.safetensors").read_bytes() == b"weights 20" and len(hashes) == 2
+    (target / "adapter_model.safetensors").write_bytes(b"corrupted")
+    with pytest.raises(OSError, match="not removing any checkpoint"):
+        cleanup_checkpoints(ckpts, ckpts[1], target)
+    assert all(c.exists() for c in ckpts)
+    install_adapter.fn(ckpts[1], target)
+    assert cleanup_checkpoints(ckpts, ckpts[1], target) == ["checkpoint-10", "checkpoint-30"]
+    assert [c.exists() for c in ckpts] == [False, True, False]
+
+
+def test_best_checkpoint_prefers_the_later_on_ties():
+    assert best_checkpoint({"checkpoint-10": 0.4, "checkpoint-20": 0.5, "checkpoint-30": 0.5}) == "checkpoint-30"
+    assert best_checkpoint({"checkpoint-10": 0.6, "checkpoint-20": 0.5}) == "checkpoint-10"

