@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
     else:
         logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+        # bitsandbytes' CPU backend suggests the `kernels` package (a Hub download) for faster 4-bit matmuls
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
 

@@ -49,8 +49,8 @@ def preflight(config: PipelineConfig) -> None:
     needs_bnb = [name for name, used in (("finetuning.quantization", f.quantization != "none"),
                                           ("finetuning.training.optim", f.training.optim.startswith("paged_"))) if used]
     if needs_bnb and importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError(f"{' and '.join(needs_bnb)} need bitsandbytes, which is not installed: "
-                          "pip install -e '.[gpu]' (or quantization: none and optim: adamw_torch)")
+        raise ConfigError(f"{' and '.join(needs_bnb)}: bitsandbytes is needed and not installed: "
+                          "pip install 'bitsandbytes>=0.50' (or quantization: none and optim: adamw_torch)")
     if f.wandb:
         if importlib.util.find_spec("wandb") is None:
             raise ConfigError("finetuning.wandb: true needs the wandb package: pip install wandb")
@@ -129,7 +129,8 @@ def train(config: PipelineConfig) -> dict:
     losses = [h["loss"] for h in summary["loss_history"]]
     say(f"4b train: {summary['steps']} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}, "
         f"checkpoints {', '.join(summary['checkpoints'])}"
-        + (f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else ""))
+        + (f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else "")
+        + (f"; {summary['examples_too_long']} examples over max_seq_length left out" if summary["examples_too_long"] else ""))
     return summary
 
 

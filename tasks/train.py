@@ -1,8 +1,9 @@
 """LoRA / QLoRA supervised fine-tuning with TRL's SFTTrainer and PEFT.
 
 Examples are conversational prompt/completion pairs (system + user → assistant), so the
-loss is computed on the assistant's answer only. Checkpoints hold only the adapter; a run
-interrupted midway resumes from its last checkpoint.
+loss is computed on the assistant's answer only. Batches are padding-free (the examples of a
+batch are laid end to end, kept apart by their position ids), so no step computes on padding.
+Checkpoints hold only the adapter; a run interrupted midway resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -76,18 +77,34 @@ def _load_model(base: str, settings: TrainSettings):
                     BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                        bnb_4bit_compute_dtype=torch.bfloat16 if settings.bf16 else torch.float32))
     model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quantization)
-    return prepare_model_for_kbit_training(model)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+
+
+def within_length(records: list[dict], tokenizer, max_seq_length: int) -> tuple[list[dict], int]:
+    """Keep the examples whose whole conversation fits max_seq_length; return them and how many were dropped.
+
+    Padding-free batching never truncates, and a truncated example would train on an answer cut mid-sentence,
+    so an overlong example is left out and counted instead.
+    """
+    kept = [r for r in records if len(tokenizer.apply_chat_template(r["messages"], tokenize=True)["input_ids"]) <= max_seq_length]
+    return kept, len(records) - len(kept)
 
 
 def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: TrainSettings):
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     records = [json.loads(line) for line in train_chat.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records, too_long = within_length(records, tokenizer, settings.max_seq_length)
     if not records:
-        raise ValueError(f"{train_chat} has no training examples (run stage 3 first)")
+        raise ValueError(f"{train_chat} has no training examples of at most finetuning.max_seq_length="
+                         f"{settings.max_seq_length} tokens ({too_long} longer ones; run stage 3 first or raise it)")
     dataset = Dataset.from_list([to_prompt_completion(r) for r in records])
     steps = total_steps(len(records), settings)
     args = SFTConfig(
@@ -95,31 +112,31 @@ def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Train
         per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.gradient_accumulation_steps,
         learning_rate=settings.learning_rate, lr_scheduler_type=settings.lr_scheduler,
         warmup_steps=math.ceil(steps * settings.warmup_ratio), weight_decay=settings.weight_decay,
-        max_grad_norm=settings.max_grad_norm, max_length=settings.max_seq_length, optim=settings.optim,
-        bf16=settings.bf16, gradient_checkpointing=settings.gradient_checkpointing, save_strategy="steps",
+        max_grad_norm=settings.max_grad_norm, max_length=None, padding_free=True, optim=settings.optim,
+        # transformers refuses bf16 without an accelerator unless told the CPU is meant (preflight checked it can)
+        bf16=settings.bf16, use_cpu=settings.bf16 and not torch.cuda.is_available(),
+        gradient_checkpointing=settings.gradient_checkpointing, save_strategy="steps",
         save_steps=settings.save_steps, logging_steps=settings.logging_steps,
         seed=settings.seed, data_seed=settings.seed, report_to=list(settings.report_to) or "none",
         completion_only_loss=True, save_only_model=False, disable_tqdm=False,
     )
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=list(settings.target_modules), task_type="CAUSAL_LM", bias="none")
-    return SFTTrainer(model=_load_model(base, settings), args=args, train_dataset=dataset,
-                      processing_class=tokenizer, peft_config=lora)
+    trainer = SFTTrainer(model=_load_model(base, settings), args=args, train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=lora)
+    return trainer, too_long
 
 
 @task(name="train-lora", cache_policy=NO_CACHE)
 def train_lora(base: str, train_chat: Path, output_dir: Path, settings: TrainSettings, log_path: Path) -> dict:
     """Train (resuming from the last checkpoint if there is one); returns the loss history and checkpoints."""
-    trainer = build_trainer(base, train_chat, output_dir, settings)
+    trainer, too_long = build_trainer(base, train_chat, output_dir, settings)
     resume = checkpoints(output_dir)
     result = trainer.train(resume_from_checkpoint=str(resume[-1]) if resume else None)
     trainer.save_state()
     history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
     summary = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
                "loss_history": history, "resumed_from": resume[-1].name if resume else None,
-               "checkpoints": [p.name for p in checkpoints(output_dir)]}
+               "checkpoints": [p.name for p in checkpoints(output_dir)], "examples_too_long": too_long}
     atomic_write_json(log_path, summary)
     return summary

