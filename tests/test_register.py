@@ -1,0 +1,151 @@
+"""Stage 5: versions, the vLLM servability check, the local registry and the Hub (a loopback server speaking its API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tasks.adapter_check import AdapterNotServable, check_servable
+from tasks.registry import next_version_name
+from tests.conftest import REPO
+from tests.servers import FakeHub
+
+METRICS = {"rouge_1": 0.3, "rouge_2": 0.2, "rouge_l": 0.3, "bertscore_f1": 0.5, "token_f1": 0.3, "combined": 0.38}
+WEIGHTS = {"bertscore_f1": 0.4, "rouge_l": 0.3, "token_f1": 0.2, "rouge_1": 0.1}
+
+
+def save_adapter(folder: Path, seed: int = 0, **lora) -> Path:
+    """A real PEFT LoRA adapter of a tiny random Llama (no download)."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    settings = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                "init_lora_weights": False, **lora}
+    get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **settings)).save_pretrained(folder)
+    return folder
+
+
+def test_versions_start_at_one_and_bump_minor_or_major():
+    stem = "pregnancy-qa-lora-"
+    assert next_version_name([], stem, "minor") == "pregnancy-qa-lora-v1.0"
+    existing = ["pregnancy-qa-lora-v1.0", "pregnancy-qa-lora-v1.9", "pregnancy-qa-lora-v1.10", "cardio-qa-lora-v7.0",
+                "pregnancy-qa-lora-v1.2-draft"]
+    assert next_version_name(existing, stem, "minor") == "pregnancy-qa-lora-v1.11"
+    assert next_version_name(existing, stem, "major") == "pregnancy-qa-lora-v2.0"
+
+
+def test_a_plain_lora_on_attention_projections_is_servable(tmp_path):
+    check_servable(save_adapter(tmp_path / "ok"), max_lora_rank=64)
+
+
+@pytest.mark.parametrize("lora, max_rank, reason", [
+    ({"modules_to_save": ["lm_head"]}, 64, "modules_to_save=['lm_head']"),
+    ({"r": 32}, 16, "rank 32 is above serving.max_lora_rank=16"),
+    ({"use_dora": True}, 64, "use_dora=true"),
+    ({"target_modules": ["q_proj", "embed_tokens"]}, 64, "target_modules ['embed_tokens'] are not served"),
+])
+def test_adapters_vllm_would_reject_are_refused_with_the_reason(tmp_path, lora, max_rank, reason):
+    adapter = save_adapter(tmp_path / "bad", **lora)
+    with pytest.raises(AdapterNotServable, match="cannot be served by vLLM") as refused:
+        check_servable(adapter, max_lora_rank=max_rank)
+    assert reason in str(refused.value)
+
+
+def make_project(root: Path, registration: dict, seed: int = 0) -> Path:
+    """Stage 4's outputs as stage 5 reads them: the installed adapter, the eval reports, the dataset stats."""
+    save_adapter(root / "models" / "lora_weights", seed=seed)
+    reports = root / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    for name, combined in (("eval_baseline.json", 0.33), ("eval_finetuned.json", 0.38)):
+        (reports / name).write_text(json.dumps({"examples": 8, "weights": WEIGHTS,
+                                                "metrics": {**METRICS, "combined": combined}}))
+    (reports / "checkpoint_selection.json").write_text(json.dumps({"selected": "checkpoint-30",
+                                                                   "scores": {"checkpoint-30": 0.38}}))
+    (root / "data" / "qa_dataset").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "qa_dataset" / "stats.json").write_text(json.dumps({
+        "provider": "offline", "model": "offline-extractive", "prompt_version": "v3",
+        "split": {"train_pairs": 15, "eval_pairs": 8}, "source_documents": ["a" * 64]}))
+    (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "raw" / "metadata.json").write_text(json.dumps([
+        {"url": "https://example.org/guide.pdf", "title": "Prenatal guide", "sha256": "a" * 64, "status": "ok"}]))
+    (root / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+                                      + "registration:\n" + "".join(f"  {k}: {v}\n" for k, v in registration.items()))
+    return root
+
+
+def register(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_USERNAME")}
+    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--stage", "5"],
+                          cwd=root, capture_output=True, text=True, timeout=300, env={**clean, **env})
+
+
+def test_local_registry_versions_cards_and_recognises_unchanged_weights(tmp_path):
+    root = make_project(tmp_path, {"target": "local"})
+    first = register(root)
+    assert first.returncode == 0, first.stderr
+    version = root / "models" / "registry" / "pregnancy-qa-lora-v1.0"
+    assert sorted(p.name for p in version.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    card = ModelCard.load(version / "README.md")
+    assert card.data.library_name == "peft" and card.data.license == "apache-2.0" and "pregnancy" in card.data.tags
+    assert "| combined | 0.3300 | 0.3800 | +0.0500 |" in card.text
+    assert "[Prenatal guide](https://example.org/guide.pdf)" in card.text
+    record = json.loads((root / "reports" / "registration.json").read_text())
+    assert record["status"] == "registered" and record["name"] == "pregnancy-qa-lora-v1.0"
+
+    again = register(root)
+    assert again.returncode == 0 and "already registered as pregnancy-qa-lora-v1.0: no new version" in again.stdout
+    assert sorted(p.name for p in version.parent.iterdir()) == ["pregnancy-qa-lora-v1.0"]
+    assert json.loads((root / "reports" / "registration.json").read_text())["status"] == "unchanged"
+
+    save_adapter(root / "models" / "lora_weights", seed=1)  # retrained: new weights
+    assert register(root).returncode == 0
+    make_project(root, {"target": "local", "version_bump": "major"}, seed=2)
+    assert register(root).returncode == 0
+    assert sorted(p.name for p in version.parent.iterdir()) == [
+        "pregnancy-qa-lora-v1.0", "pregnancy-qa-lora-v1.1", "pregnancy-qa-lora-v2.0"]
+
+
+def test_an_adapter_serving_would_reject_is_not_published(tmp_path):
+    root = make_project(tmp_path, {"target": "local"})
+    save_adapter(root / "models" / "lora_weights", modules_to_save=["lm_head"])
+    result = register(root)
+    assert result.returncode == 1
+    assert "cannot be served by vLLM: modules_to_save=['lm_head']" in result.stderr
+    assert not (root / "models" / "registry").exists()
+
+
+def test_hub_registration_through_the_hub_api(tmp_path):
+    with FakeHub(token="hf_secret_token") as hub:
+        root = make_project(tmp_path, {"target": "hub", "hub_url": hub.url, "repo_name": "prenatal-assistant"})
+        missing = register(root, HF_USERNAME="alice")
+        assert missing.returncode == 2 and "HF_TOKEN is not set" in missing.stderr and not hub.repos
+
+        first = register(root, HF_TOKEN="hf_secret_token", HF_USERNAME="alice")
+        assert first.returncode == 0, first.stderr
+        repo = hub.repos["alice/prenatal-assistant-v1.0"]
+        assert repo["private"] is True and len(repo["commits"]) == 1
+        assert sorted(repo["files"]) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+        assert repo["files"]["adapter_model.safetensors"] == (root / "models/lora_weights/adapter_model.safetensors").read_bytes()
+        record = json.loads((root / "reports" / "registration.json").read_text())
+        assert record["location"] == f"{hub.url}/alice/prenatal-assistant-v1.0"
+        assert "hf_secret_token" not in first.stdout + first.stderr + json.dumps(record)
+
+        again = register(root, HF_TOKEN="hf_secret_token", HF_USERNAME="alice")
+        assert "no new version" in again.stdout and len(hub.repos) == 1 and len(repo["commits"]) == 1
+
+        save_adapter(root / "models" / "lora_weights", seed=5)
+        assert register(root, HF_TOKEN="hf_secret_token", HF_USERNAME="alice").returncode == 0
+        assert sorted(hub.repos) == ["alice/prenatal-assistant-v1.0", "alice/prenatal-assistant-v1.1"]
+
+        wrong = register(root, HF_TOKEN="hf_wrong", HF_USERNAME="alice")
+        assert wrong.returncode == 1 and "hf_wrong" not in wrong.stderr
+        assert "refused to list alice's models (HTTP 401): check that HF_TOKEN is valid" in wrong.stderr
