@@ -14,8 +14,8 @@ from flows.collect import collect
 from flows.config import PipelineConfig
 from flows.finetune import baseline_eval, final_eval, select_checkpoint, train
 from flows.generate import generate
-from flows.register import register
 from flows.process import process, task_runner
+from flows.register import register
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def servability_problems(adapter: Path, max_lora_rank: int) -> list[str]:
     if unsupported:
         problems.append(f"target_modules {unsupported} are not served (supported: {sorted(SERVABLE_MODULES)})")
     with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as weights:
-        extra = sorted({key for key in weights.keys() if "embed_tokens" in key or "lm_head" in key})
+        names = list(weights.keys())
+    extra = sorted(key for key in names if "embed_tokens" in key or "lm_head" in key)
     if extra:
         problems.append(f"weights for the embedding or LM head ({extra[0]}{', ...' if len(extra) > 1 else ''}) would be ignored")
     return problems

@@ -26,13 +26,13 @@ class Hit:
 class LoopbackServer:
     """Start an aiohttp app on 127.0.0.1:<free port> in a thread; stop it on exit."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, port: int = 0) -> None:
         self.app = app
         self.hits: list[Hit] = []
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.port = 0
+        self.port = port
 
         @web.middleware
         async def record(request: web.Request, handler: Callable) -> web.StreamResponse:
@@ -51,7 +51,7 @@ class LoopbackServer:
     async def _start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
@@ -61,6 +61,9 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Stop serving (idempotent: a test may stop a server early to simulate a crash)."""
+        if not self._thread.is_alive():
+            return
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -332,7 +335,7 @@ class FakeHub:
         author, search = request.query.get("author", ""), request.query.get("search", "")
         found = []
         for repo_id, repo in self.repos.items():
-            owner, name = repo_id.split("/")
+            owner = repo_id.split("/")[0]
             if (not author or owner == author) and search in repo_id:
                 item = {"id": repo_id, "_id": repo_id, "private": repo["private"], "tags": []}
                 if request.query.get("cardData") and "README.md" in repo["files"]:
@@ -393,3 +396,143 @@ class FakeHub:
         repo["commits"].append({"summary": summary, "files": sorted(files), "oid": oid})
         return web.json_response({"commitUrl": f"{self.url}/{repo_id}/commit/{oid}", "commitOid": oid,
                                   "pullRequestUrl": None})
+
+
+@dataclass
+class VLLMFaults:
+    latency_s: float = 0.0
+    refuse_load: set[str] = field(default_factory=set)   # adapter names whose load fails like a bad adapter
+    healthy: bool = True                                   # False: /health 503 and chat 503 (engine dead)
+
+
+def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) -> LoopbackServer:
+    """vLLM's OpenAI-compatible server with runtime LoRA updating, answering deterministically.
+
+    /health, /v1/models (base + loaded adapters), /v1/chat/completions (404 for a model not
+    loaded), /v1/load_lora_adapter and /v1/unload_lora_adapter with vLLM's error shapes.
+    The answer names the model that produced it, so a test can tell base and adapters apart.
+    """
+    faults = faults or VLLMFaults()
+    app = web.Application()
+    adapters: dict[str, str] = {}
+    requests: list[dict] = []
+
+    def error(message: str, status: int, kind: str = "BadRequestError") -> web.Response:
+        return web.json_response({"object": "error", "message": message, "type": kind, "code": status}, status=status)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(status=200 if faults.healthy else 503)
+
+    async def models(request: web.Request) -> web.Response:
+        data = [{"id": base_model, "object": "model", "owned_by": "vllm", "root": base_model, "parent": None}]
+        data += [{"id": name, "object": "model", "owned_by": "vllm", "root": path, "parent": base_model}
+                 for name, path in adapters.items()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(request: web.Request) -> web.Response:
+        if not faults.healthy:
+            return error("engine is dead", 503, "ServiceUnavailableError")
+        body = await request.json()
+        model = body["model"]
+        if model != base_model and model not in adapters:
+            return error(f"The model `{model}` does not exist.", 404, "NotFoundError")
+        if faults.latency_s:
+            await asyncio.sleep(faults.latency_s)
+        system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+        requests.append({"model": model, "system": system, "question": user,
+                                "max_tokens": body.get("max_tokens"), "temperature": body.get("temperature")})
+        answer = f"[{model}] {user}"
+        return web.json_response({
+            "id": f"chatcmpl-{len(requests)}", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len((system + user).split()), "completion_tokens": len(answer.split()),
+                      "total_tokens": len((system + user + answer).split())}})
+
+    async def load(request: web.Request) -> web.Response:
+        body = await request.json()
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if name in adapters:
+            return error(f"The lora adapter '{name}' has already been loaded.", 400)
+        if name in faults.refuse_load:
+            return error(f"Loading lora {name} failed: No adapter found for {path}", 400)
+        adapters[name] = path
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload(request: web.Request) -> web.Response:
+        name = (await request.json()).get("lora_name")
+        if adapters.pop(name, None) is None:
+            return error(f"The lora adapter '{name}' cannot be found.", 404, "NotFoundError")
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
+
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/load_lora_adapter", load)
+    app.router.add_post("/v1/unload_lora_adapter", unload)
+    server = LoopbackServer(app, port)
+    server.adapters, server.requests, server.faults = adapters, requests, faults
+    return server
+
+
+class GatewayProcess:
+    """``python -m serving`` as a real process on a free loopback port; waits for /health, stops on exit."""
+
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = (), cwd: str | None = None,
+                 ready_timeout_s: float = 120) -> None:
+        import os
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.args, self.cwd, self.ready_timeout_s = args, cwd, ready_timeout_s
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> GatewayProcess:
+        import subprocess
+        import sys
+
+        import httpx
+
+        from tests.conftest import REPO
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+            cwd=self.cwd or REPO, env={**self.env, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}: {self.process.stdout.read()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("gateway did not come up")
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"gateway not ready after {timeout_s} s: {httpx.get(f'{self.url}/ready').json()}")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except Exception:
+                self.process.kill()
+                self.process.wait(timeout=5)

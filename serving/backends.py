@@ -1,0 +1,240 @@
+"""Where answers come from: vLLM over its OpenAI-compatible API, or the model in this process.
+
+Both take the same (system, question) and leave prompt building to the model's own chat
+template, exactly as evaluation (4d) did, so a served adapter answers as it was measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot be reached or is not ready (503)."""
+
+
+class BackendTimeout(Exception):
+    """The backend did not answer within the request timeout (504)."""
+
+
+class UnknownModel(Exception):
+    """The requested adapter is not loaded (404)."""
+
+
+class AdapterLoadFailed(Exception):
+    """The backend refused to load an adapter (rollout reports it and keeps the previous one)."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    backend_s: float
+
+
+class Backend(Protocol):
+    kind: str
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ready(self) -> bool: ...
+    async def models(self) -> list[str]: ...
+    async def chat(self, model: str, system: str, question: str, max_tokens: int, temperature: float) -> Completion: ...
+    async def load_adapter(self, name: str, path: str) -> None: ...
+    async def unload_adapter(self, name: str) -> None: ...
+
+
+class VLLMBackend:
+    """vLLM's OpenAI-compatible server: /v1/chat/completions, /v1/models, /health and the runtime LoRA endpoints."""
+
+    kind = "vllm"
+
+    def __init__(self, url: str, timeout_s: float, max_connections: int = 256) -> None:
+        self.url, self.timeout_s = url.rstrip("/"), timeout_s
+        self.client = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+                                        limits=httpx.Limits(max_connections=max_connections,
+                                                            max_keepalive_connections=max_connections))
+
+    async def start(self) -> None:
+        """Nothing to load here: vLLM loads the model; /ready reports when it is up."""
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            return await self.client.request(method, path, **kwargs)
+        except httpx.TimeoutException as error:
+            raise BackendTimeout(f"vLLM at {self.url} did not answer {path} within {self.timeout_s:g} s") from error
+        except httpx.TransportError as error:
+            raise BackendUnavailable(f"vLLM at {self.url} is unreachable ({type(error).__name__})") from error
+
+    async def ready(self) -> bool:
+        try:
+            return (await self._request("GET", "/health")).status_code == 200
+        except (BackendUnavailable, BackendTimeout):
+            return False
+
+    async def models(self) -> list[str]:
+        response = await self._request("GET", "/v1/models")
+        if response.status_code != 200:
+            raise BackendUnavailable(f"vLLM /v1/models answered {response.status_code}")
+        return [m["id"] for m in response.json()["data"]]
+
+    async def chat(self, model: str, system: str, question: str, max_tokens: int, temperature: float) -> Completion:
+        started = time.perf_counter()
+        response = await self._request("POST", "/v1/chat/completions", json={
+            "model": model, "max_tokens": max_tokens, "temperature": temperature,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]})
+        if response.status_code == 404:
+            raise UnknownModel(f"model '{model}' is not loaded in vLLM")
+        if response.status_code != 200:
+            raise BackendUnavailable(f"vLLM answered {response.status_code}: {response.text[:200]}")
+        body = response.json()
+        usage = body.get("usage") or {}
+        return Completion(body["choices"][0]["message"]["content"].strip(), usage.get("prompt_tokens", 0),
+                          usage.get("completion_tokens", 0), time.perf_counter() - started)
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        response = await self._request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        if response.status_code != 200:
+            raise AdapterLoadFailed(f"vLLM refused to load '{name}' from {path}: {response.status_code} {response.text[:300]}")
+
+    async def unload_adapter(self, name: str) -> None:
+        response = await self._request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+        if response.status_code != 200:
+            raise AdapterLoadFailed(f"vLLM refused to unload '{name}': {response.status_code} {response.text[:300]}")
+
+
+@dataclass
+class _Pending:
+    model: str
+    question: str
+    max_tokens: int
+    temperature: float
+    future: asyncio.Future = field(repr=False)
+
+
+class LocalBackend:
+    """transformers + PEFT in this process, for CPU serving without vLLM.
+
+    The model is loaded once; concurrent requests for the same adapter and settings are
+    batched (up to ``max_batch_size``, waiting at most ``batch_wait_ms`` for company) and run
+    in a worker thread so the event loop keeps serving /health and /metrics meanwhile.
+    """
+
+    kind = "local"
+
+    def __init__(self, base_model: str, system: str, timeout_s: float, max_batch_size: int = 8,
+                 batch_wait_ms: float = 5.0) -> None:
+        self.base_model, self.system, self.timeout_s = base_model, system, timeout_s
+        self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_ms / 1000
+        self.model = self.tokenizer = None
+        self.adapters: set[str] = set()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._worker: asyncio.Task | None = None
+        self._model_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        from tasks.inference import load_model
+
+        self.model, self.tokenizer = await asyncio.to_thread(load_model, self.base_model)
+        self._worker = asyncio.create_task(self._serve_batches())
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    async def ready(self) -> bool:
+        return self.model is not None and self._worker is not None and not self._worker.done()
+
+    async def models(self) -> list[str]:
+        return [self.base_model, *sorted(self.adapters)]
+
+    async def chat(self, model: str, system: str, question: str, max_tokens: int, temperature: float) -> Completion:
+        if not await self.ready():
+            raise BackendUnavailable("the local model is not loaded yet")
+        if model != self.base_model and model not in self.adapters:
+            raise UnknownModel(f"adapter '{model}' is not loaded")
+        if system != self.system:
+            raise ValueError("the local backend serves one system prompt")
+        started = time.perf_counter()
+        pending = _Pending(model, question, max_tokens, temperature, asyncio.get_running_loop().create_future())
+        await self._queue.put(pending)
+        try:
+            text, n_in, n_out = await asyncio.wait_for(asyncio.shield(pending.future), self.timeout_s)
+        except TimeoutError:
+            raise BackendTimeout(f"the local model did not answer within {self.timeout_s:g} s") from None
+        return Completion(text, n_in, n_out, time.perf_counter() - started)
+
+    async def _serve_batches(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch, deadline = [first], time.monotonic() + self.batch_wait_s
+            while len(batch) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    break
+            groups: dict[tuple, list[_Pending]] = {}
+            for item in batch:
+                groups.setdefault((item.model, item.max_tokens, item.temperature), []).append(item)
+            for (model, max_tokens, temperature), items in groups.items():
+                try:
+                    async with self._model_lock:
+                        results = await asyncio.to_thread(self._generate, model, [i.question for i in items],
+                                                          max_tokens, temperature)
+                except Exception as error:
+                    for item in items:
+                        if not item.future.done():
+                            item.future.set_exception(BackendUnavailable(f"local generation failed: {error}"))
+                    continue
+                for item, result in zip(items, results, strict=True):
+                    if not item.future.done():
+                        item.future.set_result((result.text, result.prompt_tokens, result.completion_tokens))
+
+    def _generate(self, model: str, questions: list[str], max_tokens: int, temperature: float):
+        from contextlib import nullcontext
+
+        from tasks.inference import generate_batch
+
+        if model == self.base_model:
+            context = self.model.disable_adapter() if self.adapters else nullcontext()
+        else:
+            self.model.set_adapter(model)
+            context = nullcontext()
+        with context:
+            return generate_batch(self.model, self.tokenizer, questions, self.system, max_tokens, temperature)
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise AdapterLoadFailed(f"no adapter at {path}")
+        async with self._model_lock:
+            try:
+                await asyncio.to_thread(self._load, name, path)
+            except Exception as error:
+                raise AdapterLoadFailed(f"could not load '{name}' from {path}: {error}") from error
+        self.adapters.add(name)
+
+    def _load(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        if not self.adapters and not isinstance(self.model, PeftModel):
+            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+        else:
+            self.model.load_adapter(path, adapter_name=name)
+        self.model.eval()
+
+    async def unload_adapter(self, name: str) -> None:
+        if name not in self.adapters:
+            raise UnknownModel(f"adapter '{name}' is not loaded")
+        async with self._model_lock:
+            await asyncio.to_thread(self.model.delete_adapter, name)
+        self.adapters.discard(name)

@@ -1,0 +1,93 @@
+"""Liveness, readiness, models, metrics and the question endpoint."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from serving.auth import require_token
+from serving.settings import version_of
+
+router = APIRouter()
+
+
+class AskRequest(BaseModel):
+    question: str = Field(min_length=1, description="the user's question")
+    max_tokens: int | None = Field(None, gt=0, description="answer length cap (default from settings)")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy, as at evaluation time")
+    adapter: str | None = Field(None, description="a loaded adapter other than the active one (smoke tests, A/B)")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class AskResponse(BaseModel):
+    answer: str
+    model: str
+    adapter: str | None
+    adapter_version: str | None
+    usage: Usage
+    latency_ms: float
+    request_id: str
+
+
+@router.get("/health", summary="Liveness: the gateway process is up")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: backend reachable, model loaded, warm-up done")
+async def ready(request: Request, response: Response) -> dict:
+    state = request.app.state.gateway
+    backend_ok = await state.backend.ready()
+    is_ready = backend_ok and state.warmed
+    if not is_ready:
+        response.status_code = 503
+    return {"ready": is_ready, "backend": state.backend.kind, "backend_reachable": backend_ok, "warmed_up": state.warmed,
+            "model": state.served_model}
+
+
+@router.get("/models", summary="The base model, the loaded adapters and the active one")
+async def models(request: Request) -> dict:
+    state = request.app.state.gateway
+    return {"backend": state.backend.kind, "base_model": state.settings.base_model, "active_adapter": state.active,
+            "adapter_version": version_of(state.active), "loaded": await state.backend.models()}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post("/ask", response_model=AskResponse, dependencies=[Depends(require_token)],
+             summary="Answer a question in the domain, in the trained ANSWER STYLE")
+async def ask(body: AskRequest, request: Request) -> AskResponse:
+    state = request.app.state.gateway
+    s = state.settings
+    if len(body.question) > s.max_question_chars:
+        state.metrics.errors.labels("question_too_long").inc()
+        raise HTTPException(413, f"question is {len(body.question)} characters; the limit is {s.max_question_chars}")
+    max_tokens = min(body.max_tokens or s.default_max_tokens, s.max_tokens_limit)
+    model = body.adapter or state.served_model
+    started = time.perf_counter()
+    state.in_flight[model] += 1
+    try:
+        completion = await state.backend.chat(model, state.system, body.question.strip(), max_tokens, body.temperature)
+    finally:
+        state.in_flight[model] -= 1
+        async with state.drained:
+            state.drained.notify_all()
+    state.metrics.backend_latency.labels(state.backend.kind).observe(completion.backend_s)
+    state.metrics.tokens.labels("in").inc(completion.prompt_tokens)
+    state.metrics.tokens.labels("out").inc(completion.completion_tokens)
+    request.state.usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+                           "model": model}
+    adapter = model if model != s.base_model else None
+    return AskResponse(answer=completion.text, model=s.base_model, adapter=adapter, adapter_version=version_of(adapter),
+                       usage=Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens),
+                       latency_ms=round((time.perf_counter() - started) * 1000, 2), request_id=request.state.request_id)

@@ -1,0 +1,39 @@
+"""Gateway settings: from the environment (GATEWAY_*, API_TOKEN), or built from a pipeline config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    backend: Literal["vllm", "local"] = "vllm"
+    domain: str = "general"
+    base_model: str = Field("base", description="the base model's name in vLLM, or its folder for the local backend")
+    adapter_name: str | None = Field(None, description="the active LoRA adapter's name (None: serve the base model)")
+    adapter_path: Path | None = Field(None, description="local backend: the adapter folder loaded at start")
+    vllm_url: str = "http://localhost:8001"
+    request_timeout_s: float = Field(60.0, gt=0)
+    max_question_chars: int = Field(2000, gt=0)
+    default_max_tokens: int = Field(128, gt=0)
+    max_tokens_limit: int = Field(1024, gt=0)
+    max_batch_size: int = Field(8, gt=0)
+    batch_wait_ms: float = Field(5.0, ge=0)
+    warmup_on_start: bool = True
+    drain_timeout_s: float = Field(30.0, gt=0)
+    logs_dir: Path = Path("logs")
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+    api_token: SecretStr | None = Field(None, validation_alias=AliasChoices("API_TOKEN", "GATEWAY_API_TOKEN"))
+
+
+def version_of(adapter_name: str | None) -> str | None:
+    """``pregnancy-qa-lora-v1.2`` → ``1.2``; None for the base model or an unversioned name."""
+    if adapter_name and "-v" in adapter_name:
+        return adapter_name.rsplit("-v", 1)[1]
+    return None

@@ -1,0 +1,147 @@
+"""The gateway as a real process in front of a fake vLLM (OpenAI API + LoRA endpoints) on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from tasks.prompts import ANSWER_STYLE
+from tests.servers import GatewayProcess, VLLMFaults, fake_vllm
+
+BASE = "meta-llama/Llama-3.2-3B-Instruct"
+ADAPTER = "pregnancy-qa-lora-v1.0"
+
+
+def gateway_env(vllm_url: str, logs, **extra: str) -> dict[str, str]:
+    return {"GATEWAY_BACKEND": "vllm", "GATEWAY_VLLM_URL": vllm_url, "GATEWAY_BASE_MODEL": BASE,
+            "GATEWAY_ADAPTER_NAME": ADAPTER, "GATEWAY_DOMAIN": "pregnancy", "GATEWAY_LOGS_DIR": str(logs),
+            "GATEWAY_REQUEST_TIMEOUT_S": "2", **extra}
+
+
+@pytest.fixture
+def vllm():
+    faults = VLLMFaults()
+    with fake_vllm(BASE, faults) as server:
+        server.adapters[ADAPTER] = "/adapters/v1.0"  # as `--lora-modules` loads it at start
+        yield server
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_ask_health_ready_models_docs_and_prompt_parity(vllm, tmp_path):
+    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
+        gw.wait_ready()
+        assert httpx.get(f"{gw.url}/health").json() == {"status": "ok"}
+        ready = httpx.get(f"{gw.url}/ready").json()
+        assert ready["ready"] and ready["model"] == ADAPTER
+        models = httpx.get(f"{gw.url}/models").json()
+        assert models["active_adapter"] == ADAPTER and models["adapter_version"] == "1.0"
+        assert set(models["loaded"]) == {BASE, ADAPTER}
+        assert "/ask" in httpx.get(f"{gw.url}/openapi.json").json()["paths"]
+        assert httpx.get(f"{gw.url}/docs").status_code == 200
+
+        reply = httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?"}, headers={"X-Request-ID": "abc-123"})
+        assert reply.status_code == 200 and reply.headers["X-Request-ID"] == "abc-123"
+        body = reply.json()
+        assert body["answer"] == f"[{ADAPTER}] What is lochia?"
+        assert body["model"] == BASE and body["adapter"] == ADAPTER and body["adapter_version"] == "1.0"
+        assert body["usage"]["completion_tokens"] > 0 and body["latency_ms"] > 0 and body["request_id"] == "abc-123"
+        sent = vllm.requests[-1]
+        # the same system prompt and greedy decoding as evaluation (4d); vLLM applies the chat template
+        assert ANSWER_STYLE in sent["system"] and "pregnancy" in sent["system"] and sent["temperature"] == 0.0
+        assert sent["max_tokens"] == 128
+
+
+@pytest.mark.parametrize("payload, status, reason", [
+    ({}, 422, "question"),
+    ({"question": ""}, 422, "at least 1 character"),
+    ({"question": "Why?", "max_tokens": 0}, 422, "greater than 0"),
+    ({"question": "Why?", "temperature": 5}, 422, "less than or equal to 2"),
+    ({"question": "x" * 2001}, 413, "the limit is 2000"),
+])
+def test_bad_requests_get_4xx_with_a_reason(vllm, tmp_path, payload, status, reason):
+    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
+        reply = httpx.post(f"{gw.url}/ask", json=payload)
+        assert reply.status_code == status and reason in json.dumps(reply.json())
+    assert not vllm.requests or all(r["question"] == "Hello" for r in vllm.requests)  # only the warm-up
+
+
+def test_bearer_token_is_required_and_never_logged(vllm, tmp_path):
+    token = "s3cret-token-value"
+    with GatewayProcess(gateway_env(vllm.url, tmp_path, API_TOKEN=token)) as gw:
+        question = {"question": "What is lochia?"}
+        missing = httpx.post(f"{gw.url}/ask", json=question)
+        assert missing.status_code == 401 and missing.json()["detail"] == "missing bearer token"
+        wrong = httpx.post(f"{gw.url}/ask", json=question, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+        assert httpx.put(f"{gw.url}/admin/active", json={"name": BASE}).status_code == 401
+        ok = httpx.post(f"{gw.url}/ask", json=question, headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        assert httpx.get(f"{gw.url}/health").status_code == 200 and httpx.get(f"{gw.url}/metrics").status_code == 200
+        metrics = httpx.get(f"{gw.url}/metrics").text
+        assert metric(metrics, "gateway_errors_total", kind="unauthorized") == 3
+    logs = (tmp_path / "api.log").read_text() + (tmp_path / "requests.log").read_text()
+    assert token not in logs and "nope" not in logs
+
+
+def test_backend_down_is_503_then_recovers_and_slow_is_504(tmp_path):
+    faults = VLLMFaults()
+    with fake_vllm(BASE, faults) as first:
+        first.adapters[ADAPTER] = "/adapters/v1.0"
+        port = first.port
+        with GatewayProcess(gateway_env(first.url, tmp_path)) as gw:
+            gw.wait_ready()
+            assert httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?"}).status_code == 200
+            first.__exit__(None, None, None)  # vLLM killed mid-traffic
+            down = httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?"})
+            assert down.status_code == 503 and "unreachable" in down.json()["detail"]
+            assert "Traceback" not in down.text and down.json()["request_id"]
+            assert httpx.get(f"{gw.url}/ready").status_code == 503
+            with fake_vllm(BASE, faults, port=port) as second:  # back on the same port
+                second.adapters[ADAPTER] = "/adapters/v1.0"
+                assert httpx.get(f"{gw.url}/ready").status_code == 200
+                assert httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?"}).status_code == 200
+                faults.latency_s = 3  # beyond the 2 s request timeout
+                slow = httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?"}, timeout=30)
+                assert slow.status_code == 504 and "within 2 s" in slow.json()["detail"]
+                faults.latency_s, faults.healthy = 0, False
+                dead = httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?"})
+                assert dead.status_code == 503 and httpx.get(f"{gw.url}/ready").status_code == 503
+                metrics = httpx.get(f"{gw.url}/metrics").text
+    assert metric(metrics, "gateway_errors_total", kind="backend_unavailable") == 2
+    assert metric(metrics, "gateway_errors_total", kind="backend_timeout") == 1
+    assert metric(metrics, "gateway_requests_total", route="/ask", method="POST", status="504") == 1
+
+
+def test_metrics_and_request_logs_record_each_request(vllm, tmp_path):
+    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
+        gw.wait_ready()
+        for i in range(3):
+            assert httpx.post(f"{gw.url}/ask", json={"question": f"Question {i}?"},
+                              headers={"X-Request-ID": f"req-{i}"}).status_code == 200
+        assert httpx.post(f"{gw.url}/ask", json={"question": "x" * 5000}).status_code == 413
+        assert httpx.get(f"{gw.url}/nowhere").status_code == 404
+        text = httpx.get(f"{gw.url}/metrics").text
+        assert metric(text, "gateway_requests_total", route="/ask", method="POST", status="200") == 3
+        assert metric(text, "gateway_requests_total", route="/ask", method="POST", status="413") == 1
+        assert metric(text, "gateway_requests_total", route="unmatched", method="GET", status="404") == 1
+        assert metric(text, "gateway_request_latency_seconds_count", route="/ask") == 4  # 3 answered + 1 refused
+        assert metric(text, "gateway_backend_latency_seconds_count", backend="vllm") == 3
+        assert metric(text, "gateway_tokens_total", direction="out") > 0
+        assert metric(text, "gateway_errors_total", kind="question_too_long") == 1
+        assert f'adapter="{ADAPTER}"' in text and 'adapter_version="1.0"' in text and 'backend="vllm"' in text
+        time.sleep(0.2)
+    lines = [json.loads(line) for line in (tmp_path / "requests.log").read_text().splitlines()]
+    asks = [line for line in lines if line["route"] == "/ask" and line["status"] == 200]
+    assert [line["request_id"] for line in asks] == ["req-0", "req-1", "req-2"]
+    assert all(line["latency_ms"] > 0 and line["completion_tokens"] > 0 and line["prompt_tokens"] > 0 for line in asks)
+    events = [json.loads(line)["event"] for line in (tmp_path / "api.log").read_text().splitlines()]
+    assert "gateway_ready" in events
