@@ -2,7 +2,7 @@
 """Command line: run pipeline stages in-process (Prefect's ephemeral mode, no server needed).
 
   python pipeline.py --list
-  python pipeline.py --config configs/local.yaml              # every available stage
+  python pipeline.py --config configs/local.yaml              # every stage
   python pipeline.py --config configs/local.yaml --stage 2
   python pipeline.py --config configs/local.yaml --start 1 --end 3
   python pipeline.py --config config.yaml --stage 3 --preview
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.list:
         for stage in STAGES:
-            note = "" if stage.available else "  (not available yet)"
-            print(f"{stage.key:<3} {stage.name:<14} {stage.summary}{note}")
+            print(f"{stage.key:<3} {stage.name:<14} {stage.summary}")
         print("4   = 4a, 4b, 4c, 4d")
         return 0
     try:
@@ -95,13 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except (StageSelectionError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not explicit:
-        later = [s.key for s in STAGES if not s.available]
-        if later:
-            print(f"note: stages {', '.join(later)} are not available yet; running {', '.join(s.key for s in stages)}",
-                  file=sys.stderr)
     try:
-        asyncio.run(pipeline(config, [s.key for s in stages], preview=args.preview))
+        asyncio.run(pipeline(config, [s.key for s in stages], preview=args.preview, explicit=explicit))
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         return 130

@@ -220,6 +220,9 @@ class Serving(_Section):
     host: str = "0.0.0.0"
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
     vllm_url: str = "http://localhost:8001"
+    gateway_url: str = "http://localhost:8000"
+    backend_registry_dir: str | None = None
+    smoke_questions: PositiveInt = 8
     vllm_port: Annotated[int, Field(gt=0, lt=65536)] = 8001
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_question_chars: PositiveInt = 2000

@@ -16,6 +16,7 @@ from flows.finetune import baseline_eval, final_eval, select_checkpoint, train
 from flows.generate import generate
 from flows.process import process, task_runner
 from flows.register import register
+from flows.rollout import rollout
 
 
 @dataclass(frozen=True)
@@ -23,19 +24,18 @@ class Stage:
     key: str
     name: str
     summary: str
-    available: bool
 
 
 STAGES: list[Stage] = [
-    Stage("1", "collect", "search (SerpAPI or local) and download PDFs → data/raw", True),
-    Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers → data/chunks", True),
-    Stage("3", "generate", "QA pairs from chunks (LLM) → data/qa_dataset", True),
-    Stage("4a", "baseline-eval", "evaluate the base model → reports/eval_baseline.json", True),
-    Stage("4b", "train", "LoRA SFT → models/checkpoints", True),
-    Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights", True),
-    Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json", True),
-    Stage("5", "register", "versioned registration with a model card → registry, reports/registration.json", True),
-    Stage("6", "rollout", "load the adapter into serving, smoke test, switch", False),
+    Stage("1", "collect", "search (SerpAPI or local) and download PDFs → data/raw"),
+    Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers → data/chunks"),
+    Stage("3", "generate", "QA pairs from chunks (LLM) → data/qa_dataset"),
+    Stage("4a", "baseline-eval", "evaluate the base model → reports/eval_baseline.json"),
+    Stage("4b", "train", "LoRA SFT → models/checkpoints"),
+    Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights"),
+    Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json"),
+    Stage("5", "register", "versioned registration with a model card → registry, reports/registration.json"),
+    Stage("6", "rollout", "load the adapter into the running gateway, smoke test, switch → reports/rollout.json"),
 ]
 _KEYS = [stage.key for stage in STAGES]
 STAGE_NAMES = ["1", "2", "3", "4", "4a", "4b", "4c", "4d", "5", "6"]
@@ -64,13 +64,7 @@ def select_stages(stage: str | None = None, start: str | None = None, end: str |
     last = _position(end, "end") if end is not None else len(STAGES) - 1
     if first > last:
         raise StageSelectionError(f"--start {start} comes after --end {end}")
-    selected = STAGES[first:last + 1]
-    missing = [s for s in selected if not s.available]
-    if explicit and missing:
-        names = ", ".join(f"{s.key} ({s.name})" for s in missing)
-        raise StageSelectionError(f"not available yet: stage {names}; available now: "
-                                  + ", ".join(s.key for s in STAGES if s.available))
-    return [s for s in selected if s.available], explicit
+    return STAGES[first:last + 1], explicit
 
 
 def preflight(config: PipelineConfig, stages: list[str]) -> None:
@@ -86,7 +80,9 @@ def preflight(config: PipelineConfig, stages: list[str]) -> None:
 
 
 @flow(name="pipeline")
-async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = False) -> dict[str, object]:
+async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = False,
+                   explicit: bool = True) -> dict[str, object]:
+    """Run ``stages`` in order. A full run (``explicit=False``) skips the rollout when no gateway is running."""
     results: dict[str, object] = {}
     for key in stages:
         if key == "1":
@@ -96,6 +92,8 @@ async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = Fa
             results["2"] = process.with_options(task_runner=task_runner(config))(config)
         elif key == "3":
             results["3"] = await generate(config, preview=preview)
+        elif key == "6":
+            results["6"] = rollout(config, skip_without_gateway=not explicit)
         else:
             results[key] = {"4a": baseline_eval, "4b": train, "4c": select_checkpoint, "4d": final_eval,
                             "5": register}[key](config)

@@ -77,6 +77,7 @@ def register(config: PipelineConfig) -> dict:
     same = sorted(name for name, sha in published.items() if sha == weights_sha)
     if same:
         record = {"status": "unchanged", "name": same[-1], "target": config.registration.target,
+                  "location": registry.location(same[-1]),
                   "adapter_sha256": weights_sha, "checked_at": datetime.now(UTC).isoformat(timespec="seconds")}
         atomic_write_json(reports / "registration.json", record)
         say(f"5 register: these weights are already registered as {same[-1]}: no new version")

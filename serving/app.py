@@ -135,5 +135,5 @@ def create_app(settings: GatewaySettings, backend: Backend) -> FastAPI:
         return error(request, 404, "unknown_model", str(exc))
 
     app.include_router(public.router)
-    app.include_router(admin.router, prefix="/admin", tags=["admin"])
+    app.include_router(admin.router)
     return app

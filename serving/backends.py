@@ -113,6 +113,11 @@ class VLLMBackend:
             raise AdapterLoadFailed(f"vLLM refused to unload '{name}': {response.status_code} {response.text[:300]}")
 
 
+def _peft_name(name: str) -> str:
+    """PEFT adapter names become module names, which cannot hold dots (v1.2)."""
+    return name.replace(".", "_")
+
+
 @dataclass
 class _Pending:
     model: str
@@ -208,7 +213,7 @@ class LocalBackend:
         if model == self.base_model:
             context = self.model.disable_adapter() if self.adapters else nullcontext()
         else:
-            self.model.set_adapter(model)
+            self.model.set_adapter(_peft_name(model))
             context = nullcontext()
         with context:
             return generate_batch(self.model, self.tokenizer, questions, self.system, max_tokens, temperature)
@@ -227,14 +232,14 @@ class LocalBackend:
         from peft import PeftModel
 
         if not self.adapters and not isinstance(self.model, PeftModel):
-            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=_peft_name(name))
         else:
-            self.model.load_adapter(path, adapter_name=name)
+            self.model.load_adapter(path, adapter_name=_peft_name(name))
         self.model.eval()
 
     async def unload_adapter(self, name: str) -> None:
         if name not in self.adapters:
             raise UnknownModel(f"adapter '{name}' is not loaded")
         async with self._model_lock:
-            await asyncio.to_thread(self.model.delete_adapter, name)
+            await asyncio.to_thread(self.model.delete_adapter, _peft_name(name))
         self.adapters.discard(name)

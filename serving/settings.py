@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,12 @@ class GatewaySettings(BaseSettings):
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
     api_token: SecretStr | None = Field(None, validation_alias=AliasChoices("API_TOKEN", "GATEWAY_API_TOKEN"))
+
+    @field_validator("adapter_name", "adapter_path", "api_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        """GATEWAY_ADAPTER_NAME= (empty) serves the base model; an empty API_TOKEN means no token."""
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 def version_of(adapter_name: str | None) -> str | None:

@@ -22,7 +22,10 @@ class Registry(Protocol):
         """Names starting with ``prefix`` → the adapter hash in their card (None when it has none)."""
 
     def publish(self, name: str, folder: Path, message: str) -> str:
-        """Publish the files of ``folder`` as ``name``; returns where it went (URL or path)."""
+        """Publish the files of ``folder`` as ``name``; returns its location."""
+
+    def location(self, name: str) -> str:
+        """Where version ``name`` lives: a folder, or the repo's URL."""
 
 
 def version_of(name: str, prefix: str) -> tuple[int, int] | None:
@@ -65,7 +68,10 @@ class LocalRegistry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return str(target)
+        return self.location(name)
+
+    def location(self, name: str) -> str:
+        return str(self.folder / name)
 
 
 class RegistryError(RuntimeError):
@@ -104,4 +110,7 @@ class HubRegistry:
             self.api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message)
         except HfHubHTTPError as error:
             raise self._refused(f"publish {repo_id}", error) from None
-        return f"{self.endpoint}/{repo_id}"
+        return self.location(name)
+
+    def location(self, name: str) -> str:
+        return f"{self.endpoint}/{self.owner}/{name}"

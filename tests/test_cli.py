@@ -17,9 +17,6 @@ def test_list_shows_every_stage():
     assert result.returncode == 0
     keys = [line.split()[0] for line in result.stdout.splitlines()]
     assert keys == ["1", "2", "3", "4a", "4b", "4c", "4d", "5", "6", "4"]
-    lines = result.stdout.splitlines()
-    assert all("(not available yet)" not in line for line in lines[:3])
-    assert all("(not available yet)" in line for line in lines[3:9])
 
 
 def test_bad_stage_and_range_are_one_line_errors():
@@ -27,7 +24,6 @@ def test_bad_stage_and_range_are_one_line_errors():
         (("--stage", "7"), "unknown stage '7': choose one of 1, 2, 3, 4, 4a, 4b, 4c, 4d, 5, 6"),
         (("--start", "5", "--end", "2"), "--start 5 comes after --end 2"),
         (("--stage", "2", "--start", "1"), "use --stage, or --start/--end, not both"),
-        (("--stage", "4b", "--config", "configs/local.yaml"), "not available yet: stage 4b (train)"),
         (("--stage", "1", "--preview", "--config", "configs/local.yaml"), "--preview applies to stage 3 alone"),
     ]:
         result = cli(*args)

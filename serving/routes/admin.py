@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from serving.auth import require_token
 from serving.backends import AdapterLoadFailed
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_token)])
 
 
 class LoadAdapter(BaseModel):
