@@ -1,27 +1,130 @@
 #!/usr/bin/env bash
-# Seed-compatible entry point: sets up the environment if needed, then runs pipeline.py.
-#   scripts/run_pipeline.sh --config configs/local.yaml            # every available stage
+# Seed-compatible entry point: sets up the environment if needed, then runs pipeline.py and serving.
+#   scripts/run_pipeline.sh --config configs/local.yaml            # every stage (rollout only if a gateway runs)
 #   scripts/run_pipeline.sh --config configs/local.yaml --stage 2
 #   scripts/run_pipeline.sh --start 1 --end 2 --config config.yaml
 #   scripts/run_pipeline.sh --list
+#   scripts/run_pipeline.sh --serve-local --config configs/local.yaml   # gateway with the in-process model (CPU)
+#   scripts/run_pipeline.sh --build                                     # docker images: gateway and GPU trainer
+#   scripts/run_pipeline.sh --serve --config config.yaml                # docker compose: vLLM + gateway + Prometheus
+#   scripts/run_pipeline.sh --test --config configs/local.yaml          # live checks against the running gateway
+#   scripts/run_pipeline.sh --stop                                      # stop what --serve / --serve-local started
+#   scripts/run_pipeline.sh --all --config configs/local.yaml           # pipeline, serve locally, roll out, test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-args=()
+args=() config="configs/local.yaml" build=0 serve=0 serve_local=0 live_test=0 stop=0 all=0 run=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --stage|--start|--end|--config)
+        --config)
             [ $# -ge 2 ] || { echo "error: $1 needs a value" >&2; exit 2; }
-            args+=("$1" "$2"); shift 2 ;;
+            config="$2"; args+=("$1" "$2"); shift 2 ;;
+        --stage|--start|--end)
+            [ $# -ge 2 ] || { echo "error: $1 needs a value" >&2; exit 2; }
+            args+=("$1" "$2"); run=1; shift 2 ;;
         --list|--preview|--verbose)
-            args+=("$1"); shift ;;
+            args+=("$1"); run=1; shift ;;
+        --build) build=1; shift ;;
+        --serve) serve=1; shift ;;
+        --serve-local) serve_local=1; shift ;;
+        --test) live_test=1; shift ;;
+        --stop) stop=1; shift ;;
+        --all) all=1; shift ;;
         -h|--help)
-            sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *)
-            echo "error: unknown option '$1' (supported: --stage, --start, --end, --config, --list, --preview, --verbose)" >&2
+            echo "error: unknown option '$1' (supported: --stage --start --end --config --list --preview --verbose" \
+                 "--build --serve --serve-local --test --stop --all)" >&2
             exit 2 ;;
     esac
 done
+serving_flags=$((build + serve + serve_local + live_test + stop + all))
+[ "$serving_flags" -eq 0 ] && run=1
+
+PY="${VENV_DIR:-.venv}/bin/python"
+PIDFILE=logs/gateway.pid
+
+setting() {  # setting <python expression on the loaded config `c`>
+    "$PY" -c "from flows.config import load_config; c = load_config('$config'); print($1)"
+}
+
+need_docker() {
+    command -v docker > /dev/null || { echo "error: $1 needs Docker (docker CLI and a running engine)" >&2; exit 2; }
+    docker info > /dev/null 2>&1 || { echo "error: $1: the Docker engine is not reachable (docker info failed)" >&2; exit 2; }
+}
+
+compose() {
+    if docker compose version > /dev/null 2>&1; then docker compose -f deployments/docker-compose.yml "$@"
+    elif command -v docker-compose > /dev/null; then docker-compose -f deployments/docker-compose.yml "$@"
+    else echo "error: docker compose is not installed (the compose plugin or docker-compose)" >&2; exit 2; fi
+}
+
+wait_healthy() {  # wait_healthy <url> <seconds>
+    for _ in $(seq 1 "$2"); do
+        curl -fsS "$1/health" > /dev/null 2>&1 && return 0
+        sleep 1
+    done
+    echo "error: nothing healthy at $1 after $2 s (see logs/gateway.out)" >&2; exit 1
+}
+
+serve_local() {
+    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2> /dev/null; then
+        echo "serve-local: the gateway is already running (pid $(cat "$PIDFILE"))"; return 0
+    fi
+    mkdir -p logs
+    nohup "$PY" -m serving --config "$config" --backend local > logs/gateway.out 2>&1 &
+    echo $! > "$PIDFILE"
+    url="$(setting c.serving.gateway_url)"
+    wait_healthy "$url" 120
+    echo "serve-local: gateway (local backend) at $url, pid $(cat "$PIDFILE"); docs at $url/docs; stop with --stop"
+}
+
+serve_compose() {
+    need_docker --serve
+    eval "$(setting "'\n'.join(f'export {k}={v}' for k, v in {
+        'BASE_MODEL': c.finetuning.base_model, 'DOMAIN': c.domain, 'VLLM_PORT': c.serving.vllm_port,
+        'MAX_LORA_RANK': c.serving.max_lora_rank, 'MAX_MODEL_LEN': c.serving.max_model_len,
+        'GPU_MEMORY_UTILIZATION': c.serving.gpu_memory_utilization, 'REQUEST_TIMEOUT_S': c.serving.request_timeout_s,
+        'REGISTRY_DIR': c.path(c.paths.registry), 'LOGS_DIR': c.path(c.paths.logs)}.items())")"
+    registration="$(setting "c.path(c.paths.reports) / 'registration.json'")"
+    [ -f "$registration" ] || { echo "error: --serve needs a registered adapter ($registration): run stage 5 first" >&2; exit 2; }
+    ADAPTER_NAME="$("$PY" -c "import json; print(json.load(open('$registration'))['name'])")"
+    export ADAPTER_NAME
+    compose up -d
+    echo "serve: vLLM on :$VLLM_PORT, gateway on :8000, Prometheus on :9090 (adapter $ADAPTER_NAME)"
+}
+
+stop_all() {
+    if [ -f "$PIDFILE" ]; then
+        kill "$(cat "$PIDFILE")" 2> /dev/null && echo "stop: local gateway stopped" || true
+        rm -f "$PIDFILE"
+    fi
+    if command -v docker > /dev/null && docker info > /dev/null 2>&1; then
+        compose down 2> /dev/null && echo "stop: compose services stopped" || true
+    fi
+}
+
+live_checks() {
+    GATEWAY_URL="$(setting c.serving.gateway_url)" "$PY" -m pytest -q -p no:cacheprovider tests/live
+}
 
 bash scripts/setup.sh
-exec "${VENV_DIR:-.venv}/bin/python" pipeline.py "${args[@]}"
+[ "$stop" -eq 1 ] && stop_all
+if [ "$build" -eq 1 ]; then
+    need_docker --build
+    docker build -f Dockerfile.api -t domain-llm-gateway:latest --build-arg "BASE_IMAGE=${GATEWAY_BASE_IMAGE:-python:3.11-slim}" .
+    docker build -f Dockerfile.gpu -t domain-llm-train:latest \
+        ${GPU_BASE_IMAGE:+--build-arg "BASE_IMAGE=$GPU_BASE_IMAGE"} .
+fi
+if [ "$all" -eq 1 ]; then
+    "$PY" pipeline.py --config "$config" --end 5
+    serve_local
+    "$PY" pipeline.py --config "$config" --stage 6
+    live_checks
+    exit 0
+fi
+[ "$serve" -eq 1 ] && serve_compose
+[ "$serve_local" -eq 1 ] && serve_local
+[ "$run" -eq 1 ] && "$PY" pipeline.py "${args[@]}"
+[ "$live_test" -eq 1 ] && live_checks
+exit 0

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from serving.backends import Backend, BackendTimeout, BackendUnavailable, UnknownModel
@@ -121,6 +123,11 @@ def create_app(settings: GatewaySettings, backend: Backend) -> FastAPI:
         metrics.errors.labels(kind).inc()
         log.warning("request_failed", kind=kind, detail=detail)
         return JSONResponse({"detail": detail, "request_id": request.state.request_id}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.errors.labels("invalid_request").inc()
+        return await request_validation_exception_handler(request, exc)
 
     @app.exception_handler(BackendUnavailable)
     async def unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:

