@@ -59,12 +59,13 @@ compose() {
     else echo "error: docker compose is not installed (the compose plugin or docker-compose)" >&2; exit 2; fi
 }
 
-wait_healthy() {  # wait_healthy <url> <seconds>
+wait_ready() {  # wait_ready <url> <seconds>: model loaded and warmed up
     for _ in $(seq 1 "$2"); do
-        curl -fsS "$1/health" > /dev/null 2>&1 && return 0
+        curl -fsS "$1/ready" > /dev/null 2>&1 && return 0
+        kill -0 "$(cat "$PIDFILE")" 2> /dev/null || { echo "error: the gateway exited (see logs/gateway.out)" >&2; exit 1; }
         sleep 1
     done
-    echo "error: nothing healthy at $1 after $2 s (see logs/gateway.out)" >&2; exit 1
+    echo "error: the gateway at $1 is not ready after $2 s (see logs/gateway.out and logs/api.log)" >&2; exit 1
 }
 
 serve_local() {
@@ -75,7 +76,7 @@ serve_local() {
     nohup "$PY" -m serving --config "$config" --backend local > logs/gateway.out 2>&1 &
     echo $! > "$PIDFILE"
     url="$(setting c.serving.gateway_url)"
-    wait_healthy "$url" 120
+    wait_ready "$url" 300
     echo "serve-local: gateway (local backend) at $url, pid $(cat "$PIDFILE"); docs at $url/docs; stop with --stop"
 }
 
