@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,27 @@ def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(target: Path, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty folder beside ``target`` to fill; on success it becomes ``target`` in one rename.
+
+    An existing ``target`` is replaced (``replace=True``) or refused; on error the partial folder is removed,
+    so readers see the old folder or the complete new one, never a half-written one.
+    """
+    if target.exists() and not replace:
+        raise FileExistsError(f"{target} already exists and is never overwritten")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

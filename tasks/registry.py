@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
+
+from tasks.files import atomic_folder
 
 
 class Registry(Protocol):
@@ -56,18 +57,9 @@ class LocalRegistry:
                 if entry.name.startswith(prefix) and (entry / "README.md").is_file()}
 
     def publish(self, name: str, folder: Path, message: str) -> str:
-        target = self.folder / name
-        if target.exists():
-            raise FileExistsError(f"{target} already exists: a registered version is never overwritten")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{name}."))
-        try:
+        with atomic_folder(self.folder / name, replace=False) as staging:  # a registered version is never overwritten
             for path in folder.iterdir():
                 shutil.copy2(path, staging / path.name)
-            staging.rename(target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return self.location(name)
 
     def location(self, name: str) -> str:

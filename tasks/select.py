@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+
+from tasks.files import atomic_folder
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -37,20 +38,12 @@ def install_adapter(checkpoint: Path, target: Path) -> dict[str, str]:
     missing = [name for name in ADAPTER_FILES if not (checkpoint / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{checkpoint} has no {', '.join(missing)}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_folder(target) as staging:
         for path in checkpoint.iterdir():
             if path.is_file() and (path.name in ADAPTER_FILES or path.name.startswith(("tokenizer", "chat_template"))):
                 shutil.copy2(path, staging / path.name)
         if _hashes(staging) != _hashes(checkpoint):
             raise OSError(f"copy of {checkpoint} to {target} does not match the original")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return _hashes(target)
 
 

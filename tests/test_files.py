@@ -36,3 +36,19 @@ def test_journal_survives_a_crash_and_ignores_a_torn_line(tmp_path):
     assert not resumed.journal.exists()
     saved = json.loads(path.read_text())
     assert [(d["url"], d["status"]) for d in saved] == [("https://a/1.pdf", "ok"), ("https://a/2.pdf", "ok")]
+
+
+def test_atomic_folder_is_all_or_nothing(tmp_path):
+    import pytest
+
+    from tasks.files import atomic_folder
+
+    target = tmp_path / "adapter"
+    with atomic_folder(target) as staging:
+        (staging / "weights").write_text("v1")
+    with pytest.raises(RuntimeError), atomic_folder(target) as staging:
+        (staging / "weights").write_text("half")
+        raise RuntimeError("crash while writing")
+    assert (target / "weights").read_text() == "v1" and [p.name for p in tmp_path.iterdir()] == ["adapter"]
+    with pytest.raises(FileExistsError, match="never overwritten"), atomic_folder(target, replace=False):
+        pass
