@@ -39,8 +39,6 @@ def test_journal_survives_a_crash_and_ignores_a_torn_line(tmp_path):
 
 
 def test_atomic_folder_is_all_or_nothing(tmp_path):
-    import pytest
-
     from tasks.files import atomic_folder
 
     target = tmp_path / "adapter"
