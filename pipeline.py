@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(pipeline(config, [s.key for s in stages], preview=args.preview, explicit=explicit))
+        asyncio.run(pipeline(config, [s.key for s in stages], preview=args.preview, explicit=explicit,
+                             config_path=str(args.config)))
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         return 130

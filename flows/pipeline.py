@@ -11,7 +11,7 @@ from flows import finetune as stage_finetune
 from flows import generate as stage_generate
 from flows import register as stage_register
 from flows.collect import collect
-from flows.config import PipelineConfig
+from flows.config import ConfigError, PipelineConfig
 from flows.finetune import baseline_eval, final_eval, select_checkpoint, train
 from flows.generate import generate
 from flows.process import process, task_runner
@@ -79,11 +79,37 @@ def preflight(config: PipelineConfig, stages: list[str]) -> None:
         stage_register.preflight(config)
 
 
+class TrainingDeploymentFailed(RuntimeError):
+    """The dispatched stage-4 flow run did not complete."""
+
+
+async def dispatch_training(deployment: str, config_path: str, start: str, end: str) -> dict:
+    from prefect.deployments import run_deployment
+
+    run = await run_deployment(deployment, parameters={"config": config_path, "start": start, "end": end},
+                               as_subflow=True)
+    if not run.state.is_completed():
+        raise TrainingDeploymentFailed(f"stage 4 on deployment '{deployment}' ended {run.state.name}: "
+                                       f"see flow run {run.name} ({run.id}) in the Prefect UI")
+    return {"deployment": deployment, "flow_run": str(run.id), "state": run.state.name}
+
+
 @flow(name="pipeline")
 async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = False,
-                   explicit: bool = True) -> dict[str, object]:
-    """Run ``stages`` in order. A full run (``explicit=False``) skips the rollout when no gateway is running."""
+                   explicit: bool = True, config_path: str | None = None) -> dict[str, object]:
+    """Run ``stages`` in order. A full run (``explicit=False``) skips the rollout when no gateway is running.
+
+    With ``orchestration.train_deployment`` set, stage 4 runs as that deployment (the GPU pool) with the
+    same config path, and this flow waits for it.
+    """
     results: dict[str, object] = {}
+    training = [key for key in stages if key.startswith("4")]
+    if training and config.orchestration.train_deployment:
+        if config_path is None:
+            raise ConfigError("orchestration.train_deployment needs the config file's path to hand to the deployment")
+        results["4"] = await dispatch_training(config.orchestration.train_deployment, config_path,
+                                               training[0], training[-1])
+        stages = [key for key in stages if key not in training]
     for key in stages:
         if key == "1":
             documents = await collect(config)

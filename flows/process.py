@@ -30,7 +30,8 @@ def task_runner(config: PipelineConfig):
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:
-        raise ConfigError("data_processor.task_runner: dask needs prefect-dask: pip install -e '.[dask]'") from None
+        raise ConfigError("data_processor.task_runner: dask needs prefect-dask: EXTRAS='dev dask' scripts/setup.sh "
+                          "(or pip install prefect-dask)") from None
     if p.dask_address:
         return DaskTaskRunner(address=p.dask_address)
     return DaskTaskRunner(cluster_kwargs={"n_workers": p.workers, "threads_per_worker": 1})

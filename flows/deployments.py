@@ -1,0 +1,43 @@
+"""The flows that prefect.yaml deploys: each takes the config file's path, so a deployment is plain JSON.
+
+run-pipeline  the whole pipeline (stage 4 dispatched to the GPU pool when orchestration.train_deployment is set)
+data-refresh  stages 1–3 on a schedule: only new or changed sources are fetched, converted and sent to the LLM
+fine-tune     stage 4 (4a–4d), the flow the GPU Docker pool runs
+roll-out      stage 6 against the running gateway
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.config import load_config
+from flows.pipeline import pipeline, preflight, select_stages
+
+
+async def _run(config: str, start: str, end: str, explicit: bool = True) -> dict:
+    settings = load_config(Path(config))
+    stages = [s.key for s in select_stages(start=start, end=end)[0]]
+    preflight(settings, stages)
+    return await pipeline(settings, stages, explicit=explicit, config_path=config)
+
+
+@flow(name="run-pipeline")
+async def run_pipeline(config: str = "configs/local.yaml", start: str = "1", end: str = "6") -> dict:
+    return await _run(config, start, end, explicit=(start, end) != ("1", "6"))
+
+
+@flow(name="data-refresh")
+async def data_refresh(config: str = "configs/local.yaml") -> dict:
+    return await _run(config, "1", "3")
+
+
+@flow(name="fine-tune")
+async def fine_tune(config: str = "configs/local.yaml", start: str = "4a", end: str = "4d") -> dict:
+    return await _run(config, start, end)
+
+
+@flow(name="roll-out")
+async def roll_out(config: str = "configs/local.yaml") -> dict:
+    return await _run(config, "6", "6")

@@ -1,0 +1,91 @@
+"""Deployed for real: a Prefect server, a process worker, `prefect deploy` from prefect.yaml, a provider outage
+in stage 3, `prefect flow-run retry` — and the retry repeats no finished download, conversion or LLM call."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from tests.conftest import REPO
+from tests.servers import LLMFaults, PrefectServer, fake_llm
+
+KEY = "prefect-e2e-gemini-key"
+
+
+def prefect(server: PrefectServer, *args: str, timeout: int = 180) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=REPO, env=server.env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"prefect {' '.join(args)}: {result.stdout[-2000:]} {result.stderr[-2000:]}"
+    return result
+
+
+def flow_run(server: PrefectServer, run_id: str) -> dict:
+    return httpx.get(f"{server.api_url}/flow_runs/{run_id}", timeout=10).json()
+
+
+def wait_for(server: PrefectServer, run_id: str, states: set[str], timeout_s: float = 420) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = flow_run(server, run_id)
+        if run["state_type"] in states:
+            return run
+        time.sleep(1)
+    raise AssertionError(f"flow run {run_id} still {run['state_type']} after {timeout_s} s")
+
+
+def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(tmp_path, sample_pdf_dir):
+    faults = LLMFaults()
+    with PrefectServer(tmp_path / "prefect") as server, fake_llm("gemini", KEY, faults=faults) as llm:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+                          f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
+                          f"dataset_generator:\n  provider: gemini\n  base_url: {llm.url}\n  max_tokens: 150\n"
+                          "  max_concurrent_requests: 1\n  max_retries: 1\n  backoff_base_s: 0.05\n")
+        prefect(server, "work-pool", "create", "local-process", "--type", "process")
+        prefect(server, "deploy", "--name", "local")
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "local-process"],
+                                  cwd=REPO, env={**server.env, "GEMINI_API_KEY": KEY}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            def outage_after_some_groups() -> None:  # the provider goes down once a few groups are done
+                deadline = time.monotonic() + 300
+                while len(llm.prompts) < 4 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                faults.outage = True
+
+            threading.Thread(target=outage_after_some_groups, daemon=True).start()
+            started = prefect(server, "deployment", "run", "run-pipeline/local", "--param", f"config={config}",
+                              "--param", 'end="3"')
+            run_id = next(line.split()[-1] for line in started.stdout.splitlines() if "UUID" in line)
+            failed = wait_for(server, run_id, {"FAILED", "CRASHED", "COMPLETED"})
+            assert failed["state_type"] == "FAILED", failed["state"]
+            cache = tmp_path / "data/qa_dataset/cache"
+            done_before = {p.name for p in cache.glob("*.json")}
+            prompts_before = len(llm.prompts)
+            downloaded = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data/raw").glob("*.pdf")}
+            converted = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data/processed").glob("*.md")}
+            assert done_before and downloaded and converted
+
+            faults.outage = False
+            prefect(server, "flow-run", "retry", run_id)
+            finished = wait_for(server, run_id, {"COMPLETED", "FAILED", "CRASHED"})
+            assert finished["state_type"] == "COMPLETED", finished["state"]
+            retry_prompts = llm.prompts[prompts_before:]
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+
+    stats = json.loads((tmp_path / "data/qa_dataset/stats.json").read_text())
+    assert stats["groups_cached_before_run"] == len(done_before)
+    assert len(retry_prompts) == stats["groups"] - len(done_before) == len(set(retry_prompts))
+    # nothing downloaded or converted again
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data/raw").glob("*.pdf")} == downloaded
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data/processed").glob("*.md")} == converted
+    assert (tmp_path / "data/qa_dataset/train.json").is_file()
