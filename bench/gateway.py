@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 import httpx
 
@@ -34,20 +35,20 @@ def serve_fake_vllm(port: int, latency_ms: float) -> None:
             time.sleep(3600)
 
 
-async def load(url: str, body: dict, requests: int, concurrency: int) -> tuple[list[float], float, int]:
+async def load(url: str, body: dict, requests: int, concurrency: int) -> tuple[list[float], float, Counter]:
     latencies: list[float] = []
-    failures = 0
+    failures: Counter = Counter()
     queue = iter(range(requests))
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal failures
         for _ in queue:
             started = time.perf_counter()
             try:
                 reply = await client.post(url, json=body)
-                failures += reply.status_code != 200
-            except httpx.HTTPError:
-                failures += 1
+                if reply.status_code != 200:
+                    failures[f"{reply.status_code} {reply.text[:80]}"] += 1
+            except httpx.HTTPError as error:
+                failures[type(error).__name__] += 1
             latencies.append(time.perf_counter() - started)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -104,7 +105,7 @@ def main() -> None:
           f"backend latency {args.backend_latency_ms:g} ms, load from a separate process")
     for label, (latencies, rps, failed) in (("backend directly", direct), ("through the gateway", through)):
         print(f"  {label:<20} p50 {percentile(latencies, 50):7.1f} ms  p99 {percentile(latencies, 99):7.1f} ms  "
-              f"{rps:7.1f} req/s  failed {failed}")
+              f"{rps:7.1f} req/s  failed {sum(failed.values())} {dict(failed) if failed else ''}")
     print(f"  added latency: p50 +{percentile(through[0], 50) - percentile(direct[0], 50):.1f} ms, "
           f"p99 +{percentile(through[0], 99) - percentile(direct[0], 99):.1f} ms")
     print(f"  throughput ratio gateway / direct: {through[1] / direct[1]:.2f}")
