@@ -233,7 +233,6 @@ class Serving(_Section):
 
 
 class Orchestration(_Section):
-    result_storage: Path = Path(".prefect/results")
     train_deployment: str | None = None
 
 
