@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${VENV_DIR:-.venv}"
-EXTRAS="${EXTRAS:-dev}"
+EXTRAS="${EXTRAS:-dev dask}"
 stamp="$(cat pyproject.toml scripts/setup.sh scripts/requirements.py | sha256sum | cut -c1-16)-${EXTRAS// /_}"
 
 if [ ! -f "$VENV/.ready-$stamp" ]; then
