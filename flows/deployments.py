@@ -16,11 +16,11 @@ from flows.config import load_config
 from flows.pipeline import pipeline, preflight, select_stages
 
 
-async def _run(config: str, start: str, end: str, explicit: bool = True) -> dict:
+async def _run(config: str, start: str, end: str, explicit: bool = True, dispatch: bool = True) -> dict:
     settings = load_config(Path(config))
     stages = [s.key for s in select_stages(start=start, end=end)[0]]
     preflight(settings, stages)
-    return await pipeline(settings, stages, explicit=explicit, config_path=config)
+    return await pipeline(settings, stages, explicit=explicit, config_path=config, dispatch=dispatch)
 
 
 @flow(name="run-pipeline")
@@ -35,7 +35,7 @@ async def data_refresh(config: str = "configs/local.yaml") -> dict:
 
 @flow(name="fine-tune")
 async def fine_tune(config: str = "configs/local.yaml", start: str = "4a", end: str = "4d") -> dict:
-    return await _run(config, start, end)
+    return await _run(config, start, end, dispatch=False)  # this is where stage 4 runs
 
 
 @flow(name="roll-out")

@@ -96,15 +96,17 @@ async def dispatch_training(deployment: str, config_path: str, start: str, end: 
 
 @flow(name="pipeline")
 async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = False,
-                   explicit: bool = True, config_path: str | None = None) -> dict[str, object]:
+                   explicit: bool = True, config_path: str | None = None,
+                   dispatch: bool = True) -> dict[str, object]:
     """Run ``stages`` in order. A full run (``explicit=False``) skips the rollout when no gateway is running.
 
-    With ``orchestration.train_deployment`` set, stage 4 runs as that deployment (the GPU pool) with the
-    same config path, and this flow waits for it.
+    With ``orchestration.train_deployment`` set (and ``dispatch``), stage 4 runs as that deployment (the GPU
+    pool) with the same config path, and this flow waits for it. The deployment itself runs with
+    ``dispatch=False``: it is where the training happens.
     """
     results: dict[str, object] = {}
     training = [key for key in stages if key.startswith("4")]
-    if training and config.orchestration.train_deployment:
+    if training and dispatch and config.orchestration.train_deployment:
         if config_path is None:
             raise ConfigError("orchestration.train_deployment needs the config file's path to hand to the deployment")
         results["4"] = await dispatch_training(config.orchestration.train_deployment, config_path,

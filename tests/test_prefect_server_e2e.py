@@ -89,3 +89,30 @@ def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(t
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data/raw").glob("*.pdf")} == downloaded
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data/processed").glob("*.md")} == converted
     assert (tmp_path / "data/qa_dataset/train.json").is_file()
+
+
+def test_stage_4_is_dispatched_to_the_training_deployment(tmp_path, sample_pdf_dir):
+    with PrefectServer(tmp_path / "prefect") as server:
+        prefect(server, "work-pool", "create", "local-process", "--type", "process")
+        prefect(server, "deploy", "flows/deployments.py:fine_tune", "--name", "cpu", "--pool", "local-process")
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "local-process"],
+                                  cwd=REPO, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            config = tmp_path / "config.yaml"
+            config.write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+                              f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
+                              "orchestration:\n  train_deployment: fine-tune/cpu\n")
+            for stages in (("--end", "3"), ("--stage", "4a")):
+                result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", str(config), *stages],
+                                        cwd=tmp_path, env=server.env, capture_output=True, text=True, timeout=420)
+                assert result.returncode == 0, result.stderr[-3000:]
+            runs = httpx.post(f"{server.api_url}/flow_runs/filter", json={
+                "deployments": {"name": {"any_": ["cpu"]}}}, timeout=10).json()
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+    assert [run["state_type"] for run in runs] == ["COMPLETED"]
+    assert runs[0]["parameters"] == {"config": str(config), "start": "4a", "end": "4a"}
+    report = json.loads((tmp_path / "reports/eval_baseline.json").read_text())  # written by the deployment's run
+    assert report["examples"] > 0 and report["adapter"] is None
