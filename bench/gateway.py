@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from collections import Counter
 import httpx
 
 from tasks.prompts import system_prompt
-from tests.servers import GatewayProcess, VLLMFaults, fake_vllm
+from tests.servers import GatewayProcess, VLLMFaults, fake_vllm, free_port
 
 BASE = "bench-base"
 
@@ -75,9 +74,7 @@ def main() -> None:
         serve_fake_vllm(args.serve_fake_vllm, args.backend_latency_ms)
         return
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "bench.gateway", "--serve-fake-vllm", str(port),
                                 "--backend-latency-ms", str(args.backend_latency_ms)], env={**os.environ})
     try:

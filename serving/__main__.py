@@ -19,10 +19,8 @@ from serving.settings import GatewaySettings
 from tasks.prompts import system_prompt
 
 
-def settings_from_config(config_path: Path, backend: str | None = None) -> GatewaySettings:
-    from flows.config import load_config
-
-    config = load_config(config_path)
+def settings_from_config(config, backend: str | None = None) -> GatewaySettings:
+    """``config``: a loaded pipeline config (flows.config.PipelineConfig)."""
     s, f = config.serving, config.finetuning
     kind = backend or s.backend
     registration = config.path(config.paths.reports) / "registration.json"
@@ -58,9 +56,9 @@ def main() -> None:
     if args.config:
         from flows.config import load_config
 
-        serving = load_config(args.config).serving
-        host, port = args.host or serving.host, args.port or serving.port
-        settings = settings_from_config(args.config, args.backend)
+        config = load_config(args.config)
+        host, port = args.host or config.serving.host, args.port or config.serving.port
+        settings = settings_from_config(config, args.backend)
     else:
         settings = GatewaySettings(**({"backend": args.backend} if args.backend else {}))
     uvicorn.run(create_app(settings, make_backend(settings)), host=host, port=port, log_level="warning",

@@ -23,6 +23,15 @@ class Hit:
     query: dict[str, str] = field(default_factory=dict)
 
 
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on right now (for servers run as separate processes)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class LoopbackServer:
     """Start an aiohttp app on 127.0.0.1:<free port> in a thread; stop it on exit."""
 
@@ -480,11 +489,8 @@ class GatewayProcess:
     def __init__(self, env: dict[str, str], args: tuple[str, ...] = (), cwd: str | None = None,
                  ready_timeout_s: float = 120) -> None:
         import os
-        import socket
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.args, self.cwd, self.ready_timeout_s = args, cwd, ready_timeout_s
         self.process = None
@@ -543,11 +549,8 @@ class PrefectServer:
 
     def __init__(self, home) -> None:
         import os
-        import socket
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{self.port}/api",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
                     "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(self.port)}
