@@ -42,7 +42,9 @@ def gemini_config(root: Path, url: str, name: str) -> Path:
 def run_stage3(config: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "GEMINI_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, str(REPO / "pipeline.py"), "--config", str(config), "--stage", "3", *extra]
-    return subprocess.Popen(command, cwd=config.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # its own process group, so a kill takes the whole run down (Prefect's temporary API server included)
+    return subprocess.Popen(command, cwd=config.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def test_offline_stage_three_writes_a_complete_dataset(chunked: Path):
@@ -82,7 +84,7 @@ def test_killed_mid_stage_then_rerun_repeats_no_finished_call(chunked: Path):
         deadline = time.monotonic() + 120
         while len(server.prompts) < 6 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)  # the machine goes down: the CLI and everything it started
         process.wait(timeout=30)
         time.sleep(0.5)  # let in-flight requests finish on the server side
         cache = chunked / "data/qa_dataset/cache"
