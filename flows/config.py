@@ -234,6 +234,10 @@ class Serving(_Section):
 
 class Orchestration(_Section):
     train_deployment: str | None = None
+    result_storage: Path = Path("data/prefect_results")
+    result_storage_block: Annotated[str, Field(pattern=r"^[a-z0-9-]+/[A-Za-z0-9_-]+$")] | None = None
+    llm_rate_limit: str | None = None
+    download_concurrency_limit: str | None = None
 
 
 class PipelineConfig(_Section):
@@ -253,6 +257,10 @@ class PipelineConfig(_Section):
     def path(self, relative: Path) -> Path:
         """Resolve a configured path against ``root`` (absolute paths are kept as they are)."""
         return relative if relative.is_absolute() else (self.root / relative).resolve()
+
+    def result_storage(self) -> Path | str:
+        """Where Prefect persists results and cache records: the block (slug) when set, else the local folder."""
+        return self.orchestration.result_storage_block or self.path(self.orchestration.result_storage)
 
 
 class Secrets(BaseSettings):

@@ -21,7 +21,7 @@ from tasks.compare import comparison_markdown, write_comparison
 from tasks.evaluate import evaluate_model, load_eval_set
 from tasks.files import atomic_write_json
 from tasks.prompts import system_prompt
-from tasks.select import NoOpAdapter, best_checkpoint, changed_answers, cleanup_checkpoints, install_adapter
+from tasks.select import NoOpAdapter, adapter_hashes, best_checkpoint, changed_answers, cleanup_checkpoints, install_adapter
 from tasks.tokens import model_ref
 from tasks.train import TrainSettings, checkpoints, train_lora
 
@@ -79,6 +79,21 @@ def _eval_set(config: PipelineConfig, limit: int | None = None) -> list[dict]:
         raise ConfigError(f"stage 4 has no eval set: {error}") from None
 
 
+def _evaluate(config: PipelineConfig, base: str, adapter: Path | None, records: list[dict]) -> tuple[dict, bool]:
+    """The report, and whether it came from the cache (evaluations are cached by content, see tasks.evaluate).
+
+    The report names this call's paths: a cached one may have been made for a copy elsewhere.
+    """
+    evaluate = evaluate_model.with_options(result_storage=config.result_storage())
+    state = evaluate(base, adapter, records, **_eval_kwargs(config), return_state=True)
+    report = state.result()
+    return {**report, "model": base, "adapter": str(adapter) if adapter else None}, state.name == "Cached"
+
+
+def _cached_note(cached: bool) -> str:
+    return " (cached: the same weights, questions and settings were evaluated before)" if cached else ""
+
+
 def train_settings(config: PipelineConfig) -> TrainSettings:
     f, t = config.finetuning, config.finetuning.training
     return TrainSettings(
@@ -94,9 +109,9 @@ def train_settings(config: PipelineConfig) -> TrainSettings:
 
 @flow(name="baseline-eval")
 def baseline_eval(config: PipelineConfig) -> dict:
-    report = evaluate_model(_base(config), None, _eval_set(config), **_eval_kwargs(config),
-                            report_path=config.path(config.paths.reports) / "eval_baseline.json")
-    say(f"4a baseline: combined {report['metrics']['combined']:.4f} on {report['examples']} questions")
+    report, cached = _evaluate(config, _base(config), None, _eval_set(config))
+    atomic_write_json(config.path(config.paths.reports) / "eval_baseline.json", report)
+    say(f"4a baseline: combined {report['metrics']['combined']:.4f} on {report['examples']} questions{_cached_note(cached)}")
     return report["metrics"]
 
 
@@ -134,32 +149,50 @@ def train(config: PipelineConfig) -> dict:
     return summary
 
 
+def _selection_key(config: PipelineConfig, records: list[dict]) -> str:
+    """The training run (4b's fingerprint), the questions and the eval settings a selection was made from."""
+    marker = config.path(config.paths.checkpoints) / "run.json"
+    run = json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
+    content = {"run": run, "records": records, "evaluation": _eval_kwargs(config)}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
 @flow(name="select-checkpoint")
 def select_checkpoint(config: PipelineConfig) -> dict:
+    """Evaluate every checkpoint and install the best; a selection already made for this training run stands.
+
+    Cleanup leaves only the chosen checkpoint, so selecting again after it would compare one
+    checkpoint with itself and lose the others' scores from the report.
+    """
+    records = _eval_set(config, config.evaluation.checkpoint_eval_samples)
+    key = _selection_key(config, records)
+    report_path = config.path(config.paths.reports) / "checkpoint_selection.json"
+    target = config.path(config.paths.lora_weights)
+    previous = json.loads(report_path.read_text()) if report_path.exists() else None
+    if previous and previous.get("selection_key") == key and adapter_hashes(target) == previous["adapter_sha256"]:
+        say(f"4c select: already done for this training run: {previous['selected']} installed in {target}")
+        return previous
     base = _base(config)
     found = checkpoints(config.path(config.paths.checkpoints))
     if not found:
         raise ConfigError(f"stage 4c has no checkpoints in {config.path(config.paths.checkpoints)} (run stage 4b first)")
-    records = _eval_set(config, config.evaluation.checkpoint_eval_samples)
-    kwargs = _eval_kwargs(config)
-    reports = {ckpt.name: evaluate_model(base, ckpt, records, **kwargs) for ckpt in found}
+    reports = {ckpt.name: _evaluate(config, base, ckpt, records)[0] for ckpt in found}
     scores = {name: report["metrics"]["combined"] for name, report in reports.items()}
     selected = best_checkpoint(scores)
     chosen = next(c for c in found if c.name == selected)
 
-    baseline = evaluate_model(base, None, records, **kwargs)
+    baseline = _evaluate(config, base, None, records)[0]
     changed = changed_answers([p["prediction"] for p in baseline["predictions"]],
                               [p["prediction"] for p in reports[selected]["predictions"]])
     if changed == 0:
         raise NoOpAdapter(f"the selected adapter ({selected}) gives the base model's answer to all {len(records)} "
                           "eval questions: it learned nothing (check learning_rate, steps, lora.target_modules)")
-    target = config.path(config.paths.lora_weights)
     hashes = install_adapter(chosen, target)
     removed = cleanup_checkpoints(found, chosen, target) if config.finetuning.cleanup_checkpoints else []
     selection = {"selected": selected, "scores": scores, "metric": "combined", "eval_examples": len(records),
                  "answers_changed_vs_base": changed, "installed_to": str(target), "adapter_sha256": hashes,
-                 "removed_checkpoints": removed}
-    atomic_write_json(config.path(config.paths.reports) / "checkpoint_selection.json", selection)
+                 "removed_checkpoints": removed, "selection_key": key}
+    atomic_write_json(report_path, selection)
     say(f"4c select: {selected} (combined {scores[selected]:.4f} of "
         + ", ".join(f"{n} {s:.4f}" for n, s in scores.items()) + f"); {changed}/{len(records)} answers differ from base")
     return selection
@@ -171,9 +204,9 @@ def final_eval(config: PipelineConfig) -> dict:
     adapter = config.path(config.paths.lora_weights)
     if not (adapter / "adapter_model.safetensors").exists():
         raise ConfigError(f"stage 4d has no adapter in {adapter} (run stage 4c first)")
-    report = evaluate_model(_base(config), adapter, _eval_set(config), **_eval_kwargs(config),
-                            report_path=reports_dir / "eval_finetuned.json")
-    say(f"4d final: combined {report['metrics']['combined']:.4f} on {report['examples']} questions")
+    report, cached = _evaluate(config, _base(config), adapter, _eval_set(config))
+    atomic_write_json(reports_dir / "eval_finetuned.json", report)
+    say(f"4d final: combined {report['metrics']['combined']:.4f} on {report['examples']} questions{_cached_note(cached)}")
     baseline_path = reports_dir / "eval_baseline.json"
     if baseline_path.exists():
         baseline = json.loads(baseline_path.read_text())

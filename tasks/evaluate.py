@@ -1,27 +1,64 @@
-"""Evaluate a model (base, or base + adapter) on the eval set and write a complete report."""
+"""Evaluate a model (base, or base + adapter) on the eval set: one complete report.
+
+An evaluation is a pure function of the weights, the questions, the settings and the scoring
+code, so its result is cached by Prefect under a key made of their content hashes (persisted
+in the configured result storage). A rerun, a flow-run retry or the GPU worker asking for an
+evaluation that was already done anywhere that shares the storage gets it back without
+generating a token.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import CacheKeyFnPolicy
 
-from tasks.files import atomic_write_json
+from tasks import inference, metrics
 from tasks.inference import generate_answers, load_model
 from tasks.metrics import score_all
 
 
 def folder_hash(folder: Path, pattern: str = "*.safetensors") -> str:
     """Content hash of a model or adapter folder's weights and configs (names included)."""
+    files = sorted([*folder.glob(pattern), *folder.glob("*config.json")])
+    return _hash_files(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=32)
+def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
+    """Hashing a base model's weights takes a second; the same files (size, mtime) are hashed once per process."""
     digest = hashlib.sha256()
-    for path in sorted([*folder.glob(pattern), *folder.glob("*config.json")]):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    for name, _, _ in files:
+        digest.update(Path(name).name.encode())
+        with open(name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
+
+
+@functools.cache
+def _scoring_code_hash() -> str:
+    source = "".join(inspect.getsource(module) for module in (inference, metrics)) + inspect.getsource(evaluate_model.fn)
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def evaluation_key(_context: Any, parameters: dict[str, Any]) -> str:
+    """Content of everything the report depends on; paths and names do not matter, bytes do."""
+    base, adapter = parameters["base"], parameters["adapter"]
+    content = {
+        "base": folder_hash(Path(base)) if Path(base).is_dir() else base,
+        "adapter": folder_hash(Path(adapter)) if adapter else None,
+        "code": _scoring_code_hash(),
+        **{name: value for name, value in parameters.items() if name not in ("base", "adapter")},
+    }
+    return "evaluation-" + hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def load_eval_set(path: Path, limit: int | None = None) -> list[dict]:
@@ -33,11 +70,11 @@ def load_eval_set(path: Path, limit: int | None = None) -> list[dict]:
     return records[:limit] if limit else records
 
 
-@task(name="evaluate-model", cache_policy=NO_CACHE)
+@task(name="evaluate-model", cache_policy=CacheKeyFnPolicy(cache_key_fn=evaluation_key), persist_result=True)
 def evaluate_model(base: str, adapter: Path | None, eval_records: list[dict], system: str, max_new_tokens: int,
-                   batch_size: int, bertscore_model: str, bertscore_layers: int | None, weights: dict[str, float],
-                   report_path: Path | None = None, settings: dict | None = None) -> dict:
-    """Generate greedy answers for every eval question, score them, and (optionally) write the report."""
+                   batch_size: int, bertscore_model: str, bertscore_layers: int | None,
+                   weights: dict[str, float]) -> dict:
+    """Generate greedy answers for every eval question and score them."""
     started = time.perf_counter()
     model, tokenizer = load_model(base, adapter)
     loaded = time.perf_counter()
@@ -51,13 +88,11 @@ def evaluate_model(base: str, adapter: Path | None, eval_records: list[dict], sy
         "model_hash": folder_hash(Path(base)) if Path(base).is_dir() else None,
         "adapter_hash": folder_hash(adapter) if adapter else None,
         "examples": len(eval_records), "metrics": aggregate, "weights": weights,
-        "settings": {**(settings or {}), "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+        "settings": {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
                      "bertscore_model": bertscore_model, "system_prompt": system, "decoding": "greedy"},
         "timings_s": {"load": round(loaded - started, 2), "generate": round(generated - loaded, 2),
                       "score": round(time.perf_counter() - generated, 2)},
         "predictions": [{"id": r["id"], "question": r["question"], "reference": r["answer"], "prediction": p, "scores": s}
                         for r, p, s in zip(eval_records, predictions, per_example, strict=True)],
     }
-    if report_path is not None:
-        atomic_write_json(report_path, report)
     return report

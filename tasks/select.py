@@ -23,7 +23,10 @@ class NoOpAdapter(Exception):
     """The adapter does not change any answer of the base model."""
 
 
-def _hashes(folder: Path) -> dict[str, str]:
+def adapter_hashes(folder: Path) -> dict[str, str] | None:
+    """sha256 of each adapter file, or None when the folder does not hold a complete adapter."""
+    if not all((folder / name).is_file() for name in ADAPTER_FILES):
+        return None
     return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in ADAPTER_FILES}
 
 
@@ -42,14 +45,14 @@ def install_adapter(checkpoint: Path, target: Path) -> dict[str, str]:
         for path in checkpoint.iterdir():
             if path.is_file() and (path.name in ADAPTER_FILES or path.name.startswith(("tokenizer", "chat_template"))):
                 shutil.copy2(path, staging / path.name)
-        if _hashes(staging) != _hashes(checkpoint):
+        if adapter_hashes(staging) != adapter_hashes(checkpoint):
             raise OSError(f"copy of {checkpoint} to {target} does not match the original")
-    return _hashes(target)
+    return adapter_hashes(target)
 
 
 def cleanup_checkpoints(checkpoints: list[Path], keep: Path, installed: Path) -> list[str]:
     """Remove every checkpoint except ``keep``, and only once ``installed`` is verified equal to it."""
-    if _hashes(installed) != _hashes(keep):
+    if adapter_hashes(installed) != adapter_hashes(keep):
         raise OSError(f"{installed} does not match {keep}: not removing any checkpoint")
     removed = []
     for checkpoint in checkpoints:

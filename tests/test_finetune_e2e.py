@@ -85,8 +85,14 @@ def test_stage_four_trains_selects_and_reports(project: Path):
     assert model.peft_config["default"].r == 16
     assert sorted(model.peft_config["default"].target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
 
-    again = cli(project, "--stage", "4b")
-    assert again.returncode == 0 and "already done for this data and these settings" in again.stdout
+    # a rerun with nothing new trains nothing, selects nothing and generates no answer: the same reports come back
+    again = cli(project, "--stage", "4")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4b train: already done for this data and these settings" in again.stdout
+    assert f"4c select: already done for this training run: {selection['selected']}" in again.stdout
+    assert again.stdout.count("(cached: the same weights, questions and settings were evaluated before)") == 2
+    assert json.loads((reports / "checkpoint_selection.json").read_text()) == selection
+    assert json.loads((reports / "eval_finetuned.json").read_text())["predictions"] == tuned["predictions"]
 
 
 def test_the_trained_adapter_registers_with_its_card(project: Path):
