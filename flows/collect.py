@@ -24,6 +24,7 @@ def download_policy(config: PipelineConfig) -> DownloadPolicy:
         backoff_base_s=c.backoff_base_s, backoff_max_s=c.backoff_max_s,
         max_bytes=int(c.max_file_size_mb * 1024 * 1024), max_redirects=c.max_redirects,
         allow_private=c.allow_private_addresses, user_agent=c.user_agent,
+        shared_limit=config.orchestration.download_concurrency_limit,
     )
 
 

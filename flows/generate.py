@@ -53,7 +53,8 @@ def call_policy(config: PipelineConfig) -> CallPolicy:
     g = config.dataset_generator
     return CallPolicy(max_concurrent=g.max_concurrent_requests, requests_per_minute=g.requests_per_minute,
                       tokens_per_minute=g.tokens_per_minute, max_retries=g.max_retries,
-                      backoff_base_s=g.backoff_base_s, backoff_max_s=g.backoff_max_s)
+                      backoff_base_s=g.backoff_base_s, backoff_max_s=g.backoff_max_s,
+                      shared_rate_limit=config.orchestration.llm_rate_limit)
 
 
 @task(name="generate-qa-groups", cache_policy=NO_CACHE)

@@ -77,6 +77,36 @@ def preflight(config: PipelineConfig, stages: list[str]) -> None:
         stage_finetune.preflight(config)
     if "5" in stages:
         stage_register.preflight(config)
+    o = config.orchestration
+    if "1" in stages and o.download_concurrency_limit:
+        check_shared_limit("orchestration.download_concurrency_limit", o.download_concurrency_limit, rate=False)
+    if "3" in stages and o.llm_rate_limit:
+        check_shared_limit("orchestration.llm_rate_limit", o.llm_rate_limit, rate=True)
+
+
+def check_shared_limit(setting: str, name: str, rate: bool) -> None:
+    """A shared limit only works on a Prefect server every run talks to, and only if it exists there."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    create = f"prefect gcl create {name} --limit N" + (" --slot-decay-per-second R (R requests/s)" if rate else "")
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise ConfigError(f"{setting}: '{name}' is shared through a Prefect server, and PREFECT_API_URL is not set "
+                          "(a temporary server would share it with no one): point PREFECT_API_URL at your server, "
+                          f"or set {setting}: null")
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            raise ConfigError(f"{setting}: no global concurrency limit '{name}' on the Prefect server at {api}: "
+                              f"create it with `{create}`") from None
+    if not limit.active:
+        raise ConfigError(f"{setting}: the limit '{name}' is inactive: `prefect gcl update {name} --enable`")
+    if rate and not limit.slot_decay_per_second:
+        raise ConfigError(f"{setting}: '{name}' has no slot decay, so it bounds concurrency, not a rate: "
+                          f"`prefect gcl update {name} --slot-decay-per-second R`")
 
 
 class TrainingDeploymentFailed(RuntimeError):

@@ -19,6 +19,7 @@ import socket
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -31,6 +32,7 @@ from aiohttp.abc import ResolveResult
 from aiohttp.resolver import DefaultResolver
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.asyncio import concurrency
 
 from tasks.files import sha256_file
 from tasks.records import Document, DownloadStatus, SourceRef, utc_now
@@ -53,6 +55,7 @@ class DownloadPolicy:
     max_redirects: int = 5
     allow_private: bool = False
     user_agent: str = "domain-llm-pipeline/0.1"
+    shared_limit: str | None = None  # a Prefect global concurrency limit bounding every run's downloads together
 
 
 class BlockedAddress(OSError):
@@ -251,12 +254,17 @@ class Downloader:
             return min(retry_after, self.policy.backoff_max_s)
         return random.uniform(0, min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2**attempt))
 
+    def _shared_slot(self) -> AbstractAsyncContextManager[object]:
+        if self.policy.shared_limit is None:
+            return nullcontext()
+        return concurrency(self.policy.shared_limit, strict=True)
+
     async def fetch(self, ref: SourceRef) -> Document:
         """Download one URL, retrying transient failures; always returns a recorded outcome."""
         attempt = 0
         while True:
             try:
-                async with self._global:
+                async with self._global, self._shared_slot():
                     sha, target, size = await self._fetch_once(ref.url)
                 return _ok_document(ref, sha, target, size, attempts=attempt + 1)
             except _Transient as failure:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from aiolimiter import AsyncLimiter
+from prefect.concurrency.asyncio import rate_limit
 from pydantic import BaseModel, Field, ValidationError
 
 from tasks.files import atomic_write_json
@@ -136,10 +137,16 @@ class CallPolicy:
     max_retries: int = 4
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
+    shared_rate_limit: str | None = None  # a Prefect global concurrency limit with slot decay, shared by every run
 
 
 class RateLimitedCaller:
-    """Bounded concurrency, requests/min and tokens/min limits, retries with backoff on transient errors only."""
+    """Bounded concurrency, requests/min and tokens/min limits, retries with backoff on transient errors only.
+
+    The limits above hold within one run. Runs of several deployments at once (the nightly
+    refresh beside a manual run) share the provider's quota through ``shared_rate_limit``:
+    each request also takes a slot of that Prefect-managed rate limit.
+    """
 
     def __init__(self, provider: LLMProvider, policy: CallPolicy) -> None:
         self.provider = provider
@@ -156,6 +163,8 @@ class RateLimitedCaller:
                 await self._requests.acquire()
                 if self._tokens is not None:
                     await self._tokens.acquire(min(estimate, self.policy.tokens_per_minute))
+                if self.policy.shared_rate_limit is not None:
+                    await rate_limit(self.policy.shared_rate_limit, strict=True)
                 self.calls += 1
                 try:
                     return await self.provider.complete(system, prompt, schema)

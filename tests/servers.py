@@ -89,19 +89,26 @@ def pdf_host(pdfs: dict[str, bytes], latency_s: float = 0.0) -> LoopbackServer:
     /truncated.pdf a PDF cut in half; /huge.pdf streams 8 MiB without a Content-Length;
     /huge-declared.pdf declares 8 MiB; /redirect.pdf → /pdf/<first>; /redirect-loop.pdf
     loops; /redirect-private.pdf → http://localhost:<port>/pdf/<first> (a hostname, so the
-    resolver guard is what refuses it).
+    resolver guard is what refuses it). ``server.most_in_flight`` is the most /pdf/ requests
+    served at once.
     """
     first = next(iter(pdfs.values()))
     attempts: dict[str, int] = defaultdict(int)
     app = web.Application()
     server = LoopbackServer(app)
+    server.in_flight = server.most_in_flight = 0  # type: ignore[attr-defined]
 
     async def delay() -> None:
         if latency_s:
             await asyncio.sleep(latency_s)
 
     async def good(request: web.Request) -> web.Response:
-        await delay()
+        server.in_flight += 1  # type: ignore[attr-defined]
+        server.most_in_flight = max(server.most_in_flight, server.in_flight)  # type: ignore[attr-defined]
+        try:
+            await delay()
+        finally:
+            server.in_flight -= 1  # type: ignore[attr-defined]
         name = request.match_info["name"]
         if name not in pdfs:
             raise web.HTTPNotFound()

@@ -1,0 +1,79 @@
+"""Prefect-managed limits shared by runs: two pipeline runs at once (two deployments, say) stay together
+within one download concurrency limit and one LLM rate limit kept on the Prefect server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+from tests.servers import PrefectServer, fake_llm, pdf_host
+
+KEY = "shared-limits-gemini-key"
+
+
+def project(root: Path, pdf_url: str, names: list[str], llm_url: str, limits: str) -> Path:
+    root.mkdir()
+    (root / "urls.txt").write_text("".join(f"{pdf_url}/pdf/{name}?copy={copy}\n" for name in names for copy in (1, 2)))
+    config = root / "config.yaml"
+    config.write_text(
+        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+        "data_collector:\n  local:\n    pdf_dir: null\n    url_file: urls.txt\n"
+        "  allow_private_addresses: true\n  max_concurrent_downloads: 8\n  max_per_host: 8\n"
+        f"dataset_generator:\n  provider: gemini\n  base_url: {llm_url}\n  max_tokens: 150\n"
+        "  max_concurrent_requests: 8\n  requests_per_minute: 6000\n"
+        f"orchestration:\n{limits}")
+    return config
+
+
+def run(config: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, str(REPO / "pipeline.py"), "--config", str(config), *args],
+                            cwd=config.parent, env={**env, "GEMINI_API_KEY": KEY}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def busiest_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+
+
+def test_two_runs_at_once_share_the_download_and_llm_limits(tmp_path, sample_pdfs):
+    with PrefectServer(tmp_path / "prefect") as server, pdf_host(sample_pdfs, latency_s=0.5) as pdfs, \
+            fake_llm("gemini", KEY) as llm:
+        for args in (("downloads-shared", "--limit", "2"), ("llm-shared", "--limit", "1", "--slot-decay-per-second", "2")):
+            created = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "gcl", "create", *args],
+                                     env=server.env, capture_output=True, text=True, timeout=120)
+            assert created.returncode == 0, created.stdout + created.stderr
+        limits = "  download_concurrency_limit: downloads-shared\n  llm_rate_limit: llm-shared\n"
+        configs = [project(tmp_path / name, pdfs.url, sorted(sample_pdfs), llm.url, limits) for name in ("a", "b")]
+
+        runs = [run(config, server.env, "--end", "3") for config in configs]
+        for process in runs:
+            out, err = process.communicate(timeout=600)
+            assert process.returncode == 0, err[-3000:]
+            assert "collect: 6 sources, 6 ok" in out
+
+    # each run alone would have 8 downloads in flight and send its LLM requests 10 ms apart
+    assert sum(hit.path.startswith("/pdf/") for hit in pdfs.hits) == 12
+    assert pdfs.most_in_flight == 2
+    requests = [hit.at for hit in llm.hits if hit.path.endswith(":generateContent")]
+    assert len(requests) >= 8
+    assert busiest_second(requests) <= 1 + 2 + 1  # the burst of 1, two slots decayed per second, one for the edges
+
+
+def test_a_shared_limit_missing_on_the_server_is_named_before_any_work(tmp_path):
+    with PrefectServer(tmp_path / "prefect") as server:
+        config = project(tmp_path / "p", "http://127.0.0.1:9", ["x.pdf"], "http://127.0.0.1:9",
+                         "  llm_rate_limit: gemini-quota\n")
+        process = run(config, server.env, "--end", "3")
+        _, err = process.communicate(timeout=300)
+    assert process.returncode == 2
+    assert "orchestration.llm_rate_limit: no global concurrency limit 'gemini-quota'" in err
+    assert "prefect gcl create gemini-quota --limit N --slot-decay-per-second R" in err
+    assert not (tmp_path / "p/data").exists()
+
+    alone = run(config, {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "--end", "3")
+    _, err = alone.communicate(timeout=300)
+    assert alone.returncode == 2 and "PREFECT_API_URL is not set" in err
