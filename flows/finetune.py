@@ -11,11 +11,11 @@ import json
 import shutil
 from pathlib import Path
 
-from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import say
+from flows.threaded import threaded_flow
 from tasks.base_model import prepare_base_model
 from tasks.compare import comparison_markdown, write_comparison
 from tasks.evaluate import evaluate_model, load_eval_set
@@ -38,10 +38,10 @@ def preflight(config: PipelineConfig) -> None:
     """Refuse settings this machine cannot honour, naming the setting; never downgrade silently."""
     import importlib.util
 
-    import torch
-
     f = config.finetuning
     if f.training.bf16:
+        import torch
+
         supported = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else _cpu_has_bf16()
         if not supported:
             raise ConfigError("finetuning.training.bf16: true, but this machine has no bf16 support "
@@ -86,7 +86,7 @@ def _evaluate(config: PipelineConfig, base: str, adapter: Path | None, records: 
     """
     evaluate = evaluate_model.with_options(result_storage=config.result_storage())
     state = evaluate(base, adapter, records, **_eval_kwargs(config), return_state=True)
-    report = state.result()
+    report = state.result(_sync=True)  # see flows.threaded
     return {**report, "model": base, "adapter": str(adapter) if adapter else None}, state.name == "Cached"
 
 
@@ -107,7 +107,7 @@ def train_settings(config: PipelineConfig) -> TrainSettings:
         report_to=("wandb",) if f.wandb else ())
 
 
-@flow(name="baseline-eval")
+@threaded_flow("baseline-eval")
 def baseline_eval(config: PipelineConfig) -> dict:
     report, cached = _evaluate(config, _base(config), None, _eval_set(config))
     atomic_write_json(config.path(config.paths.reports) / "eval_baseline.json", report)
@@ -115,7 +115,7 @@ def baseline_eval(config: PipelineConfig) -> dict:
     return report["metrics"]
 
 
-@flow(name="train")
+@threaded_flow("train")
 def train(config: PipelineConfig) -> dict:
     """LoRA SFT; resumes an interrupted run, starts afresh when the data or settings changed."""
     import os
@@ -157,7 +157,7 @@ def _selection_key(config: PipelineConfig, records: list[dict]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@flow(name="select-checkpoint")
+@threaded_flow("select-checkpoint")
 def select_checkpoint(config: PipelineConfig) -> dict:
     """Evaluate every checkpoint and install the best; a selection already made for this training run stands.
 
@@ -198,7 +198,7 @@ def select_checkpoint(config: PipelineConfig) -> dict:
     return selection
 
 
-@flow(name="final-eval")
+@threaded_flow("final-eval")
 def final_eval(config: PipelineConfig) -> dict:
     reports_dir = config.path(config.paths.reports)
     adapter = config.path(config.paths.lora_weights)
@@ -214,7 +214,7 @@ def final_eval(config: PipelineConfig) -> dict:
         selection = json.loads(selection_path.read_text()) if selection_path.exists() else None
         train_log = json.loads(log_path.read_text()) if log_path.exists() else None
         written = write_comparison(baseline, report, selection, train_log, reports_dir)
-        create_markdown_artifact(key="eval-comparison", markdown=comparison_markdown(baseline, report, selection),
+        create_markdown_artifact(_sync=True, key="eval-comparison", markdown=comparison_markdown(baseline, report, selection),
                                  description="Stage 4: baseline vs fine-tuned")
         say(f"4d: baseline {baseline['metrics']['combined']:.4f} → fine-tuned {report['metrics']['combined']:.4f}; "
             f"wrote {', '.join(p.name for p in written)}")

@@ -147,12 +147,12 @@ async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = Fa
             documents = await collect(config)
             results["1"] = {"sources": len(documents), "ok": sum(d.status == "ok" for d in documents)}
         elif key == "2":
-            results["2"] = process.with_options(task_runner=task_runner(config))(config)
+            results["2"] = await process.with_options(task_runner=task_runner(config))(config)
         elif key == "3":
             results["3"] = await generate(config, preview=preview)
         elif key == "6":
-            results["6"] = rollout(config, skip_without_gateway=not explicit)
+            results["6"] = await rollout(config, skip_without_gateway=not explicit)
         else:
-            results[key] = {"4a": baseline_eval, "4b": train, "4c": select_checkpoint, "4d": final_eval,
-                            "5": register}[key](config)
+            results[key] = await {"4a": baseline_eval, "4b": train, "4c": select_checkpoint, "4d": final_eval,
+                                  "5": register}[key](config)
     return results

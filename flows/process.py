@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.config import ConfigError, PipelineConfig
 from flows.report import progress_bar, say
+from flows.threaded import threaded_flow
 from tasks.chunk import chunk_documents
 from tasks.convert import ConverterSettings, convert_document
 from tasks.files import atomic_write_json
@@ -37,7 +37,7 @@ def task_runner(config: PipelineConfig):
     return DaskTaskRunner(cluster_kwargs={"n_workers": p.workers, "threads_per_worker": 1})
 
 
-@flow(name="process")
+@threaded_flow("process")
 def process(config: PipelineConfig) -> dict[str, int]:
     raw_dir = config.path(config.paths.raw)
     processed_dir = config.path(config.paths.processed)
@@ -67,7 +67,7 @@ def process(config: PipelineConfig) -> dict[str, int]:
 
     converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
     ok = [c.sha256 for c in converted if c.status == "ok"]
-    chunks, counts = chunk_documents(
+    chunks, counts = chunk_documents.with_options(result_storage=config.result_storage())(
         [(sha, processed_dir / f"{sha}.md", urls[sha]) for sha in ok],
         config.finetuning.base_model, config.finetuning.base_model_gguf,
         config.data_processor.min_tokens, config.data_processor.max_tokens)
@@ -80,6 +80,7 @@ def process(config: PipelineConfig) -> dict[str, int]:
     for conversion in failed:
         say(f"process: skipped {conversion.sha256[:12]}: {conversion.error}")
     create_table_artifact(
+        _sync=True,  # see flows.threaded
         key="process-summary",
         table=[{"sha256": c.sha256[:12], "url": urls[c.sha256], "status": c.status, "pages": c.pages,
                 "headings": c.headings, "heading_source": c.heading_source or "", "error": c.error or ""}

@@ -13,10 +13,9 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import flow
-
 from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import say
+from flows.threaded import threaded_flow
 from tasks.adapter_check import check_servable
 from tasks.files import atomic_write_json
 from tasks.model_card import build_model_card
@@ -62,7 +61,7 @@ def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
     return [by_sha[sha] for sha in used if sha in by_sha]
 
 
-@flow(name="register")
+@threaded_flow("register")
 def register(config: PipelineConfig) -> dict:
     adapter = config.path(config.paths.lora_weights)
     reports = config.path(config.paths.reports)

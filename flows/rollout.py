@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from prefect import flow
 
 from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import say
+from flows.threaded import threaded_flow
 from tasks.files import atomic_write_json
 
 
@@ -74,7 +74,7 @@ def smoke_test(client: httpx.Client, config: PipelineConfig, name: str, base_mod
     return result
 
 
-@flow(name="rollout")
+@threaded_flow("rollout")
 def rollout(config: PipelineConfig, skip_without_gateway: bool = False) -> dict:
     """``skip_without_gateway``: a full pipeline run on a machine with no gateway running skips (and says so)."""
     reports = config.path(config.paths.reports)

@@ -12,10 +12,13 @@ import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import CacheKeyFnPolicy
 
+from tasks.cache_keys import content_key, source_hash
+from tasks.files import sha256_file
 from tasks.records import Chunk
 from tasks.tokens import TokenCounter, token_counter
 
@@ -114,7 +117,16 @@ def drop_duplicates(chunks: Iterable[Chunk]) -> tuple[list[Chunk], int]:
     return kept, dropped
 
 
-@task(name="chunk-documents", cache_policy=NO_CACHE)
+def chunking_key(_context: Any, parameters: dict[str, Any]) -> str:
+    """The documents' content, the tokenizer, the bounds and the chunking code (loading a GGUF tokenizer takes seconds)."""
+    return content_key("chunks", {
+        "documents": [(sha, sha256_file(path), url) for sha, path, url in parameters["documents"]],
+        "code": source_hash("tasks.chunk", "tasks.tokens"),
+        **{name: value for name, value in parameters.items() if name != "documents"},
+    })
+
+
+@task(name="chunk-documents", cache_policy=CacheKeyFnPolicy(cache_key_fn=chunking_key), persist_result=True)
 def chunk_documents(documents: list[tuple[str, Path, str | None]], base_model: str, base_model_gguf: str | None,
                     min_tokens: int, max_tokens: int) -> tuple[list[Chunk], dict[str, int]]:
     """Chunk every processed document ``(sha256, markdown path, url)``; returns chunks and counts for the report."""

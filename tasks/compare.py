@@ -4,11 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from tasks.files import atomic_write_text, atomic_writer
 from tasks.metrics import METRICS
 
@@ -32,16 +27,21 @@ def comparison_markdown(baseline: dict, finetuned: dict, selection: dict | None)
 def _save(figure, path: Path) -> None:
     with atomic_writer(path, "wb") as handle:
         figure.savefig(handle, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
 
 
 def write_comparison(baseline: dict, finetuned: dict, selection: dict | None, train_log: dict | None,
                      out_dir: Path) -> list[Path]:
     """Write ``comparison.md`` and the plots; returns the files written."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure registry, no GUI backend
+
+    def plot(size: tuple[float, float]):
+        figure = Figure(figsize=size)
+        return figure, figure.subplots()
+
     written = [out_dir / "comparison.md"]
     atomic_write_text(written[0], comparison_markdown(baseline, finetuned, selection))
 
-    figure, axis = plt.subplots(figsize=(7, 3.5))
+    figure, axis = plot((7, 3.5))
     x = range(len(NAMES))
     axis.bar([i - 0.2 for i in x], [baseline["metrics"][n] for n in NAMES], width=0.4, label="baseline")
     axis.bar([i + 0.2 for i in x], [finetuned["metrics"][n] for n in NAMES], width=0.4, label="fine-tuned")
@@ -53,7 +53,7 @@ def write_comparison(baseline: dict, finetuned: dict, selection: dict | None, tr
     _save(figure, written[-1])
 
     if train_log and train_log.get("loss_history"):
-        figure, axis = plt.subplots(figsize=(6, 3))
+        figure, axis = plot((6, 3))
         history = train_log["loss_history"]
         axis.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o")
         axis.set_xlabel("step")
@@ -63,7 +63,7 @@ def write_comparison(baseline: dict, finetuned: dict, selection: dict | None, tr
         _save(figure, written[-1])
 
     if selection:
-        figure, axis = plt.subplots(figsize=(6, 3))
+        figure, axis = plot((6, 3))
         names = sorted(selection["scores"], key=lambda n: int(n.split("-")[-1]))
         axis.plot([int(n.split("-")[-1]) for n in names], [selection["scores"][n] for n in names], marker="o")
         axis.set_xlabel("checkpoint step")

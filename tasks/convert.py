@@ -13,11 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from docling.datamodel.base_models import InputFormat
-from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions
-from docling.document_converter import DocumentConverter, NativePdfFormatOption, PdfFormatOption
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -26,6 +23,9 @@ from tasks.download import count_pages
 from tasks.files import atomic_write_text
 from tasks.headings import escape_hash_lines, recover_headings
 from tasks.records import Conversion
+
+if TYPE_CHECKING:
+    from docling.document_converter import DocumentConverter, PdfFormatOption
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class ConverterUnavailable(Exception):
 
 def format_options(settings: ConverterSettings) -> PdfFormatOption:
     """The docling PDF format option for these settings (kept separate so it can be inspected)."""
+    # docling is imported when a document is converted, not when a rerun finds every conversion done
+    from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions
+    from docling.document_converter import NativePdfFormatOption, PdfFormatOption
+
     if settings.kind == "native":
         return NativePdfFormatOption(pipeline_options=NativePdfPipelineOptions(
             generate_page_images=False, generate_picture_images=False, parser_threads=1))
@@ -66,6 +70,9 @@ def _converter(settings: ConverterSettings) -> DocumentConverter:
     if cache is None:
         cache = _local.converters = {}
     if settings not in cache:
+        from docling.datamodel.base_models import InputFormat
+        from docling.document_converter import DocumentConverter
+
         cache[settings] = DocumentConverter(format_options={InputFormat.PDF: format_options(settings)})
     return cache[settings]
 

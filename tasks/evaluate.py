@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 import time
 from pathlib import Path
@@ -20,9 +19,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import CacheKeyFnPolicy
 
-from tasks import inference, metrics
-from tasks.inference import generate_answers, load_model
-from tasks.metrics import score_all
+from tasks.cache_keys import content_key, source_hash
 
 
 def folder_hash(folder: Path, pattern: str = "*.safetensors") -> str:
@@ -43,22 +40,15 @@ def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()
 
 
-@functools.cache
-def _scoring_code_hash() -> str:
-    source = "".join(inspect.getsource(module) for module in (inference, metrics)) + inspect.getsource(evaluate_model.fn)
-    return hashlib.sha256(source.encode()).hexdigest()
-
-
 def evaluation_key(_context: Any, parameters: dict[str, Any]) -> str:
-    """Content of everything the report depends on; paths and names do not matter, bytes do."""
+    """Content of everything the report depends on: weights, questions, settings, generation and scoring code."""
     base, adapter = parameters["base"], parameters["adapter"]
-    content = {
+    return content_key("evaluation", {
         "base": folder_hash(Path(base)) if Path(base).is_dir() else base,
         "adapter": folder_hash(Path(adapter)) if adapter else None,
-        "code": _scoring_code_hash(),
+        "code": source_hash("tasks.evaluate", "tasks.inference", "tasks.metrics"),
         **{name: value for name, value in parameters.items() if name not in ("base", "adapter")},
-    }
-    return "evaluation-" + hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    })
 
 
 def load_eval_set(path: Path, limit: int | None = None) -> list[dict]:
@@ -75,6 +65,9 @@ def evaluate_model(base: str, adapter: Path | None, eval_records: list[dict], sy
                    batch_size: int, bertscore_model: str, bertscore_layers: int | None,
                    weights: dict[str, float]) -> dict:
     """Generate greedy answers for every eval question and score them."""
+    from tasks.inference import generate_answers, load_model  # torch and the metrics: only when not cached
+    from tasks.metrics import score_all
+
     started = time.perf_counter()
     model, tokenizer = load_model(base, adapter)
     loaded = time.perf_counter()

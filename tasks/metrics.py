@@ -15,8 +15,6 @@ import string
 from collections import Counter
 from functools import lru_cache
 
-from rouge_score import rouge_scorer
-
 METRICS = ("rouge_1", "rouge_2", "rouge_l", "bertscore_f1", "token_f1")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -40,7 +38,9 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 @lru_cache(maxsize=1)
-def _rouge() -> rouge_scorer.RougeScorer:
+def _rouge():
+    from rouge_score import rouge_scorer  # nltk underneath: a second to import, needed only when scoring
+
     return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 

@@ -127,3 +127,25 @@ def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project:
         assert reply.json()["adapter_version"] == "1.0"
     requests = [json.loads(line) for line in (project / "logs/requests.log").read_text().splitlines()]
     assert any(r["route"] == "/ask" and r["status"] == 200 and r["completion_tokens"] for r in requests)
+
+
+def test_evaluations_are_shared_through_a_result_storage_block(project: Path, tmp_path: Path):
+    """Machines of a pool share finished evaluations when the result storage is a filesystem block they all reach."""
+    from tests.servers import PrefectServer
+
+    shared = tmp_path / "pool-results"
+    (project / "pool.yaml").write_text("inherit: config.yaml\norchestration:\n"
+                                       "  result_storage_block: local-file-system/pool-results\n")
+    with PrefectServer(tmp_path / "prefect") as server:
+        # a folder every machine mounts; on a real pool a remote-file-system block (s3://, gcs://...) does the same
+        saved = subprocess.run([sys.executable, "-c", "from prefect.filesystems import LocalFileSystem; "
+                                f"LocalFileSystem(basepath={str(shared)!r}).save('pool-results')"],
+                               env=server.env, capture_output=True, text=True, timeout=120)
+        assert saved.returncode == 0, saved.stderr[-2000:]
+        runs = [subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "pool.yaml", "--stage", "4a"],
+                               cwd=project, env={**server.env, "PYTHONUNBUFFERED": "1"}, capture_output=True,
+                               text=True, timeout=900) for _ in range(2)]
+    assert [run.returncode for run in runs] == [0, 0], runs[-1].stderr[-3000:]
+    # the local folder's cached baseline is not the block's: the first run evaluates, into the block's storage
+    assert "(cached" not in runs[0].stdout and "(cached" in runs[1].stdout
+    assert any(path.name.startswith("evaluation-") for path in shared.iterdir())
