@@ -158,11 +158,15 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
                     judged_out += 1
             records = kept
 
-        train, evaluation, level = split_records(records, g.train_ratio, g.seed)
+        split_file = out_dir / "split.json"
+        previous = json.loads(split_file.read_text(encoding="utf-8")) if split_file.is_file() else {}
+        train, evaluation, sides = split_records(records, g.train_ratio, g.seed, previous)
+        level = "chunk" if "chunks" in sides.values() else "document"
         if level == "chunk":
-            say("generate: warning: only one source document, so the split is by chunk; eval questions share "
-                "a document with training questions")
+            say("generate: warning: a document is split by chunk (it was the only source document when first split): "
+                "its eval questions share a document with training questions")
         _write_dataset(config, train, evaluation)
+        atomic_write_json(split_file, {**previous, **sides})
 
         dropped = sum((Counter(r.dropped) for r in results), Counter())
         tokens_in = sum(r.input_tokens for r in results)

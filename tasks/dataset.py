@@ -83,25 +83,37 @@ def _score(seed: int, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_records(records: list[QARecord], train_ratio: float, seed: int) -> tuple[list[QARecord], list[QARecord], str]:
-    """Split by document (stable seeded hash); both sides get at least one document when there are two or more.
+def split_records(records: list[QARecord], train_ratio: float, seed: int,
+                  assigned: dict[str, str] | None = None) -> tuple[list[QARecord], list[QARecord], dict[str, str]]:
+    """Split by document: each document is "train", "eval" or "chunks" (its chunks split by a seeded hash).
 
-    With a single document the split falls back to chunk level (questions of one chunk stay together).
+    ``assigned`` holds the sides documents got in earlier runs: they never move, so a refresh
+    adds documents without turning old eval questions into training data (or back). A new
+    document goes where its stable seeded hash sends it, except that both sides must get a
+    document (the new ones are moved for that, never the old); a lone document is split by chunk.
+    Returns train, eval and every document's side, to be kept for the next run.
     """
     docs = sorted({r.doc_sha256 for r in records})
-    if len(docs) >= 2:
-        scores = {doc: _score(seed, doc) for doc in docs}
-        eval_docs = {doc for doc in docs if scores[doc] >= train_ratio}
-        if not eval_docs:
-            eval_docs = {max(docs, key=scores.__getitem__)}
-        if eval_docs == set(docs):
-            eval_docs.discard(min(docs, key=scores.__getitem__))
-        level, side = "document", (lambda r: r.doc_sha256 in eval_docs)
-    else:
-        level, side = "chunk", (lambda r: _score(seed, r.chunk_ids[0]) >= train_ratio)
-    train = [r for r in records if not side(r)]
-    evaluation = [r for r in records if side(r)]
-    return train, evaluation, level
+    sides = {doc: side for doc, side in (assigned or {}).items() if doc in docs}
+    new = [doc for doc in docs if doc not in sides]
+    if len(docs) == 1 and new:
+        sides[new[0]] = "chunks"
+    elif new:
+        scores = {doc: _score(seed, doc) for doc in new}
+        sides.update({doc: "eval" if scores[doc] >= train_ratio else "train" for doc in new})
+        taken = set(sides.values())
+        if "chunks" not in taken and "eval" not in taken:
+            sides[max(new, key=scores.__getitem__)] = "eval"
+        elif "chunks" not in taken and "train" not in taken:
+            sides[min(new, key=scores.__getitem__)] = "train"
+
+    def is_eval(record: QARecord) -> bool:
+        side = sides[record.doc_sha256]
+        return side == "eval" or (side == "chunks" and _score(seed, record.chunk_ids[0]) >= train_ratio)
+
+    train = [r for r in records if not is_eval(r)]
+    evaluation = [r for r in records if is_eval(r)]
+    return train, evaluation, sides
 
 
 def chat_view(record: QARecord, domain: str) -> dict:

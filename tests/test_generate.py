@@ -140,20 +140,38 @@ def test_exact_and_near_duplicate_questions_are_removed():
 
 def test_split_is_by_document_and_stable_when_documents_are_added():
     records = [_record(i, f"q{i}", doc=f"doc{i % 10}") for i in range(100)]
-    train, evaluation, level = split_records(records, 0.8, seed=42)
-    assert level == "document" and train and evaluation
+    train, evaluation, sides = split_records(records, 0.8, seed=42)
+    assert set(sides.values()) == {"train", "eval"} and train and evaluation
     assert not {r.doc_sha256 for r in train} & {r.doc_sha256 for r in evaluation}
     more = records + [_record(100 + i, f"n{i}", doc=f"new{i}") for i in range(20)]
-    train2, eval2, _ = split_records(more, 0.8, seed=42)
+    train2, eval2, sides2 = split_records(more, 0.8, seed=42, assigned=sides)
     assert {r.id for r in evaluation} <= {r.id for r in eval2} and {r.id for r in train} <= {r.id for r in train2}
+    assert {doc: sides2[doc] for doc in sides} == sides
 
 
-def test_split_of_few_documents_keeps_both_sides_and_one_document_falls_back_to_chunks():
-    for n_docs in (2, 3):
-        train, evaluation, level = split_records([_record(i, f"q{i}", doc=f"doc{i % n_docs}") for i in range(12)], 0.8, 1)
-        assert level == "document" and train and evaluation
-    train, evaluation, level = split_records([_record(i, f"q{i}", doc="only") for i in range(40)], 0.8, 1)
-    assert level == "chunk" and train and evaluation
+def test_a_refresh_never_moves_a_document_even_when_both_sides_had_to_be_filled():
+    def records(docs: list[str]) -> list[QARecord]:
+        return [_record(i, f"{doc}-{i}", doc=doc) for doc in docs for i in range(4)]
+
+    # with few documents the hash alone rarely fills the eval side: one of them is moved there
+    for seed in range(20):
+        first_docs = ["a", "b"]
+        train, evaluation, sides = split_records(records(first_docs), 0.8, seed)
+        assert train and evaluation
+        for added in (["c"], ["c", "d", "e"]):
+            _, _, later = split_records(records(first_docs + added), 0.8, seed, assigned=sides)
+            assert {doc: later[doc] for doc in first_docs} == sides, (seed, added)
+            assert {"train", "eval"} <= set(later.values())
+
+
+def test_one_document_is_split_by_chunk_and_stays_so():
+    lone = [_record(i, f"q{i}", doc="only") for i in range(40)]
+    train, evaluation, sides = split_records(lone, 0.8, 1)
+    assert sides == {"only": "chunks"} and train and evaluation
+    more = lone + [_record(100 + i, f"n{i}", doc=f"new{i % 3}") for i in range(12)]
+    train2, eval2, sides2 = split_records(more, 0.8, 1, assigned=sides)
+    assert sides2["only"] == "chunks"
+    assert {r.id for r in train} <= {r.id for r in train2} and {r.id for r in evaluation} <= {r.id for r in eval2}
 
 
 def test_offline_judge_scores_faithfulness(tmp_path):

@@ -106,3 +106,30 @@ def test_killed_mid_stage_then_rerun_repeats_no_finished_call(chunked: Path):
         (chunked / "data/qa_dataset/eval.json").read_text())
     assert len({r["id"] for r in records}) == len(records)
     assert stats["groups_dropped"] == 0 and stats["pairs"] == len(records)
+
+
+def test_a_refresh_with_a_new_document_keeps_every_earlier_document_on_its_side(tmp_path, sample_pdf_dir):
+    """The nightly refresh: only the new document's groups are asked for, and no eval question becomes training data."""
+    pdfs = sorted(sample_pdf_dir.glob("*.pdf"))
+    (tmp_path / "pdfs").mkdir()
+    for pdf in pdfs[:-1]:
+        (tmp_path / "pdfs" / pdf.name).write_bytes(pdf.read_bytes())
+    (tmp_path / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+                                          "data_collector:\n  local:\n    pdf_dir: pdfs\n")
+
+    def refresh() -> tuple[dict[str, str], dict]:
+        result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--end", "3"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        out = tmp_path / "data/qa_dataset"
+        sides = {r["doc_sha256"]: side for side in ("train", "eval") for r in json.loads((out / f"{side}.json").read_text())}
+        return sides, json.loads((out / "stats.json").read_text())
+
+    before, first = refresh()
+    assert sorted(before.values()) == ["eval", "train"]  # two documents: one on each side
+    (tmp_path / "pdfs" / pdfs[-1].name).write_bytes(pdfs[-1].read_bytes())
+    after, second = refresh()
+    assert len(after) == 3 and {doc: after[doc] for doc in before} == before
+    assert second["groups_cached_before_run"] == first["groups"]
+    assert second["provider_calls_this_run"] == second["groups"] - first["groups"] > 0
+    assert json.loads((tmp_path / "data/qa_dataset/split.json").read_text()) == after
