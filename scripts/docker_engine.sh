@@ -22,6 +22,7 @@ say() { echo "docker-engine: $*" >&2; }
 install_engine() {
     command -v dockerd > /dev/null && command -v debootstrap > /dev/null && return 0
     say "installing docker.io and debootstrap (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q > /dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap > /dev/null
 }
 
