@@ -30,25 +30,30 @@ def engine(command: str, env: dict[str, str] | None = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def docker_client():
+def docker_host():
     """The engine (installed and started when missing) and the base image; stopped again if this started it."""
-    import docker
-
     pidfile = Path(os.environ.get("DOCKER_ENGINE_RUN", "/tmp/domain-llm-docker")) / "dockerd.pid"
     ours = not pidfile.is_file()
     host = engine("start").strip().split("DOCKER_HOST=", 1)[1]
     try:
         engine("base", {"DOCKER_HOST": host})
-        client = docker.DockerClient(base_url=host, timeout=600)
-        try:
-            yield client
-        finally:
-            for container in client.containers.list(all=True, filters={"label": LABEL}):
-                container.remove(force=True)
-            client.close()
+        yield host
     finally:
         if ours:
             engine("stop")
+
+
+@pytest.fixture(scope="module")
+def docker_client(docker_host):
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host, timeout=600)
+    try:
+        yield client
+    finally:
+        for container in client.containers.list(all=True, filters={"label": LABEL}):
+            container.remove(force=True)
+        client.close()
 
 
 def build(client, dockerfile: str, tag: str, **buildargs: str):
@@ -103,3 +108,102 @@ def test_the_gateway_image_serves_every_route_as_a_healthy_non_root_container(do
         assert '"route": "/ask"' in requests_log and "t0ken" not in requests_log
         container.stop(timeout=10)
     assert container.wait(timeout=30)["StatusCode"] == 0  # SIGTERM: a clean shutdown, not a kill
+
+
+@pytest.fixture(scope="module")
+def training_image(docker_client):
+    """Dockerfile.gpu on the local base with the CPU torch build (this machine's wheel, served on loopback)."""
+    wheels = Path("/opt/wheels")
+    server = None
+    if any(wheels.glob("torch-*+cpu-*.whl")):
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                   "--directory", str(wheels)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        source = {"PIP_FIND_LINKS": f"http://127.0.0.1:{port}/"}
+    else:
+        source = {"PIP_EXTRA_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
+    try:
+        yield build(docker_client, "Dockerfile.gpu", "domain-llm-train:test", **source)
+    finally:
+        if server is not None:
+            server.terminate()
+
+
+def test_a_docker_pool_runs_the_data_refresh_in_the_project_image(docker_host, docker_client, training_image,
+                                                                   tmp_path, sample_pdf_dir):
+    """prefect-docker worker + the project's pool template: the flow runs in a container, its logs reach Prefect,
+    its outputs land in the mounted project; with the template's GPU request the container asks for NVIDIA GPUs."""
+    import json
+
+    from tests.servers import PrefectServer
+
+    assert training_image.attrs["Config"]["User"] == "trainer"
+    project = tmp_path / "project"
+    (project / "pdfs").mkdir(parents=True)
+    for pdf in sample_pdf_dir.glob("*.pdf"):
+        (project / "pdfs" / pdf.name).write_bytes(pdf.read_bytes())
+    (project / "config.yaml").write_text("inherit: /app/configs/local.yaml\nroot: /project\n"
+                                         "data_collector:\n  local:\n    pdf_dir: /project/pdfs\n")
+    os.chmod(project, 0o777)  # the container runs as uid 10001
+    spec = tmp_path / "prefect.yaml"
+    spec.write_text(json.dumps({
+        "name": "containers-test", "prefect-version": "3.9.1",
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "/app"}}],
+        "deployments": [{"name": "in-container", "entrypoint": "flows/deployments.py:data_refresh",
+                         "parameters": {"config": "/project/config.yaml"},
+                         "work_pool": {"name": "test-docker", "job_variables": {
+                             "image": "domain-llm-train:test", "image_pull_policy": "Never", "network_mode": "host",
+                             "volumes": [f"{project}:/project"]}}}]}))
+
+    with PrefectServer(tmp_path / "prefect") as server:
+        env = {**server.env, "DOCKER_HOST": docker_host}
+
+        def prefect(*args: str) -> str:
+            result = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=REPO, env=env,
+                                    capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, f"prefect {' '.join(args)}: {result.stdout[-2000:]} {result.stderr[-2000:]}"
+            return result.stdout
+
+        prefect("work-pool", "create", "test-docker", "--type", "docker",
+                "--base-job-template", str(REPO / "deployments/gpu-docker-pool.json"))
+        prefect("deploy", "--prefect-file", str(spec), "--name", "in-container")
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-docker",
+                                   "--type", "docker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            def run(*extra: str) -> dict:
+                out = prefect("deployment", "run", "data-refresh/in-container", *extra)
+                run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
+                deadline = time.monotonic() + 600
+                while time.monotonic() < deadline:
+                    flow_run = httpx.get(f"{server.api_url}/flow_runs/{run_id}", timeout=10).json()
+                    if flow_run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                        return flow_run
+                    time.sleep(2)
+                raise AssertionError(f"flow run {run_id} not finished in 600 s: {flow_run['state']}")
+
+            # no GPU here: this run drops the template's GPU request, as a CPU host would
+            done = run("--job-variable", "container_create_kwargs={}")
+            assert done["state_type"] == "COMPLETED", done["state"]
+            # the stage summaries are logged by the stage subflows, children of this run
+            logs = httpx.post(f"{server.api_url}/logs/filter", json={"limit": 200}, timeout=10).json()
+            assert any(log["message"].startswith("generate: ") for log in logs)
+            assert any(log["flow_run_id"] == done["id"] for log in logs)
+            stats = json.loads((project / "data/qa_dataset/stats.json").read_text())
+            assert stats["pairs"] > 0 and len(stats["source_documents"]) == 3
+
+            # the pool's own defaults: every NVIDIA GPU and a 16 GB /dev/shm are requested of the engine
+            gpu = run()
+            assert gpu["state_type"] in ("CRASHED", "FAILED")
+            created = docker_client.containers.list(all=True, filters={"name": gpu["name"]})
+            assert created, [(c.name, c.labels) for c in docker_client.containers.list(all=True)]
+            host_config = created[0].attrs["HostConfig"]
+            assert host_config["DeviceRequests"][0]["Driver"] == "nvidia"
+            assert host_config["DeviceRequests"][0]["Count"] == -1
+            assert host_config["ShmSize"] == 16 * 1024**3
+        finally:
+            os.killpg(worker.pid, 15)
+            worker.wait(timeout=30)
+            for container in docker_client.containers.list(all=True):
+                if container.image.id == training_image.id:
+                    container.remove(force=True)
