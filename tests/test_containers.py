@@ -7,40 +7,22 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.servers import fake_vllm, free_port
+from tests.servers import DockerEngine, cpu_torch_buildargs, fake_vllm, free_port
 
-ENGINE = REPO / "scripts" / "docker_engine.sh"
-BASE_IMAGE = "local/python:3.11-bookworm"
 LABEL = "domain-llm.test"
 MODEL = "meta-llama/Llama-3.2-3B-Instruct"
 ADAPTER = "pregnancy-qa-lora-v1.0"
 
 
-def engine(command: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(["bash", str(ENGINE), command], capture_output=True, text=True, timeout=900,
-                            env={**os.environ, **(env or {})})
-    assert result.returncode == 0, f"docker_engine.sh {command}: {result.stderr[-3000:]}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def docker_host():
-    """The engine (installed and started when missing) and the base image; stopped again if this started it."""
-    pidfile = Path(os.environ.get("DOCKER_ENGINE_RUN", "/tmp/domain-llm-docker")) / "dockerd.pid"
-    ours = not pidfile.is_file()
-    host = engine("start").strip().split("DOCKER_HOST=", 1)[1]
-    try:
-        engine("base", {"DOCKER_HOST": host})
-        yield host
-    finally:
-        if ours:
-            engine("stop")
+    with DockerEngine() as engine:
+        yield engine.host
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +40,7 @@ def docker_client(docker_host):
 
 def build(client, dockerfile: str, tag: str, **buildargs: str):
     image, _ = client.images.build(path=str(REPO), dockerfile=dockerfile, tag=tag, rm=True, network_mode="host",
-                                   buildargs={"BASE_IMAGE": BASE_IMAGE, **buildargs})
+                                   buildargs={"BASE_IMAGE": DockerEngine.BASE_IMAGE, **buildargs})
     return image
 
 
@@ -112,21 +94,9 @@ def test_the_gateway_image_serves_every_route_as_a_healthy_non_root_container(do
 
 @pytest.fixture(scope="module")
 def training_image(docker_client):
-    """Dockerfile.gpu on the local base with the CPU torch build (this machine's wheel, served on loopback)."""
-    wheels = Path("/opt/wheels")
-    server = None
-    if any(wheels.glob("torch-*+cpu-*.whl")):
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                                   "--directory", str(wheels)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        source = {"PIP_FIND_LINKS": f"http://127.0.0.1:{port}/"}
-    else:
-        source = {"PIP_EXTRA_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
-    try:
-        yield build(docker_client, "Dockerfile.gpu", "domain-llm-train:test", **source)
-    finally:
-        if server is not None:
-            server.terminate()
+    """Dockerfile.gpu on the local base with the CPU torch build."""
+    with cpu_torch_buildargs() as source:
+        return build(docker_client, "Dockerfile.gpu", "domain-llm-train:test", **source)
 
 
 def test_a_docker_pool_runs_the_data_refresh_in_the_project_image(docker_host, docker_client, training_image,
