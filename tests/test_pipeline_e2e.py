@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.servers import free_port
 
 NOISE = ["Traceback", "Error flushing", "CancelledError", "EventsWorker", "Still processing items"]
 
@@ -33,7 +34,9 @@ def project(tmp_path: Path, sample_pdf_dir: Path, pdf_server) -> Path:
     (tmp_path / "config.yaml").write_text(
         f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
         "data_collector:\n  local:\n    pdf_dir: pdfs\n    url_file: urls.txt\n"
-        "  allow_private_addresses: true\n  backoff_base_s: 0.05\n")
+        "  allow_private_addresses: true\n  backoff_base_s: 0.05\n"
+        # no gateway runs there (whatever listens on this machine's :8000 is not this test's business)
+        f"serving:\n  gateway_url: http://127.0.0.1:{free_port()}\n")
     return tmp_path
 
 
