@@ -17,6 +17,7 @@ from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import say
 from flows.threaded import threaded_flow
 from tasks.base_model import prepare_base_model
+from tasks.cache_keys import content_key
 from tasks.compare import comparison_markdown, write_comparison
 from tasks.evaluate import evaluate_model, load_eval_set
 from tasks.files import atomic_write_json
@@ -153,8 +154,7 @@ def _selection_key(config: PipelineConfig, records: list[dict]) -> str:
     """The training run (4b's fingerprint), the questions and the eval settings a selection was made from."""
     marker = config.path(config.paths.checkpoints) / "run.json"
     run = json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
-    content = {"run": run, "records": records, "evaluation": _eval_kwargs(config)}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    return content_key("selection", {"run": run, "records": records, "evaluation": _eval_kwargs(config)})
 
 
 @threaded_flow("select-checkpoint")
