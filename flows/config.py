@@ -230,6 +230,20 @@ class Serving(_Section):
     max_model_len: PositiveInt = 4096
     gpu_memory_utilization: Fraction = 0.9
     warmup_on_start: bool = True
+    rollout: Literal["in_gateway", "containers"] = "in_gateway"
+    docker_host: str | None = None
+    gateway_image: str = "domain-llm-gateway:latest"
+    edge_image: str = "domain-llm-edge:latest"
+    container_ports: tuple[Annotated[int, Field(gt=1024, lt=65536)], Annotated[int, Field(gt=1024, lt=65536)]] = (8010, 8011)
+    container_ready_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    drain_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @model_validator(mode="after")
+    def _ports_apart(self) -> Serving:
+        if len({*self.container_ports, self.port}) != 3:
+            raise ValueError(f"serving.container_ports {list(self.container_ports)} must be two ports other than "
+                             f"serving.port ({self.port}): the blue and green gateways sit behind the edge on them")
+        return self
 
 
 class Orchestration(_Section):

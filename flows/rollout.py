@@ -1,9 +1,13 @@
-"""Stage 6 — rollout: put the registered adapter into service behind the running gateway, or keep the old one.
+"""Stage 6 — rollout: put the registered adapter into service, or keep the old one serving.
 
-load beside the active adapter → smoke test it through the gateway (answers, differs from the
-base model, same answers as 4d measured) → switch → unload the previous one once drained.
-Any failure before the switch unloads the newcomer and leaves the previous adapter serving.
-Requests keep flowing throughout: the switch is atomic in the gateway.
+Two ways, by ``serving.rollout``:
+- ``in_gateway``: the running gateway loads the adapter beside the active one → smoke test
+  (answers, differs from the base model, same answers as 4d measured) → switch (atomic in the
+  gateway) → unload the previous one once drained.
+- ``containers`` (blue/green): a new gateway container for the adapter starts beside the old one
+  → ready → the same smoke test, on the new container directly → the edge switches to it →
+  the old container is stopped once its requests are done → the previous adapter is unloaded.
+Any failure before the switch removes the newcomer and leaves the previous one serving.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import httpx
 from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import say
 from flows.threaded import threaded_flow
+from serving.settings import settings_from_config, version_of
+from tasks import containers
+from tasks.containers import ContainerError
 from tasks.files import atomic_write_json
 
 
@@ -25,10 +32,10 @@ class RolloutFailed(RuntimeError):
     """The new adapter did not pass; the previous one is still serving. The message says why."""
 
 
-def _client(config: PipelineConfig) -> httpx.Client:
+def _client(config: PipelineConfig, url: str | None = None) -> httpx.Client:
     token = Secrets().api_token
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-    return httpx.Client(base_url=config.serving.gateway_url, headers=headers,
+    return httpx.Client(base_url=url or config.serving.gateway_url, headers=headers,
                         timeout=config.serving.request_timeout_s + 30)
 
 
@@ -76,7 +83,7 @@ def smoke_test(client: httpx.Client, config: PipelineConfig, name: str, base_mod
 
 @threaded_flow("rollout")
 def rollout(config: PipelineConfig, skip_without_gateway: bool = False) -> dict:
-    """``skip_without_gateway``: a full pipeline run on a machine with no gateway running skips (and says so)."""
+    """``skip_without_gateway``: a full pipeline run on a machine with nothing serving skips (and says so)."""
     reports = config.path(config.paths.reports)
     registration_file, eval_file = reports / "registration.json", reports / "eval_finetuned.json"
     for needed, stage in ((registration_file, "5"), (eval_file, "4d")):
@@ -84,26 +91,47 @@ def rollout(config: PipelineConfig, skip_without_gateway: bool = False) -> dict:
             raise ConfigError(f"stage 6 needs {needed}: run stage {stage} first")
     registration = json.loads(registration_file.read_text(encoding="utf-8"))
     eval_report = json.loads(eval_file.read_text(encoding="utf-8"))
-    name = registration["name"]
-    record: dict = {"adapter": name, "gateway": config.serving.gateway_url,
+    record: dict = {"adapter": registration["name"], "mode": config.serving.rollout, "gateway": config.serving.gateway_url,
                     "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    roll = _blue_green if config.serving.rollout == "containers" else _in_gateway
+    record = roll(config, registration, eval_report, record, skip_without_gateway)
+    if record["status"] == "skipped":
+        return record
+    _finish(reports, record)
+    if record["status"] == "rolled_back":
+        raise RolloutFailed(f"{record['error']}; {record['active'] or 'the base model'} is still serving"
+                            + (f" (the new gateway's log: docker logs {record['container']})" if "container" in record else ""))
+    if record["status"] == "already_active":
+        say(f"6 rollout: {record['adapter']} is already the active adapter")
+        return record
+    smoke = record["smoke_test"]
+    where = f" in {record['container']}" if "container" in record else ""
+    say(f"6 rollout: {record['previous'] or 'base model'} → {record['adapter']}{where} on {record['backend']}; smoke test "
+        f"{smoke['questions']} questions, {smoke['differs_from_base']} differ from base, agreement with 4d "
+        f"{smoke['agreement_with_4d']:.0%}")
+    return record
+
+
+def _skip(why: str, skip: bool) -> dict:
+    """Nothing to roll out onto: an error for --stage 6, a note in a full run (``skip``)."""
+    if not skip:
+        raise RolloutFailed(why)
+    say(f"6 rollout: skipped, {why}; then run --stage 6")
+    return {"status": "skipped", "reason": why}
+
+
+def _in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, record: dict, skip: bool) -> dict:
+    name = registration["name"]
     with _client(config) as client:
         try:
             models = _checked(client.get("/models"), "reading the gateway's models")
         except httpx.TransportError as error:
-            if skip_without_gateway:
-                say(f"6 rollout: skipped, no gateway at {config.serving.gateway_url} (start one with "
-                    "scripts/run_pipeline.sh --serve-local, then run --stage 6)")
-                return {"status": "skipped", "reason": "no gateway running"}
-            raise RolloutFailed(f"the gateway at {config.serving.gateway_url} is unreachable ({type(error).__name__}): "
-                                "start it (scripts/run_pipeline.sh --serve or --serve-local)") from None
+            return _skip(f"the gateway at {config.serving.gateway_url} is unreachable ({type(error).__name__}): "
+                         "start it (scripts/run_pipeline.sh --serve-local)", skip)
         previous, backend, base_model = models["active_adapter"], models["backend"], models["base_model"]
         record.update(previous=previous, backend=backend)
         if previous == name:
-            record.update(status="already_active")
-            _finish(reports, record)
-            say(f"6 rollout: {name} is already the active adapter")
-            return record
+            return {**record, "status": "already_active"}
         loaded_here = name not in models["loaded"]
         try:
             if loaded_here:
@@ -115,17 +143,74 @@ def rollout(config: PipelineConfig, skip_without_gateway: bool = False) -> dict:
             if loaded_here:
                 with contextlib.suppress(httpx.TransportError):  # the gateway itself failed: nothing to unload
                     client.delete(f"/admin/adapters/{name}")
-            record.update(status="rolled_back", error=str(error), active=previous)
-            _finish(reports, record)
-            raise RolloutFailed(f"{error}; {previous or 'the base model'} is still serving") from None
+            return {**record, "status": "rolled_back", "error": str(error), "active": previous}
         if previous and previous != base_model:
             _checked(client.delete(f"/admin/adapters/{previous}"), f"unloading {previous}")
-        record.update(status="switched", active=name)
-    _finish(reports, record)
-    smoke = record["smoke_test"]
-    say(f"6 rollout: {previous or 'base model'} → {name} on {backend}; smoke test {smoke['questions']} questions, "
-        f"{smoke['differs_from_base']} differ from base, agreement with 4d {smoke['agreement_with_4d']:.0%}")
-    return record
+    return {**record, "status": "switched", "active": name}
+
+
+def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, record: dict, skip: bool) -> dict:
+    s, name = config.serving, registration["name"]
+    try:
+        client = containers.connect(s.docker_host)
+    except ContainerError as error:
+        return _skip(str(error), skip)
+    try:
+        httpx.get(f"{s.vllm_url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as error:
+        return _skip(f"vLLM at {s.vllm_url} is not serving ({type(error).__name__}): start it "
+                     "(scripts/run_pipeline.sh --serve)", skip)
+    gateway_image, edge_image = containers.image(client, s.gateway_image), containers.image(client, s.edge_image)
+    edge = containers.find_edge(client)
+    old = containers.running_gateways(client).get(containers.served_port(edge)) if edge else None
+    previous = old.adapter if old else None
+    record.update(previous=previous, backend="vllm", image=s.gateway_image)
+    if old and old.adapter == name and old.container.image.id == gateway_image.id:
+        return {**record, "status": "already_active", "container": old.name}
+    port = s.container_ports[1] if old and old.port == s.container_ports[0] else s.container_ports[0]
+    containers.clear_for(client, port, keep=old)
+    loaded_before = old is not None and name in _checked(httpx.get(f"{old.url}/models", timeout=10), "reading models")["loaded"]
+    settings = settings_from_config(config, "vllm").model_copy(update={"adapter_name": name,
+                                                                     "adapter_path": adapter_source(config, registration)})
+    environment = {f"GATEWAY_{key.upper()}": str(value) for key, value in
+                   settings.model_dump(exclude={"logs_dir", "api_token"}, exclude_none=True).items()}
+    if token := Secrets().api_token:
+        environment["API_TOKEN"] = token.get_secret_value()
+    new = containers.start_gateway(client, gateway_image, name, version_of(name), port, environment)
+    record["container"] = new.name
+    switching = False
+    try:
+        containers.wait_ready(new, s.container_ready_timeout_s)
+        with _client(config, new.url) as direct:
+            base_model = _checked(direct.get("/models"), f"reading {new.name}'s models")["base_model"]
+            record["smoke_test"] = smoke_test(direct, config, name, base_model, "vllm", eval_report)
+        if edge is None:
+            edge = containers.start_edge(client, edge_image, s.host, s.port, port, s.request_timeout_s + 30)
+            containers.wait_edge(edge, s.gateway_url, port, 60)
+        else:
+            switching = True
+            containers.switch_edge(edge, s.gateway_url, port, s.drain_timeout_s)
+    except (RolloutFailed, ContainerError, httpx.TransportError) as error:
+        if switching and old is not None:  # the edge may have moved: send it back before the newcomer goes
+            with contextlib.suppress(ContainerError):
+                containers.switch_edge(edge, s.gateway_url, old.port, s.drain_timeout_s)
+        if not loaded_before:
+            _unload_from(config, new.url, name, settings.base_model)
+        new.container.stop(timeout=10)  # kept for `docker logs` until the next rollout
+        return {**record, "status": "rolled_back", "error": str(error), "active": previous}
+    if old is not None:
+        old.container.stop(timeout=int(s.drain_timeout_s))  # SIGTERM: it finishes what it serves
+        if previous != name:
+            _unload_from(config, new.url, previous, None)
+    return {**record, "status": "switched", "active": name, "port": port}
+
+
+def _unload_from(config: PipelineConfig, url: str, adapter: str, switch_to: str | None) -> None:
+    """Best effort: an adapter left loaded in vLLM costs memory, not correctness."""
+    with _client(config, url) as client, contextlib.suppress(httpx.TransportError):
+        if switch_to:
+            client.put("/admin/active", json={"name": switch_to})
+        client.delete(f"/admin/adapters/{adapter}")
 
 
 def _finish(reports: Path, record: dict) -> None:

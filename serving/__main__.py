@@ -7,35 +7,14 @@ and the version stage 5 registered), then GATEWAY_* environment variables overri
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
 import uvicorn
 
 from serving.app import create_app
 from serving.backends import Backend, LocalBackend, VLLMBackend
-from serving.settings import GatewaySettings
+from serving.settings import GatewaySettings, settings_from_config
 from tasks.prompts import system_prompt
-
-
-def settings_from_config(config, backend: str | None = None) -> GatewaySettings:
-    """``config``: a loaded pipeline config (flows.config.PipelineConfig)."""
-    s, f = config.serving, config.finetuning
-    kind = backend or s.backend
-    registration = config.path(config.paths.reports) / "registration.json"
-    name = (json.loads(registration.read_text())["name"] if registration.is_file()
-            else f"{config.domain}-{config.use_case}-{f.method}")
-    adapter = config.path(config.paths.lora_weights)
-    local_base = str(config.path(config.paths.base_model)) if f.base_model_gguf else f.base_model
-    values = {"backend": kind, "domain": config.domain, "base_model": local_base if kind == "local" else f.base_model,
-              "adapter_name": name if (adapter / "adapter_config.json").is_file() or kind == "vllm" else None,
-              "adapter_path": adapter if kind == "local" and (adapter / "adapter_config.json").is_file() else None,
-              "vllm_url": s.vllm_url, "request_timeout_s": s.request_timeout_s,
-              "max_question_chars": s.max_question_chars, "default_max_tokens": config.evaluation.max_new_tokens,
-              "warmup_on_start": s.warmup_on_start, "logs_dir": config.path(config.paths.logs)}
-    overridden = {k.removeprefix("GATEWAY_").lower() for k in os.environ if k.startswith("GATEWAY_")}
-    return GatewaySettings(**{k: v for k, v in values.items() if k not in overridden})
 
 
 def make_backend(settings: GatewaySettings) -> Backend:

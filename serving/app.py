@@ -41,6 +41,7 @@ class GatewayState:
     system: str
     active: str | None
     warmed: bool = False
+    warmup_error: str | None = None
     in_flight: Counter = field(default_factory=Counter)
     drained: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -58,15 +59,18 @@ async def _warm_up(state: GatewayState) -> None:
     s = state.settings
     try:
         await state.backend.start()
-        if s.adapter_path is not None and s.adapter_name:
-            await state.backend.load_adapter(s.adapter_name, str(s.adapter_path))
-        if s.warmup_on_start:
-            while not await state.backend.ready():
+        load = s.adapter_path is not None and s.adapter_name
+        if load or s.warmup_on_start:
+            while not await state.backend.ready():  # vLLM may still be loading the base model
                 await asyncio.sleep(0.5)
+        if load and s.adapter_name not in await state.backend.models():  # a restarted gateway finds it loaded
+            await state.backend.load_adapter(s.adapter_name, s.adapter_path)
+        if s.warmup_on_start:
             await state.backend.chat(state.served_model, state.system, "Hello", 4, 0.0)
         state.warmed = True
         state.log.info("gateway_ready", backend=state.backend.kind, model=state.served_model)
     except Exception as error:
+        state.warmup_error = str(error)
         state.log.error("warmup_failed", error=str(error))
 
 

@@ -420,6 +420,7 @@ class VLLMFaults:
     latency_s: float = 0.0
     refuse_load: set[str] = field(default_factory=set)   # adapter names whose load fails like a bad adapter
     healthy: bool = True                                   # False: /health 503 and chat 503 (engine dead)
+    empty_answers: set[str] = field(default_factory=set)  # adapters that answer "" (a broken adapter)
 
 
 def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) -> LoopbackServer:
@@ -458,7 +459,7 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
         system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
         requests.append({"model": model, "system": system, "question": user,
                                 "max_tokens": body.get("max_tokens"), "temperature": body.get("temperature")})
-        answer = f"[{model}] {user}"
+        answer = "" if model in faults.empty_answers else f"[{model}] {user}"
         return web.json_response({
             "id": f"chatcmpl-{len(requests)}", "object": "chat.completion", "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],

@@ -59,8 +59,18 @@ def wait_ready(url: str, container, timeout_s: float = 120) -> None:
     raise AssertionError(f"{url} not ready after {timeout_s} s: {container.logs()[-3000:].decode()}")
 
 
-def test_the_gateway_image_serves_every_route_as_a_healthy_non_root_container(docker_client):
-    image = build(docker_client, "Dockerfile.api", "domain-llm-gateway:test")
+@pytest.fixture(scope="module")
+def gateway_image(docker_client):
+    return build(docker_client, "Dockerfile.api", "domain-llm-gateway:test")
+
+
+@pytest.fixture(scope="module")
+def edge_image(docker_client):
+    return build(docker_client, "Dockerfile.edge", "domain-llm-edge:test")
+
+
+def test_the_gateway_image_serves_every_route_as_a_healthy_non_root_container(docker_client, gateway_image):
+    image = gateway_image
     assert image.attrs["Config"]["User"] == "gateway"
     assert image.attrs["Size"] < 500 * 1024 * 1024  # no torch, no model code: the gateway only
 
@@ -90,6 +100,78 @@ def test_the_gateway_image_serves_every_route_as_a_healthy_non_root_container(do
         assert '"route": "/ask"' in requests_log and "t0ken" not in requests_log
         container.stop(timeout=10)
     assert container.wait(timeout=30)["StatusCode"] == 0  # SIGTERM: a clean shutdown, not a kill
+
+
+def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_leaves_the_old_serving(
+        docker_host, docker_client, gateway_image, edge_image, tmp_path):
+    """Stage 6 with serving.rollout: containers, driving the engine through the Docker API: a first rollout starts
+    the edge and a gateway; the next starts a gateway beside it, switches the edge under load (no request fails)
+    and stops the old one; one whose smoke test fails is stopped and the old one keeps serving."""
+    import json
+
+    from tasks import containers
+    from tests.test_rollout import LoadGenerator, project, rollout
+
+    v1, v2, broken = ADAPTER, "pregnancy-qa-lora-v1.1", "pregnancy-qa-lora-v1.2"
+    public, blue, green = free_port(), free_port(), free_port()
+    edge_url = f"http://127.0.0.1:{public}"
+
+    def gateways(status: str) -> dict[str, dict]:
+        return {c.name: c.labels for c in docker_client.containers.list(
+            all=True, filters={"label": f"{containers.ROLE}=gateway", "status": status})}
+
+    def served_port() -> int:
+        return containers.served_port(docker_client.containers.get(containers.EDGE_NAME))
+
+    with fake_vllm(MODEL) as vllm:
+        serving = {"rollout": "containers", "docker_host": docker_host, "host": "127.0.0.1", "port": public,
+                   "gateway_url": edge_url, "vllm_url": vllm.url, "gateway_image": "domain-llm-gateway:test",
+                   "edge_image": "domain-llm-edge:test", "container_ports": [blue, green], "drain_timeout_s": 20}
+        try:
+            first = rollout(project(tmp_path, v1, serving, finetuning={"base_model": MODEL}))
+            assert first.returncode == 0, first.stderr
+            assert httpx.get(f"{edge_url}/models").json()["active_adapter"] == v1
+            assert served_port() == blue
+
+            root = project(tmp_path, v2, serving, finetuning={"base_model": MODEL})
+            with LoadGenerator(edge_url, concurrency=8) as load:
+                result = rollout(root)
+                deadline = time.monotonic() + 30
+                while load.adapters[v2] < 20 and time.monotonic() < deadline:  # the load goes on past the switch
+                    time.sleep(0.05)
+            assert result.returncode == 0, result.stderr
+            assert set(load.statuses) == {200}, load.statuses
+            assert load.adapters[v1] > 0 and load.adapters[v2] > 0
+            assert f"{v1} → {v2} in domain-llm-gateway-{v2}" in result.stdout
+            running = gateways("running")
+            assert list(running) == [f"domain-llm-gateway-{v2}"]
+            assert running[f"domain-llm-gateway-{v2}"][containers.VERSION] == "1.1"
+            old = docker_client.containers.get(f"domain-llm-gateway-{v1}")
+            assert old.status == "exited" and old.attrs["State"]["ExitCode"] == 0  # stopped cleanly, kept for its logs
+            assert served_port() == green
+            assert vllm.adapters == {v2: f"/models/registry/{v2}"}  # loaded by the new gateway, the old one unloaded
+            record = json.loads((root / "reports/rollout.json").read_text())
+            assert record["status"] == "switched" and record["mode"] == "containers"
+            assert record["previous"] == v1 and record["container"] == f"domain-llm-gateway-{v2}"
+            assert record["smoke_test"]["differs_from_base"] == 3
+            again = rollout(root)
+            assert again.returncode == 0 and "already the active adapter" in again.stdout
+
+            vllm.faults.empty_answers.add(broken)
+            root = project(tmp_path, broken, serving, finetuning={"base_model": MODEL})
+            with LoadGenerator(edge_url, concurrency=8) as load:
+                failed = rollout(root)
+            assert failed.returncode == 1
+            assert f"answers from {broken} are empty" in failed.stderr and f"{v2} is still serving" in failed.stderr
+            assert f"docker logs domain-llm-gateway-{broken}" in failed.stderr
+            assert set(load.statuses) == {200} and set(load.adapters) == {v2}, (load.statuses, load.adapters)
+            assert list(gateways("running")) == [f"domain-llm-gateway-{v2}"]
+            assert f"domain-llm-gateway-{broken}" in gateways("exited")
+            assert served_port() == green and set(vllm.adapters) == {v2}
+            assert json.loads((root / "reports/rollout.json").read_text())["status"] == "rolled_back"
+        finally:
+            for container in docker_client.containers.list(all=True, filters={"label": containers.ROLE}):
+                container.remove(force=True)
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,28 @@ def test_backend_down_is_503_then_recovers_and_slow_is_504(tmp_path):
     assert metric(metrics, "gateway_requests_total", route="/ask", method="POST", status="504") == 1
 
 
+def test_a_gateway_loads_its_adapter_into_vllm_at_start_once_and_reports_a_refusal(tmp_path):
+    """How a blue/green gateway container starts: it loads its own adapter (unless vLLM has it), then warms up."""
+    new = "pregnancy-qa-lora-v1.1"
+    with fake_vllm(BASE) as vllm:
+        env = gateway_env(vllm.url, tmp_path, GATEWAY_ADAPTER_NAME=new, GATEWAY_ADAPTER_PATH=f"/models/registry/{new}")
+        with GatewayProcess(env) as gw:
+            gw.wait_ready()
+            assert vllm.adapters == {new: f"/models/registry/{new}"}
+            assert httpx.post(f"{gw.url}/ask", json={"question": "Why?"}).json()["answer"] == f"[{new}] Why?"
+        with GatewayProcess(env) as restarted:  # vLLM already has it: no second load (vLLM would refuse it)
+            restarted.wait_ready()
+        vllm.adapters.clear()
+        vllm.faults.refuse_load.add(new)
+        with GatewayProcess(env) as refused:
+            deadline = time.monotonic() + 30
+            while not (ready := httpx.get(f"{refused.url}/ready")).json()["warmup_error"]:
+                assert time.monotonic() < deadline, ready.json()
+                time.sleep(0.2)
+            assert ready.status_code == 503
+            assert f"No adapter found for /models/registry/{new}" in ready.json()["warmup_error"]
+
+
 def test_metrics_and_request_logs_record_each_request(vllm, tmp_path):
     with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
         gw.wait_ready()

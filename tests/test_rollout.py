@@ -55,7 +55,8 @@ class LoadGenerator:
         self._thread.join(timeout=60)
 
 
-def project(root: Path, gateway_url: str, name: str) -> Path:
+def project(root: Path, name: str, serving: dict, **sections: dict) -> Path:
+    """A project whose stage 5 registered ``name`` and whose 4d measured five answers; ``serving`` as given."""
     reports = root / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "registration.json").write_text(json.dumps({
@@ -63,9 +64,9 @@ def project(root: Path, gateway_url: str, name: str) -> Path:
     (reports / "eval_finetuned.json").write_text(json.dumps({
         "settings": {"max_new_tokens": 64},
         "predictions": [{"question": f"What is item {i}?", "prediction": f"Item {i} is a thing."} for i in range(5)]}))
-    (root / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-                                      f"serving:\n  gateway_url: {gateway_url}\n  backend_registry_dir: /models/registry\n"
-                                      "  smoke_questions: 3\n")
+    (root / "config.yaml").write_text(json.dumps({
+        "inherit": str(REPO / "configs" / "local.yaml"), "root": ".",
+        "serving": {"backend_registry_dir": "/models/registry", "smoke_questions": 3, **serving}, **sections}))
     return root
 
 
@@ -85,7 +86,7 @@ def serving(tmp_path):
 
 def test_rollout_under_load_switches_with_zero_failed_requests(serving, tmp_path):
     vllm, gateway = serving
-    root = project(tmp_path, gateway.url, NEW)
+    root = project(tmp_path, NEW, {"gateway_url": gateway.url})
     with LoadGenerator(gateway.url) as load:
         result = rollout(root)
         deadline = time.monotonic() + 30
@@ -111,7 +112,7 @@ def test_rollout_under_load_switches_with_zero_failed_requests(serving, tmp_path
 def test_a_failed_rollout_keeps_the_previous_adapter_serving(serving, tmp_path):
     vllm, gateway = serving
     vllm.faults.refuse_load.add(NEW)
-    root = project(tmp_path, gateway.url, NEW)
+    root = project(tmp_path, NEW, {"gateway_url": gateway.url})
     with LoadGenerator(gateway.url, concurrency=8) as load:
         result = rollout(root)
     assert result.returncode == 1
@@ -125,7 +126,7 @@ def test_a_failed_rollout_keeps_the_previous_adapter_serving(serving, tmp_path):
 
 
 def test_stage_6_without_a_gateway_names_the_fix(tmp_path):
-    root = project(tmp_path, "http://127.0.0.1:9", NEW)
+    root = project(tmp_path, NEW, {"gateway_url": "http://127.0.0.1:9"})
     result = rollout(root)
     assert result.returncode == 1
     assert "the gateway at http://127.0.0.1:9 is unreachable" in result.stderr and "--serve-local" in result.stderr

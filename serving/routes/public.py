@@ -49,7 +49,7 @@ async def ready(request: Request, response: Response) -> dict:
     if not is_ready:
         response.status_code = 503
     return {"ready": is_ready, "backend": state.backend.kind, "backend_reachable": backend_ok, "warmed_up": state.warmed,
-            "model": state.served_model}
+            "model": state.served_model, "warmup_error": state.warmup_error}
 
 
 @router.get("/models", summary="The base model, the loaded adapters and the active one")

@@ -1,0 +1,169 @@
+"""Serving containers through the Docker API, for stage 6's blue/green rollout.
+
+Gateway containers are named and labelled with the adapter they serve and take turns on two
+loopback ports; the edge (nginx, Dockerfile.edge) owns the public port and routes it to one of
+them. Switching is nginx's graceful reload: new requests go to the new gateway while the old
+configuration's workers finish theirs, so nothing in flight is cut. Everything runs on the host
+network, so vLLM is reached where the config says and nothing needs publishing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+ROLE = "domain-llm.role"          # gateway | edge
+ADAPTER = "domain-llm.adapter"
+VERSION = "domain-llm.version"
+PORT = "domain-llm.port"
+EDGE_NAME = "domain-llm-edge"
+
+
+class ContainerError(RuntimeError):
+    """A serving container could not be started, become ready or be switched to; the message says why."""
+
+
+@dataclass(frozen=True)
+class Gateway:
+    container: object  # docker.models.containers.Container
+    port: int
+    adapter: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def name(self) -> str:
+        return self.container.name
+
+
+def connect(docker_host: str | None):
+    """A client for ``docker_host`` (or DOCKER_HOST, or the local socket) that has answered a ping."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        where = docker_host or "DOCKER_HOST / the local socket"
+        raise ContainerError(f"the Docker engine at {where} is not reachable ({error}): start it, or point "
+                             "serving.docker_host (or DOCKER_HOST) at one") from None
+    return client
+
+
+def image(client, reference: str):
+    import docker
+
+    try:
+        return client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        raise ContainerError(f"no image {reference} on this engine: build it (scripts/run_pipeline.sh --build)") from None
+
+
+def find_edge(client):
+    """The running edge, or None; a stopped one is removed (it is recreated pointing at the new gateway)."""
+    for container in client.containers.list(all=True, filters={"label": f"{ROLE}=edge"}):
+        if container.status == "running":
+            return container
+        container.remove(force=True)
+    return None
+
+
+def served_port(edge) -> int | None:
+    result = edge.exec_run(["edge.sh", "upstream"])
+    text = result.output.decode().strip()
+    return int(text) if result.exit_code == 0 and text.isdigit() else None
+
+
+def running_gateways(client) -> dict[int, Gateway]:
+    return {int(c.labels[PORT]): Gateway(c, int(c.labels[PORT]), c.labels[ADAPTER])
+            for c in client.containers.list(filters={"label": f"{ROLE}=gateway", "status": "running"})}
+
+
+def clear_for(client, port: int, keep: Gateway | None) -> None:
+    """Remove what an earlier rollout left: stopped gateways (kept until now for `docker logs`) and any on ``port``."""
+    for container in client.containers.list(all=True, filters={"label": f"{ROLE}=gateway"}):
+        if keep is not None and container.id == keep.container.id:
+            continue
+        if container.status != "running" or int(container.labels[PORT]) == port:
+            container.remove(force=True)
+
+
+def start_gateway(client, gateway_image, adapter: str, version: str | None, port: int,
+                  environment: dict[str, str]) -> Gateway:
+    container = client.containers.run(
+        gateway_image.id, detach=True, name=f"domain-llm-gateway-{adapter}", network_mode="host",
+        labels={ROLE: "gateway", ADAPTER: adapter, VERSION: version or "", PORT: str(port)},
+        environment={**environment, "HOST": "127.0.0.1", "PORT": str(port)},
+        restart_policy={"Name": "unless-stopped"})
+    return Gateway(container, port, adapter)
+
+
+def wait_ready(gateway: Gateway, timeout_s: float) -> None:
+    """Until /ready says the adapter is loaded and a first request went through; fails early when it cannot be."""
+    deadline, last = time.monotonic() + timeout_s, "no answer yet"
+    while time.monotonic() < deadline:
+        gateway.container.reload()
+        if gateway.container.status not in ("created", "running"):
+            raise ContainerError(f"{gateway.name} stopped ({gateway.container.status}): {_tail(gateway.container)}")
+        try:
+            reply = httpx.get(f"{gateway.url}/ready", timeout=5)
+            if reply.status_code == 200:
+                return
+            body = reply.json()
+            if body.get("warmup_error"):
+                raise ContainerError(f"{gateway.name} could not warm up: {body['warmup_error']}")
+            last = f"/ready {reply.status_code}: {body}"
+        except httpx.TransportError as error:
+            last = f"{type(error).__name__}"
+        time.sleep(0.5)
+    raise ContainerError(f"{gateway.name} not ready after {timeout_s:g} s ({last}): {_tail(gateway.container)}")
+
+
+def start_edge(client, edge_image, listen: str, port: int, upstream: int, proxy_timeout_s: float):
+    return client.containers.run(
+        edge_image.id, detach=True, name=EDGE_NAME, network_mode="host", labels={ROLE: "edge"},
+        environment={"LISTEN_ADDRESS": listen, "LISTEN_PORT": str(port), "UPSTREAM_PORT": str(upstream),
+                     "PROXY_TIMEOUT_S": str(int(proxy_timeout_s))},
+        restart_policy={"Name": "unless-stopped"})
+
+
+def switch_edge(edge, public_url: str, port: int, timeout_s: float) -> None:
+    """Route to ``port``; return once fresh connections reach it and no old worker is still finishing a request."""
+    result = edge.exec_run(["edge.sh", "switch", str(port)])
+    if result.exit_code != 0:
+        raise ContainerError(f"the edge refused the switch to port {port}: {result.output.decode().strip()}")
+    wanted, deadline = f"127.0.0.1:{port}", time.monotonic() + timeout_s
+    while not _routes_to(public_url, wanted):
+        if time.monotonic() > deadline:
+            raise ContainerError(f"the edge still routes elsewhere {timeout_s:g} s after switching to port {port}")
+        time.sleep(0.1)
+    time.sleep(0.5)  # nginx tells the old workers to quit a moment after the new ones start
+    while edge.exec_run(["edge.sh", "drained"]).exit_code != 0:
+        if time.monotonic() > deadline:
+            raise ContainerError(f"requests on the old gateway still in flight after {timeout_s:g} s")
+        time.sleep(0.1)
+
+
+def wait_edge(edge, public_url: str, upstream: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _routes_to(public_url, f"127.0.0.1:{upstream}"):
+        edge.reload()
+        if edge.status != "running" or time.monotonic() > deadline:
+            raise ContainerError(f"the edge did not come up on {public_url}: {_tail(edge)}")
+        time.sleep(0.2)
+
+
+def _routes_to(public_url: str, upstream: str) -> bool:
+    """One request on a new connection (a kept-alive one may belong to an old worker)."""
+    try:
+        return httpx.get(f"{public_url.rstrip('/')}/health", timeout=5).headers.get("x-upstream") == upstream
+    except httpx.TransportError:
+        return False
+
+
+def _tail(container, lines: int = 15) -> str:
+    return container.logs(tail=lines).decode(errors="replace").strip() or "(no output)"
