@@ -230,6 +230,8 @@ class Serving(_Section):
     max_model_len: PositiveInt = 4096
     gpu_memory_utilization: Fraction = 0.9
     warmup_on_start: bool = True
+    vllm_gpus: Literal["all", "none"] = "all"
+    prometheus_port: Annotated[int, Field(gt=0, lt=65536)] = 9090
     rollout: Literal["in_gateway", "containers"] = "in_gateway"
     docker_host: str | None = None
     gateway_image: str = "domain-llm-gateway:latest"

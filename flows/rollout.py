@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -176,14 +177,22 @@ def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, r
                    settings.model_dump(exclude={"logs_dir", "api_token"}, exclude_none=True).items()}
     if token := Secrets().api_token:
         environment["API_TOKEN"] = token.get_secret_value()
+    started = time.perf_counter()
+    timings = record["timings_s"] = {}
+
+    def lap(step: str) -> None:
+        timings[step] = round(time.perf_counter() - started - sum(timings.values()), 3)
+
     new = containers.start_gateway(client, gateway_image, name, version_of(name), port, environment)
     record["container"] = new.name
     switching = False
     try:
         containers.wait_ready(new, s.container_ready_timeout_s)
+        lap("start_and_ready")
         with _client(config, new.url) as direct:
             base_model = _checked(direct.get("/models"), f"reading {new.name}'s models")["base_model"]
             record["smoke_test"] = smoke_test(direct, config, name, base_model, "vllm", eval_report)
+        lap("smoke_test")
         if edge is None:
             edge = containers.start_edge(client, edge_image, s.host, s.port, port, s.request_timeout_s + 30)
             containers.wait_edge(edge, s.gateway_url, port, 60)
@@ -198,10 +207,12 @@ def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, r
             _unload_from(config, new.url, name, settings.base_model)
         new.container.stop(timeout=10)  # kept for `docker logs` until the next rollout
         return {**record, "status": "rolled_back", "error": str(error), "active": previous}
+    lap("switch_and_drain")
     if old is not None:
         old.container.stop(timeout=int(s.drain_timeout_s))  # SIGTERM: it finishes what it serves
         if previous != name:
             _unload_from(config, new.url, previous, None)
+    lap("stop_old")
     return {**record, "status": "switched", "active": name, "port": port}
 
 

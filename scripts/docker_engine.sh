@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A private Docker engine for building and running the project's images on a machine that has
-# only the Docker client (and no registry access): install the engine if missing, run our own
+# only the Docker client (and no registry access): install the engine (and compose) if missing, run our own
 # dockerd (own socket, data root, exec root, pid file; host networking only, no bridge), and
 # make a local Python base image with debootstrap, cached between runs. The base trusts this
 # machine's CA bundle (PIP_CERT points at it), so pip inside builds reaches the package index.
@@ -20,10 +20,14 @@ BASE_PACKAGES=python3,python3-venv,ca-certificates,curl
 say() { echo "docker-engine: $*" >&2; }
 
 install_engine() {
-    command -v dockerd > /dev/null && command -v debootstrap > /dev/null && return 0
-    say "installing docker.io and debootstrap (apt)"
+    local packages=()
+    command -v dockerd > /dev/null || packages+=(docker.io)
+    command -v debootstrap > /dev/null || packages+=(debootstrap)
+    docker compose version > /dev/null 2>&1 || command -v docker-compose > /dev/null || packages+=(docker-compose)
+    [ ${#packages[@]} -eq 0 ] && return 0
+    say "installing ${packages[*]} (apt)"
     DEBIAN_FRONTEND=noninteractive apt-get update -q > /dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap > /dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" > /dev/null
 }
 
 start() {

@@ -5,8 +5,8 @@
 #   scripts/run_pipeline.sh --start 1 --end 2 --config config.yaml
 #   scripts/run_pipeline.sh --list
 #   scripts/run_pipeline.sh --serve-local --config configs/local.yaml   # gateway with the in-process model (CPU)
-#   scripts/run_pipeline.sh --build                                     # docker images: gateway and GPU trainer
-#   scripts/run_pipeline.sh --serve --config config.yaml                # docker compose: vLLM + gateway + Prometheus
+#   scripts/run_pipeline.sh --build                                     # docker images: gateway, edge, GPU trainer
+#   scripts/run_pipeline.sh --serve --config config.yaml                # compose: vLLM + Prometheus; stage 6: edge + gateway
 #   scripts/run_pipeline.sh --test --config configs/local.yaml          # live checks against the running gateway
 #   scripts/run_pipeline.sh --stop                                      # stop what --serve / --serve-local started
 #   scripts/run_pipeline.sh --all --config configs/local.yaml           # pipeline, serve locally, roll out, test
@@ -53,9 +53,10 @@ need_docker() {
     docker info > /dev/null 2>&1 || { echo "error: $1: the Docker engine is not reachable (docker info failed)" >&2; exit 2; }
 }
 
-compose() {
-    if docker compose version > /dev/null 2>&1; then docker compose -f deployments/docker-compose.yml "$@"
-    elif command -v docker-compose > /dev/null; then docker-compose -f deployments/docker-compose.yml "$@"
+compose() {  # COMPOSE_FILES: extra -f options (the GPU file)
+    local files=(-p domain-llm -f deployments/docker-compose.yml ${COMPOSE_FILES:-})
+    if docker compose version > /dev/null 2>&1; then docker compose "${files[@]}" "$@"
+    elif command -v docker-compose > /dev/null; then docker-compose "${files[@]}" "$@"
     else echo "error: docker compose is not installed (the compose plugin or docker-compose)" >&2; exit 2; fi
 }
 
@@ -80,19 +81,38 @@ serve_local() {
     echo "serve-local: gateway (local backend) at $url, pid $(cat "$PIDFILE"); docs at $url/docs; stop with --stop"
 }
 
-serve_compose() {
+serve_containers() {
     need_docker --serve
+    [ "$(setting c.serving.rollout)" = containers ] || {
+        echo "error: --serve runs gateway containers: set serving.rollout: containers in $config (config.yaml does)," \
+             "or use --serve-local" >&2; exit 2; }
     eval "$(setting "'\n'.join(f'export {k}={v}' for k, v in {
-        'BASE_MODEL': c.finetuning.base_model, 'DOMAIN': c.domain, 'VLLM_PORT': c.serving.vllm_port,
+        'BASE_MODEL': c.finetuning.base_model, 'VLLM_PORT': c.serving.vllm_port,
         'MAX_LORA_RANK': c.serving.max_lora_rank, 'MAX_MODEL_LEN': c.serving.max_model_len,
-        'GPU_MEMORY_UTILIZATION': c.serving.gpu_memory_utilization, 'REQUEST_TIMEOUT_S': c.serving.request_timeout_s,
-        'REGISTRY_DIR': c.path(c.paths.registry), 'LOGS_DIR': c.path(c.paths.logs)}.items())")"
+        'GPU_MEMORY_UTILIZATION': c.serving.gpu_memory_utilization, 'GATEWAY_PORT': c.serving.port,
+        'PROMETHEUS_PORT': c.serving.prometheus_port, 'VLLM_GPUS': c.serving.vllm_gpus,
+        'LOGS_DIR': c.path(c.paths.logs).resolve(), 'REGISTRY_DIR': c.path(c.paths.registry).resolve()}.items())")"
     registration="$(setting "c.path(c.paths.reports) / 'registration.json'")"
     [ -f "$registration" ] || { echo "error: --serve needs a registered adapter ($registration): run stage 5 first" >&2; exit 2; }
-    ADAPTER_NAME="$("$PY" -c "import json; print(json.load(open('$registration'))['name'])")"
-    export ADAPTER_NAME
+    mkdir -p "$REGISTRY_DIR" "$LOGS_DIR"
+    # Prometheus scrapes the configured ports (the edge in front of the gateways, and vLLM)
+    export PROMETHEUS_CONFIG="$LOGS_DIR/prometheus.yml"
+    sed -e "s/localhost:8000/localhost:$GATEWAY_PORT/" -e "s/localhost:8001/localhost:$VLLM_PORT/" \
+        deployments/prometheus.yml > "$PROMETHEUS_CONFIG"
+    [ "$VLLM_GPUS" = all ] && export COMPOSE_FILES="-f deployments/docker-compose.gpu.yml"
     compose up -d
-    echo "serve: vLLM on :$VLLM_PORT, gateway on :8000, Prometheus on :9090 (adapter $ADAPTER_NAME)"
+    vllm_url="$(setting c.serving.vllm_url)"
+    echo "serve: waiting for vLLM at $vllm_url (up to ${VLLM_START_TIMEOUT_S:=1800} s: it may download the base model)"
+    for _ in $(seq 1 "$VLLM_START_TIMEOUT_S"); do
+        curl -fsS "$vllm_url/health" > /dev/null 2>&1 && break
+        sleep 1
+    done
+    curl -fsS "$vllm_url/health" > /dev/null 2>&1 || {
+        echo "error: vLLM is not up after $VLLM_START_TIMEOUT_S s (its log: docker logs domain-llm_vllm_1, or" \
+             "docker compose -p domain-llm logs vllm)" >&2; exit 1; }
+    "$PY" pipeline.py --config "$config" --stage 6   # starts the edge and the adapter's gateway container
+    echo "serve: gateway at $(setting c.serving.gateway_url) (edge → gateway container), vLLM on :$VLLM_PORT," \
+         "Prometheus on :$PROMETHEUS_PORT; stop with --stop"
 }
 
 stop_all() {
@@ -101,7 +121,14 @@ stop_all() {
         rm -f "$PIDFILE"
     fi
     if command -v docker > /dev/null && docker info > /dev/null 2>&1; then
-        compose down 2> /dev/null && echo "stop: compose services stopped" || true
+        # the edge and gateway containers of stage 6, then the compose services (by label: no need to parse the file)
+        for label in domain-llm.role com.docker.compose.project=domain-llm; do
+            ids="$(docker ps -aq --filter "label=$label")"
+            [ -z "$ids" ] && continue
+            # shellcheck disable=SC2086
+            docker stop -t 30 $ids > /dev/null && docker rm $ids > /dev/null
+            echo "stop: removed $(echo "$ids" | wc -l) container(s) labelled $label"
+        done
     fi
 }
 
@@ -114,6 +141,7 @@ bash scripts/setup.sh
 if [ "$build" -eq 1 ]; then
     need_docker --build
     docker build -f Dockerfile.api -t domain-llm-gateway:latest --build-arg "BASE_IMAGE=${GATEWAY_BASE_IMAGE:-python:3.11-slim}" .
+    docker build -f Dockerfile.edge -t domain-llm-edge:latest --build-arg "BASE_IMAGE=${EDGE_BASE_IMAGE:-debian:bookworm-slim}" .
     docker build -f Dockerfile.gpu -t domain-llm-train:latest \
         ${GPU_BASE_IMAGE:+--build-arg "BASE_IMAGE=$GPU_BASE_IMAGE"} .
 fi
@@ -124,7 +152,7 @@ if [ "$all" -eq 1 ]; then
     live_checks
     exit 0
 fi
-[ "$serve" -eq 1 ] && serve_compose
+[ "$serve" -eq 1 ] && serve_containers
 [ "$serve_local" -eq 1 ] && serve_local
 [ "$run" -eq 1 ] && "$PY" pipeline.py "${args[@]}"
 [ "$live_test" -eq 1 ] && live_checks

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 from aiohttp import web
 
 
@@ -426,8 +427,8 @@ class VLLMFaults:
 def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) -> LoopbackServer:
     """vLLM's OpenAI-compatible server with runtime LoRA updating, answering deterministically.
 
-    /health, /v1/models (base + loaded adapters), /v1/chat/completions (404 for a model not
-    loaded), /v1/load_lora_adapter and /v1/unload_lora_adapter with vLLM's error shapes.
+    /health, /metrics, /v1/models (base + loaded adapters), /v1/chat/completions (404 for a model
+    not loaded), /v1/load_lora_adapter and /v1/unload_lora_adapter with vLLM's error shapes.
     The answer names the model that produced it, so a test can tell base and adapters apart.
     """
     faults = faults or VLLMFaults()
@@ -466,6 +467,13 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
             "usage": {"prompt_tokens": len((system + user).split()), "completion_tokens": len(answer.split()),
                       "total_tokens": len((system + user + answer).split())}})
 
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text="# TYPE vllm:num_requests_running gauge\n"
+                                 f'vllm:num_requests_running{{model_name="{base_model}"}} 0\n'
+                                 "# TYPE vllm:request_success_total counter\n"
+                                 f'vllm:request_success_total{{model_name="{base_model}"}} {len(requests)}\n',
+                            content_type="text/plain")
+
     async def load(request: web.Request) -> web.Response:
         body = await request.json()
         name, path = body.get("lora_name"), body.get("lora_path")
@@ -484,6 +492,7 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
 
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/load_lora_adapter", load)
     app.router.add_post("/v1/unload_lora_adapter", unload)
@@ -551,6 +560,43 @@ class GatewayProcess:
             except Exception:
                 self.process.kill()
                 self.process.wait(timeout=5)
+
+
+class LoadGenerator:
+    """Keeps ``concurrency`` clients asking the gateway until stopped; counts statuses and answering adapters,
+    and keeps each request's latency (s)."""
+
+    def __init__(self, url: str, concurrency: int = 16) -> None:
+        self.url, self.concurrency = url, concurrency
+        self.statuses: Counter = Counter()
+        self.adapters: Counter = Counter()
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _client(self, client: httpx.AsyncClient, n: int) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            try:
+                reply = await client.post(f"{self.url}/ask", json={"question": f"Question {n}?"})
+                self.latencies.append(time.perf_counter() - started)
+                self.statuses[reply.status_code] += 1
+                if reply.status_code == 200:
+                    self.adapters[reply.json()["adapter"]] += 1
+            except httpx.HTTPError as error:
+                self.statuses[type(error).__name__] += 1
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.gather(*(self._client(client, n) for n in range(self.concurrency)))
+
+    def __enter__(self) -> LoadGenerator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
 
 
 class PrefectServer:

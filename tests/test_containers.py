@@ -110,7 +110,8 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
     import json
 
     from tasks import containers
-    from tests.test_rollout import LoadGenerator, project, rollout
+    from tests.servers import LoadGenerator
+    from tests.test_rollout import project, rollout
 
     v1, v2, broken = ADAPTER, "pregnancy-qa-lora-v1.1", "pregnancy-qa-lora-v1.2"
     public, blue, green = free_port(), free_port(), free_port()
@@ -171,6 +172,66 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
             assert json.loads((root / "reports/rollout.json").read_text())["status"] == "rolled_back"
         finally:
             for container in docker_client.containers.list(all=True, filters={"label": containers.ROLE}):
+                container.remove(force=True)
+
+
+def test_serve_starts_the_compose_stack_and_the_first_gateway_container_and_stop_removes_it_all(
+        docker_host, docker_client, gateway_image, edge_image, tmp_path):
+    """scripts/run_pipeline.sh --serve / --stop as a user runs them, with the compose file unchanged: only the
+    vLLM and Prometheus images are swapped (VLLM_IMAGE, PROMETHEUS_IMAGE) for a stand-in vLLM and Debian's
+    Prometheus built here; every port comes from the config."""
+    from tasks import containers
+    from tests.test_rollout import project
+
+    build(docker_client, "tests/images/vllm-standin.Dockerfile", "domain-llm-vllm-standin:test")
+    build(docker_client, "tests/images/prometheus.Dockerfile", "domain-llm-prometheus:test")
+    public, vllm_port, prometheus_port, blue, green = (free_port() for _ in range(5))
+    root = project(tmp_path, ADAPTER, {
+        "rollout": "containers", "docker_host": docker_host, "host": "127.0.0.1", "port": public,
+        "gateway_url": f"http://127.0.0.1:{public}", "vllm_port": vllm_port, "vllm_url": f"http://127.0.0.1:{vllm_port}",
+        "vllm_gpus": "none", "prometheus_port": prometheus_port, "gateway_image": "domain-llm-gateway:test",
+        "edge_image": "domain-llm-edge:test", "container_ports": [blue, green], "backend_registry_dir": None},
+        finetuning={"base_model": MODEL})
+    env = {**os.environ, "DOCKER_HOST": docker_host, "VLLM_IMAGE": "domain-llm-vllm-standin:test",
+           "PROMETHEUS_IMAGE": "domain-llm-prometheus:test", "HF_CACHE": str(tmp_path / "hf-cache")}
+
+    def script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "scripts/run_pipeline.sh", *args, "--config", str(root / "config.yaml")],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+    try:
+        served = script("--serve")
+        assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
+        assert f"gateway at http://127.0.0.1:{public}" in served.stdout
+        answer = httpx.post(f"http://127.0.0.1:{public}/ask", json={"question": "Is it safe?"}, timeout=30).json()
+        assert answer["answer"] == f"[{ADAPTER}] Is it safe?" and answer["adapter_version"] == "1.0"
+        # loaded into vLLM by the registry path as the host names it (the compose file mounts it at the same path)
+        loaded = httpx.get(f"http://127.0.0.1:{vllm_port}/v1/models", timeout=5).json()["data"]
+        assert {m["id"]: m["root"] for m in loaded}[ADAPTER] == str(root / "models/registry" / ADAPTER)
+        labels = {c.labels.get("com.docker.compose.service") or c.labels.get(containers.ROLE)
+                  for c in docker_client.containers.list()}
+        assert labels == {"vllm", "prometheus", "edge", "gateway"}, labels
+        deadline = time.monotonic() + 60  # Prometheus scrapes the edge and vLLM on the configured ports
+        while True:
+            targets = httpx.get(f"http://127.0.0.1:{prometheus_port}/api/v1/targets", timeout=5).json()["data"]
+            health = {t["labels"]["job"]: (t["scrapeUrl"], t["health"]) for t in targets["activeTargets"]}
+            if all(state == "up" for _, state in health.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert health == {"gateway": (f"http://localhost:{public}/metrics", "up"),
+                          "vllm": (f"http://localhost:{vllm_port}/metrics", "up")}, health
+        rules = httpx.get(f"http://127.0.0.1:{prometheus_port}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        assert rules and all(rule["health"] == "ok" for group in rules for rule in group["rules"])
+
+        stopped = script("--stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert docker_client.containers.list(all=True, filters={"label": containers.ROLE}) == []
+        assert docker_client.containers.list(all=True, filters={"label": "com.docker.compose.project=domain-llm"}) == []
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{public}/health", timeout=2)
+    finally:
+        for label in (containers.ROLE, "com.docker.compose.project=domain-llm"):
+            for container in docker_client.containers.list(all=True, filters={"label": label}):
                 container.remove(force=True)
 
 

@@ -2,57 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.servers import GatewayProcess, fake_vllm
+from tests.servers import GatewayProcess, LoadGenerator, fake_vllm
 from tests.test_gateway import ADAPTER, BASE, gateway_env
 
 NEW = "pregnancy-qa-lora-v1.1"
-
-
-class LoadGenerator:
-    """Keeps ``concurrency`` clients asking the gateway until stopped; counts statuses and answering adapters."""
-
-    def __init__(self, url: str, concurrency: int = 16) -> None:
-        self.url, self.concurrency = url, concurrency
-        self.statuses: Counter = Counter()
-        self.adapters: Counter = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _client(self, client: httpx.AsyncClient, n: int) -> None:
-        while not self._stop.is_set():
-            try:
-                reply = await client.post(f"{self.url}/ask", json={"question": f"Question {n}?"})
-                self.statuses[reply.status_code] += 1
-                if reply.status_code == 200:
-                    self.adapters[reply.json()["adapter"]] += 1
-            except httpx.HTTPError as error:
-                self.statuses[type(error).__name__] += 1
-
-    async def _run(self) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
-            await asyncio.gather(*(self._client(client, n) for n in range(self.concurrency)))
-
-    def __enter__(self) -> LoadGenerator:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
 
 
 def project(root: Path, name: str, serving: dict, **sections: dict) -> Path:
