@@ -90,7 +90,7 @@ def main() -> None:
           f"p99 {p99(steady.latencies):6.1f} ms")
     print(f"  blue/green (stage 6)    {sum(blue_green.statuses.values()):6d} requests  failed {failed(blue_green):5d}   "
           f"p99 {p99(blue_green.latencies):6.1f} ms ({p99(blue_green.latencies) / p99(steady.latencies):.2f}x steady)   "
-          f"rollout {rollout_s:.1f} s: " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in steps.items()))
+          f"`--stage 6` {rollout_s:.1f} s (CLI and Prefect start included), its steps: " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in steps.items()))
     print(f"  naive stop, then start  {sum(naive.statuses.values()):6d} requests  failed {failed(naive):5d}   "
           f"p99 {p99(naive.latencies):6.1f} ms   no gateway for {gap_s:.1f} s   "
           f"({failed(naive) / max(sum(naive.statuses.values()), 1):.0%} of requests failed, "
