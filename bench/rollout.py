@@ -1,5 +1,6 @@
-"""Benchmark: stage 6's blue/green rollout of gateway containers under load vs the naive way (stop the
-old container, start the new one in its place): requests failed, time without service, latency.
+"""Benchmark: stage 6's blue/green rollout of gateway containers under load vs the naive way (one
+gateway container on the public port, stopped and replaced, as a plain compose service would be):
+requests failed, time without service, latency.
 
     .venv/bin/python -m bench.rollout
 
@@ -64,12 +65,12 @@ def main() -> None:
             assert result.returncode == 0, result.stderr
             steps = json.loads((root / "reports/rollout.json").read_text())["timings_s"]
 
-            # the naive way: stop the serving container, start the new one on its port
+            # the naive way: clients on the serving container's port; stop it, start the new one on that port
             active = next(iter(containers.running_gateways(client).values()))
             environment = dict(item.split("=", 1) for item in active.container.attrs["Config"]["Env"])
             environment["GATEWAY_ADAPTER_NAME"] = "bench-qa-lora-v1.2"
             environment["GATEWAY_ADAPTER_PATH"] = "/models/registry/bench-qa-lora-v1.2"
-            with LoadGenerator(edge, CLIENTS) as naive:
+            with LoadGenerator(active.url, CLIENTS) as naive:
                 time.sleep(1)
                 started = time.perf_counter()
                 active.container.stop(timeout=30)
@@ -84,18 +85,17 @@ def main() -> None:
                 container.remove(force=True)
             client.close()
 
-    print(f"rollout of a new adapter's gateway container, {CLIENTS} clients asking through the edge all along "
+    print(f"rollout of a new adapter's gateway container, {CLIENTS} clients asking all along "
           f"(vLLM stand-in: 20 ms per answer)")
-    print(f"  steady state            {sum(steady.statuses.values()):6d} requests  failed {failed(steady):5d}   "
-          f"p99 {p99(steady.latencies):6.1f} ms")
-    print(f"  blue/green (stage 6)    {sum(blue_green.statuses.values()):6d} requests  failed {failed(blue_green):5d}   "
-          f"p99 {p99(blue_green.latencies):6.1f} ms ({p99(blue_green.latencies) / p99(steady.latencies):.2f}x steady)   "
-          f"`--stage 6` {rollout_s:.1f} s (CLI and Prefect start included), its steps: " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in steps.items()))
-    print(f"  naive stop, then start  {sum(naive.statuses.values()):6d} requests  failed {failed(naive):5d}   "
-          f"p99 {p99(naive.latencies):6.1f} ms   no gateway for {gap_s:.1f} s   "
-          f"({failed(naive) / max(sum(naive.statuses.values()), 1):.0%} of requests failed, "
-          f"{dict(naive.statuses)})")
-
+    for label, load in (("steady, through the edge", steady), ("blue/green (stage 6)", blue_green),
+                        ("naive stop, then start", naive)):
+        total = sum(load.statuses.values())
+        print(f"  {label:<25} {total:6d} requests  failed {failed(load):5d} ({failed(load) / total:4.0%})   "
+              f"p99 {p99(load.latencies):7.1f} ms ({p99(load.latencies) / p99(steady.latencies):4.2f}x steady)   "
+              f"max {max(load.latencies) * 1000:7.1f} ms")
+    print(f"  blue/green: `--stage 6` {rollout_s:.1f} s (CLI and Prefect start included); its steps: "
+          + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in steps.items()))
+    print(f"  naive: no gateway for {gap_s:.1f} s; outcomes {dict(naive.statuses)}")
 
 if __name__ == "__main__":
     main()

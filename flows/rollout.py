@@ -171,21 +171,16 @@ def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, r
     port = s.container_ports[1] if old and old.port == s.container_ports[0] else s.container_ports[0]
     containers.clear_for(client, port, keep=old)
     loaded_before = old is not None and name in _checked(httpx.get(f"{old.url}/models", timeout=10), "reading models")["loaded"]
-    settings = settings_from_config(config, "vllm").model_copy(update={"adapter_name": name,
-                                                                     "adapter_path": adapter_source(config, registration)})
-    environment = {f"GATEWAY_{key.upper()}": str(value) for key, value in
-                   settings.model_dump(exclude={"logs_dir", "api_token"}, exclude_none=True).items()}
-    if token := Secrets().api_token:
-        environment["API_TOKEN"] = token.get_secret_value()
     started = time.perf_counter()
     timings = record["timings_s"] = {}
 
     def lap(step: str) -> None:
         timings[step] = round(time.perf_counter() - started - sum(timings.values()), 3)
 
-    new = containers.start_gateway(client, gateway_image, name, version_of(name), port, environment)
+    new = containers.start_gateway(client, gateway_image, name, version_of(name), port,
+                                   _gateway_environment(config, registration))
     record["container"] = new.name
-    switching = False
+    switching = created_edge = False
     try:
         containers.wait_ready(new, s.container_ready_timeout_s)
         lap("start_and_ready")
@@ -194,7 +189,8 @@ def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, r
             record["smoke_test"] = smoke_test(direct, config, name, base_model, "vllm", eval_report)
         lap("smoke_test")
         if edge is None:
-            edge = containers.start_edge(client, edge_image, s.host, s.port, port, s.request_timeout_s + 30)
+            edge, created_edge = containers.start_edge(client, edge_image, s.host, s.port, port,
+                                                       s.request_timeout_s + 30), True
             containers.wait_edge(edge, s.gateway_url, port, 60)
         else:
             switching = True
@@ -203,8 +199,10 @@ def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, r
         if switching and old is not None:  # the edge may have moved: send it back before the newcomer goes
             with contextlib.suppress(ContainerError):
                 containers.switch_edge(edge, s.gateway_url, old.port, s.drain_timeout_s)
+        if created_edge:
+            edge.remove(force=True)
         if not loaded_before:
-            _unload_from(config, new.url, name, settings.base_model)
+            _unload_from(config, new.url, name, config.finetuning.base_model)
         new.container.stop(timeout=10)  # kept for `docker logs` until the next rollout
         return {**record, "status": "rolled_back", "error": str(error), "active": previous}
     lap("switch_and_drain")
@@ -214,6 +212,18 @@ def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, r
             _unload_from(config, new.url, previous, None)
     lap("stop_old")
     return {**record, "status": "switched", "active": name, "port": port}
+
+
+def _gateway_environment(config: PipelineConfig, registration: dict) -> dict[str, str]:
+    """The gateway container's settings: the ones `python -m serving --config` would use, with the adapter
+    named and its path as vLLM sees it (the gateway loads it at start)."""
+    settings = settings_from_config(config, "vllm").model_copy(update={
+        "adapter_name": registration["name"], "adapter_path": adapter_source(config, registration)})
+    environment = {f"GATEWAY_{key.upper()}": str(value) for key, value in
+                   settings.model_dump(exclude={"logs_dir", "api_token"}, exclude_none=True).items()}
+    if token := Secrets().api_token:
+        environment["API_TOKEN"] = token.get_secret_value()
+    return environment
 
 
 def _unload_from(config: PipelineConfig, url: str, adapter: str, switch_to: str | None) -> None:

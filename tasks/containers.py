@@ -1,14 +1,16 @@
 """Serving containers through the Docker API, for stage 6's blue/green rollout.
 
 Gateway containers are named and labelled with the adapter they serve and take turns on two
-loopback ports; the edge (nginx, Dockerfile.edge) owns the public port and routes it to one of
-them. Switching is nginx's graceful reload: new requests go to the new gateway while the old
-configuration's workers finish theirs, so nothing in flight is cut. Everything runs on the host
-network, so vLLM is reached where the config says and nothing needs publishing.
+loopback ports; the edge (HAProxy, Dockerfile.edge) owns the public port and routes it to one
+of them. A switch goes through HAProxy's runtime API: the idle server slot is pointed at the new
+gateway and made ready, the old one put in maintenance, in one command. Nothing is reloaded, so
+no client connection is closed; requests in flight finish on the old gateway. Everything runs on
+the host network, so vLLM is reached where the config says and nothing needs publishing.
 """
 
 from __future__ import annotations
 
+import csv
 import time
 from dataclasses import dataclass
 
@@ -72,10 +74,29 @@ def find_edge(client):
     return None
 
 
+def _edge_api(edge, command: str) -> str:
+    result = edge.exec_run(["edge.sh", "api", command])
+    if result.exit_code != 0:
+        raise ContainerError(f"the edge's runtime API failed ({command}): {result.output.decode(errors='replace')}")
+    return result.output.decode(errors="replace")
+
+
+def _slots(edge) -> dict[str, dict]:
+    """The edge's two server slots: the port each points at, whether it takes requests, its requests in flight."""
+    header, *rows = _edge_api(edge, "show stat").strip().splitlines()
+    names = header.lstrip("# ").split(",")
+    slots = {}
+    for row in csv.reader(rows):
+        stat = dict(zip(names, row, strict=False))
+        if stat["pxname"] == "gateways" and stat["svname"] in ("a", "b"):
+            slots[stat["svname"]] = {"port": int(stat["addr"].rsplit(":", 1)[1]), "serving": stat["status"] != "MAINT",
+                                     "in_flight": int(stat["scur"] or 0)}
+    return slots
+
+
 def served_port(edge) -> int | None:
-    result = edge.exec_run(["edge.sh", "upstream"])
-    text = result.output.decode().strip()
-    return int(text) if result.exit_code == 0 and text.isdigit() else None
+    serving = [slot["port"] for slot in _slots(edge).values() if slot["serving"]]
+    return serving[0] if len(serving) == 1 else None
 
 
 def running_gateways(client) -> dict[int, Gateway]:
@@ -132,17 +153,23 @@ def start_edge(client, edge_image, listen: str, port: int, upstream: int, proxy_
 
 
 def switch_edge(edge, public_url: str, port: int, timeout_s: float) -> None:
-    """Route to ``port``; return once fresh connections reach it and no old worker is still finishing a request."""
-    result = edge.exec_run(["edge.sh", "switch", str(port)])
-    if result.exit_code != 0:
-        raise ContainerError(f"the edge refused the switch to port {port}: {result.output.decode().strip()}")
+    """Route new requests to ``port``; return once the edge answers from it and the old slot has nothing in flight."""
+    slots = _slots(edge)
+    active = next((name for name, slot in slots.items() if slot["serving"]), None)
+    spare = "b" if active == "a" else "a"
+    commands = [f"set server gateways/{spare} addr 127.0.0.1 port {port}", f"set server gateways/{spare} state ready"]
+    if active is not None:
+        commands.append(f"set server gateways/{active} state maint")
+    reply = _edge_api(edge, "; ".join(commands))
+    after = _slots(edge)
+    if not (after[spare]["serving"] and after[spare]["port"] == port and (active is None or not after[active]["serving"])):
+        raise ContainerError(f"the edge did not switch to port {port}: {reply.strip()}")
     wanted, deadline = f"127.0.0.1:{port}", time.monotonic() + timeout_s
     while not _routes_to(public_url, wanted):
         if time.monotonic() > deadline:
             raise ContainerError(f"the edge still routes elsewhere {timeout_s:g} s after switching to port {port}")
         time.sleep(0.1)
-    time.sleep(0.5)  # nginx tells the old workers to quit a moment after the new ones start
-    while edge.exec_run(["edge.sh", "drained"]).exit_code != 0:
+    while active is not None and _slots(edge)[active]["in_flight"]:
         if time.monotonic() > deadline:
             raise ContainerError(f"requests on the old gateway still in flight after {timeout_s:g} s")
         time.sleep(0.1)
@@ -158,7 +185,6 @@ def wait_edge(edge, public_url: str, upstream: int, timeout_s: float) -> None:
 
 
 def _routes_to(public_url: str, upstream: str) -> bool:
-    """One request on a new connection (a kept-alive one may belong to an old worker)."""
     try:
         return httpx.get(f"{public_url.rstrip('/')}/health", timeout=5).headers.get("x-upstream") == upstream
     except httpx.TransportError:

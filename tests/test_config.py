@@ -53,6 +53,8 @@ def test_local_profile_inherits_and_overrides():
     ({"data_collector": {"source": "local"}}, "source 'local' needs local.pdf_dir or local.url_file"),
     ({"finetuning": {"training": {"strategy": "steps"}}}, "finetuning.training: strategy 'steps' needs max_steps"),
     ({"domain": "Pregnancy Care"}, "domain: String should match pattern"),
+    ({"serving": {"container_ports": [8000, 8011]}}, "serving: serving.container_ports [8000, 8011] must be two ports"),
+    ({"serving": {"rollout": "kubernetes"}}, "serving.rollout: Input should be 'in_gateway' or 'containers'"),
 ])
 def test_mistakes_name_the_key(tmp_path, override, message):
     path = write(tmp_path, {"inherit": str(REPO / "config.yaml"), **override})
