@@ -139,11 +139,19 @@ live_checks() {
 bash scripts/setup.sh
 [ "$stop" -eq 1 ] && stop_all
 if [ "$build" -eq 1 ]; then
+    # GATEWAY_BASE_IMAGE, EDGE_BASE_IMAGE, GPU_BASE_IMAGE: other bases; DOCKER_BUILD_NETWORK: e.g. host;
+    # PIP_EXTRA_INDEX_URL / PIP_FIND_LINKS: where the training image finds torch (e.g. the CPU build)
     need_docker --build
-    docker build -f Dockerfile.api -t domain-llm-gateway:latest --build-arg "BASE_IMAGE=${GATEWAY_BASE_IMAGE:-python:3.11-slim}" .
-    docker build -f Dockerfile.edge -t domain-llm-edge:latest --build-arg "BASE_IMAGE=${EDGE_BASE_IMAGE:-debian:bookworm-slim}" .
-    docker build -f Dockerfile.gpu -t domain-llm-train:latest \
-        ${GPU_BASE_IMAGE:+--build-arg "BASE_IMAGE=$GPU_BASE_IMAGE"} .
+    network=(${DOCKER_BUILD_NETWORK:+--network "$DOCKER_BUILD_NETWORK"})
+    docker build "${network[@]}" -f Dockerfile.api -t domain-llm-gateway:latest \
+        --build-arg "BASE_IMAGE=${GATEWAY_BASE_IMAGE:-python:3.11-slim}" .
+    docker build "${network[@]}" -f Dockerfile.edge -t domain-llm-edge:latest \
+        --build-arg "BASE_IMAGE=${EDGE_BASE_IMAGE:-debian:bookworm-slim}" .
+    docker build "${network[@]}" -f Dockerfile.gpu -t domain-llm-train:latest \
+        ${GPU_BASE_IMAGE:+--build-arg "BASE_IMAGE=$GPU_BASE_IMAGE"} \
+        ${PIP_EXTRA_INDEX_URL:+--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL"} \
+        ${PIP_FIND_LINKS:+--build-arg "PIP_FIND_LINKS=$PIP_FIND_LINKS"} .
+    echo "build: domain-llm-gateway:latest, domain-llm-edge:latest, domain-llm-train:latest"
 fi
 if [ "$all" -eq 1 ]; then
     "$PY" pipeline.py --config "$config" --end 5

@@ -60,17 +60,19 @@ def wait_ready(url: str, container, timeout_s: float = 120) -> None:
 
 
 @pytest.fixture(scope="module")
-def gateway_image(docker_client):
-    return build(docker_client, "Dockerfile.api", "domain-llm-gateway:test")
+def images(docker_host, docker_client):
+    """`scripts/run_pipeline.sh --build` as a user runs it, on the local base, the training image with the CPU torch."""
+    with cpu_torch_buildargs() as torch_source:
+        env = {**os.environ, "DOCKER_HOST": docker_host, "DOCKER_BUILD_NETWORK": "host", **torch_source,
+               **{f"{image}_BASE_IMAGE": DockerEngine.BASE_IMAGE for image in ("GATEWAY", "EDGE", "GPU")}}
+        result = subprocess.run(["bash", "scripts/run_pipeline.sh", "--build"], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {name: docker_client.images.get(f"domain-llm-{name}:latest") for name in ("gateway", "edge", "train")}
 
 
-@pytest.fixture(scope="module")
-def edge_image(docker_client):
-    return build(docker_client, "Dockerfile.edge", "domain-llm-edge:test")
-
-
-def test_the_gateway_image_serves_every_route_as_a_healthy_non_root_container(docker_client, gateway_image):
-    image = gateway_image
+def test_the_gateway_image_serves_every_route_as_a_healthy_non_root_container(docker_client, images):
+    image = images["gateway"]
     assert image.attrs["Config"]["User"] == "gateway"
     assert image.attrs["Size"] < 500 * 1024 * 1024  # no torch, no model code: the gateway only
 
@@ -103,7 +105,7 @@ def test_the_gateway_image_serves_every_route_as_a_healthy_non_root_container(do
 
 
 def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_leaves_the_old_serving(
-        docker_host, docker_client, gateway_image, edge_image, tmp_path):
+        docker_host, docker_client, images, tmp_path):
     """Stage 6 with serving.rollout: containers, driving the engine through the Docker API: a first rollout starts
     the edge and a gateway; the next starts a gateway beside it, switches the edge under load (no request fails)
     and stops the old one; one whose smoke test fails is stopped and the old one keeps serving."""
@@ -126,8 +128,7 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
 
     with fake_vllm(MODEL) as vllm:
         serving = {"rollout": "containers", "docker_host": docker_host, "host": "127.0.0.1", "port": public,
-                   "gateway_url": edge_url, "vllm_url": vllm.url, "gateway_image": "domain-llm-gateway:test",
-                   "edge_image": "domain-llm-edge:test", "container_ports": [blue, green], "drain_timeout_s": 20}
+                   "gateway_url": edge_url, "vllm_url": vllm.url, "container_ports": [blue, green], "drain_timeout_s": 20}
         try:
             first = rollout(project(tmp_path, v1, serving, finetuning={"base_model": MODEL}))
             assert first.returncode == 0, first.stderr
@@ -176,7 +177,7 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
 
 
 def test_serve_starts_the_compose_stack_and_the_first_gateway_container_and_stop_removes_it_all(
-        docker_host, docker_client, gateway_image, edge_image, tmp_path):
+        docker_host, docker_client, images, tmp_path):
     """scripts/run_pipeline.sh --serve / --stop as a user runs them, with the compose file unchanged: only the
     vLLM and Prometheus images are swapped (VLLM_IMAGE, PROMETHEUS_IMAGE) for a stand-in vLLM and Debian's
     Prometheus built here; every port comes from the config."""
@@ -189,8 +190,7 @@ def test_serve_starts_the_compose_stack_and_the_first_gateway_container_and_stop
     root = project(tmp_path, ADAPTER, {
         "rollout": "containers", "docker_host": docker_host, "host": "127.0.0.1", "port": public,
         "gateway_url": f"http://127.0.0.1:{public}", "vllm_port": vllm_port, "vllm_url": f"http://127.0.0.1:{vllm_port}",
-        "vllm_gpus": "none", "prometheus_port": prometheus_port, "gateway_image": "domain-llm-gateway:test",
-        "edge_image": "domain-llm-edge:test", "container_ports": [blue, green], "backend_registry_dir": None},
+        "vllm_gpus": "none", "prometheus_port": prometheus_port, "container_ports": [blue, green], "backend_registry_dir": None},
         finetuning={"base_model": MODEL})
     env = {**os.environ, "DOCKER_HOST": docker_host, "VLLM_IMAGE": "domain-llm-vllm-standin:test",
            "PROMETHEUS_IMAGE": "domain-llm-prometheus:test", "HF_CACHE": str(tmp_path / "hf-cache")}
@@ -236,10 +236,8 @@ def test_serve_starts_the_compose_stack_and_the_first_gateway_container_and_stop
 
 
 @pytest.fixture(scope="module")
-def training_image(docker_client):
-    """Dockerfile.gpu on the local base with the CPU torch build."""
-    with cpu_torch_buildargs() as source:
-        return build(docker_client, "Dockerfile.gpu", "domain-llm-train:test", **source)
+def training_image(images):
+    return images["train"]
 
 
 def test_a_docker_pool_runs_the_data_refresh_in_the_project_image(docker_host, docker_client, training_image,
@@ -265,7 +263,7 @@ def test_a_docker_pool_runs_the_data_refresh_in_the_project_image(docker_host, d
         "deployments": [{"name": "in-container", "entrypoint": "flows/deployments.py:data_refresh",
                          "parameters": {"config": "/project/config.yaml"},
                          "work_pool": {"name": "test-docker", "job_variables": {
-                             "image": "domain-llm-train:test", "image_pull_policy": "Never", "network_mode": "host",
+                             "image": "domain-llm-train:latest", "image_pull_policy": "Never", "network_mode": "host",
                              "volumes": [f"{project}:/project"]}}}]}))
 
     with PrefectServer(tmp_path / "prefect") as server:
