@@ -115,8 +115,9 @@ def clear_for(client, port: int, keep: Gateway | None) -> None:
 
 def start_gateway(client, gateway_image, adapter: str, version: str | None, port: int,
                   environment: dict[str, str]) -> Gateway:
+    """Named for the adapter and the port: the same adapter on a new gateway image runs beside the old one."""
     container = client.containers.run(
-        gateway_image.id, detach=True, name=f"domain-llm-gateway-{adapter}", network_mode="host",
+        gateway_image.id, detach=True, name=f"domain-llm-gateway-{adapter}-{port}", network_mode="host",
         labels={ROLE: "gateway", ADAPTER: adapter, VERSION: version or "", PORT: str(port)},
         environment={**environment, "HOST": "127.0.0.1", "PORT": str(port)},
         restart_policy={"Name": "unless-stopped"})

@@ -108,7 +108,9 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
         docker_host, docker_client, images, tmp_path):
     """Stage 6 with serving.rollout: containers, driving the engine through the Docker API: a first rollout starts
     the edge and a gateway; the next starts a gateway beside it, switches the edge under load (no request fails)
-    and stops the old one; one whose smoke test fails is stopped and the old one keeps serving."""
+    and stops the old one; a new gateway image for the same adapter rolls out the same way; one whose smoke
+    test fails is stopped and the old one keeps serving."""
+    import io
     import json
 
     from tasks import containers
@@ -144,20 +146,29 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
             assert result.returncode == 0, result.stderr
             assert set(load.statuses) == {200}, load.statuses
             assert load.adapters[v1] > 0 and load.adapters[v2] > 0
-            assert f"{v1} → {v2} in domain-llm-gateway-{v2}" in result.stdout
+            assert f"{v1} → {v2} in domain-llm-gateway-{v2}-{green}" in result.stdout
             running = gateways("running")
-            assert list(running) == [f"domain-llm-gateway-{v2}"]
-            assert running[f"domain-llm-gateway-{v2}"][containers.VERSION] == "1.1"
-            old = docker_client.containers.get(f"domain-llm-gateway-{v1}")
+            assert list(running) == [f"domain-llm-gateway-{v2}-{green}"]
+            assert running[f"domain-llm-gateway-{v2}-{green}"][containers.VERSION] == "1.1"
+            old = docker_client.containers.get(f"domain-llm-gateway-{v1}-{blue}")
             assert old.status == "exited" and old.attrs["State"]["ExitCode"] == 0  # stopped cleanly, kept for its logs
             assert served_port() == green
             assert vllm.adapters == {v2: f"/models/registry/{v2}"}  # loaded by the new gateway, the old one unloaded
             record = json.loads((root / "reports/rollout.json").read_text())
             assert record["status"] == "switched" and record["mode"] == "containers"
-            assert record["previous"] == v1 and record["container"] == f"domain-llm-gateway-{v2}"
+            assert record["previous"] == v1 and record["container"] == f"domain-llm-gateway-{v2}-{green}"
             assert record["smoke_test"]["differs_from_base"] == 3
             again = rollout(root)
             assert again.returncode == 0 and "already the active adapter" in again.stdout
+
+            # a new gateway build serving the same adapter is rolled out the same way, beside the old container
+            docker_client.images.build(fileobj=io.BytesIO(b"FROM domain-llm-gateway:latest\nLABEL rebuilt=1\n"),
+                                       tag="domain-llm-gateway:rebuilt", rm=True)
+            serving["gateway_image"] = "domain-llm-gateway:rebuilt"
+            rebuilt = rollout(project(tmp_path, v2, serving, finetuning={"base_model": MODEL}))
+            assert rebuilt.returncode == 0, rebuilt.stderr
+            assert list(gateways("running")) == [f"domain-llm-gateway-{v2}-{blue}"]
+            assert served_port() == blue and set(vllm.adapters) == {v2}
 
             vllm.faults.empty_answers.add(broken)
             root = project(tmp_path, broken, serving, finetuning={"base_model": MODEL})
@@ -165,11 +176,11 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
                 failed = rollout(root)
             assert failed.returncode == 1
             assert f"answers from {broken} are empty" in failed.stderr and f"{v2} is still serving" in failed.stderr
-            assert f"docker logs domain-llm-gateway-{broken}" in failed.stderr
+            assert f"docker logs domain-llm-gateway-{broken}-{green}" in failed.stderr
             assert set(load.statuses) == {200} and set(load.adapters) == {v2}, (load.statuses, load.adapters)
-            assert list(gateways("running")) == [f"domain-llm-gateway-{v2}"]
-            assert f"domain-llm-gateway-{broken}" in gateways("exited")
-            assert served_port() == green and set(vllm.adapters) == {v2}
+            assert list(gateways("running")) == [f"domain-llm-gateway-{v2}-{blue}"]
+            assert f"domain-llm-gateway-{broken}-{green}" in gateways("exited")
+            assert served_port() == blue and set(vllm.adapters) == {v2}
             assert json.loads((root / "reports/rollout.json").read_text())["status"] == "rolled_back"
         finally:
             for container in docker_client.containers.list(all=True, filters={"label": containers.ROLE}):
