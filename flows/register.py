@@ -6,7 +6,6 @@ already registered (a nightly rerun with no new data mints no new version).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ from tasks.adapter_check import check_servable
 from tasks.files import atomic_write_json
 from tasks.model_card import build_model_card
 from tasks.registry import HubRegistry, LocalRegistry, Registry, next_version_name
-from tasks.select import ADAPTER_FILES
+from tasks.select import ADAPTER_FILES, adapter_hashes
 
 
 def name_stem(config: PipelineConfig) -> str:
@@ -66,7 +65,7 @@ def register(config: PipelineConfig) -> dict:
     adapter = config.path(config.paths.lora_weights)
     reports = config.path(config.paths.reports)
     check_servable(adapter, config.serving.max_lora_rank)
-    weights_sha = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+    weights_sha = adapter_hashes(adapter)["adapter_model.safetensors"]  # complete: check_servable said so
     baseline, tuned = _read(reports / "eval_baseline.json"), _read(reports / "eval_finetuned.json")
     selection = _read(reports / "checkpoint_selection.json")
     stats = _read(config.path(config.paths.qa_dataset) / "stats.json")
