@@ -222,17 +222,20 @@ def test_serve_starts_the_compose_stack_and_the_first_gateway_container_and_stop
         labels = {c.labels.get("com.docker.compose.service") or c.labels.get(containers.ROLE)
                   for c in docker_client.containers.list()}
         assert labels == {"vllm", "prometheus", "edge", "gateway"}, labels
-        deadline = time.monotonic() + 60  # Prometheus scrapes the edge and vLLM on the configured ports
+        # Prometheus scrapes the edge and vLLM on the configured ports and evaluates alerts.yml (every 15 s)
+        deadline = time.monotonic() + 90
         while True:
             targets = httpx.get(f"http://127.0.0.1:{prometheus_port}/api/v1/targets", timeout=5).json()["data"]
             health = {t["labels"]["job"]: (t["scrapeUrl"], t["health"]) for t in targets["activeTargets"]}
-            if all(state == "up" for _, state in health.values()) or time.monotonic() > deadline:
+            groups = httpx.get(f"http://127.0.0.1:{prometheus_port}/api/v1/rules", timeout=5).json()["data"]["groups"]
+            rules = {rule["name"]: rule["health"] for group in groups for rule in group["rules"]}
+            scraped = all(state == "up" for _, state in health.values())
+            if (scraped and rules and "unknown" not in rules.values()) or time.monotonic() > deadline:
                 break
             time.sleep(1)
         assert health == {"gateway": (f"http://localhost:{public}/metrics", "up"),
                           "vllm": (f"http://localhost:{vllm_port}/metrics", "up")}, health
-        rules = httpx.get(f"http://127.0.0.1:{prometheus_port}/api/v1/rules", timeout=5).json()["data"]["groups"]
-        assert rules and all(rule["health"] == "ok" for group in rules for rule in group["rules"])
+        assert rules and set(rules.values()) == {"ok"}, rules  # every alert rule loaded and evaluated cleanly
 
         stopped = script("--stop")
         assert stopped.returncode == 0, stopped.stderr
