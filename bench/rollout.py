@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import REPO
 from tests.servers import DockerEngine, LoadGenerator, VLLMFaults, fake_vllm, free_port
 
 MODEL = "meta-llama/Llama-3.2-3B-Instruct"
@@ -37,14 +36,14 @@ def main() -> None:
     import docker
 
     from tasks import containers
+    from tests.test_containers import build
     from tests.test_rollout import project, rollout
 
     with DockerEngine() as engine, tempfile.TemporaryDirectory() as tmp, \
             fake_vllm(MODEL, VLLMFaults(latency_s=0.02)) as vllm:
         client = docker.DockerClient(base_url=engine.host, timeout=600)
         for dockerfile, tag in (("Dockerfile.api", "domain-llm-gateway:bench"), ("Dockerfile.edge", "domain-llm-edge:bench")):
-            client.images.build(path=str(REPO), dockerfile=dockerfile, tag=tag, rm=True, network_mode="host",
-                                buildargs={"BASE_IMAGE": DockerEngine.BASE_IMAGE})
+            build(client, dockerfile, tag)
         public = free_port()
         edge = f"http://127.0.0.1:{public}"
         serving = {"rollout": "containers", "docker_host": engine.host, "host": "127.0.0.1", "port": public,

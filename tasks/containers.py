@@ -165,11 +165,8 @@ def switch_edge(edge, public_url: str, port: int, timeout_s: float) -> None:
     after = _slots(edge)
     if not (after[spare]["serving"] and after[spare]["port"] == port and (active is None or not after[active]["serving"])):
         raise ContainerError(f"the edge did not switch to port {port}: {reply.strip()}")
-    wanted, deadline = f"127.0.0.1:{port}", time.monotonic() + timeout_s
-    while not _routes_to(public_url, wanted):
-        if time.monotonic() > deadline:
-            raise ContainerError(f"the edge still routes elsewhere {timeout_s:g} s after switching to port {port}")
-        time.sleep(0.1)
+    deadline = time.monotonic() + timeout_s
+    wait_edge(edge, public_url, port, timeout_s)
     while active is not None and _slots(edge)[active]["in_flight"]:
         if time.monotonic() > deadline:
             raise ContainerError(f"requests on the old gateway still in flight after {timeout_s:g} s")
@@ -177,12 +174,14 @@ def switch_edge(edge, public_url: str, port: int, timeout_s: float) -> None:
 
 
 def wait_edge(edge, public_url: str, upstream: int, timeout_s: float) -> None:
+    """Until a request to ``public_url`` is answered by the gateway on port ``upstream``."""
     deadline = time.monotonic() + timeout_s
     while not _routes_to(public_url, f"127.0.0.1:{upstream}"):
         edge.reload()
         if edge.status != "running" or time.monotonic() > deadline:
-            raise ContainerError(f"the edge did not come up on {public_url}: {_tail(edge)}")
-        time.sleep(0.2)
+            raise ContainerError(f"the edge does not route {public_url} to port {upstream} after {timeout_s:g} s: "
+                                 f"{_tail(edge)}")
+        time.sleep(0.1)
 
 
 def _routes_to(public_url: str, upstream: str) -> bool:
