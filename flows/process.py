@@ -65,25 +65,33 @@ def process(config: PipelineConfig) -> dict[str, int]:
             advance()
     manifest.save()
 
+    # converted documents are chunked again on every run (cached by content): a chunking failure is not final
     converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
-    ok = [c.sha256 for c in converted if c.status == "ok"]
-    chunks, counts = chunk_documents.with_options(result_storage=config.result_storage())(
-        [(sha, processed_dir / f"{sha}.md", urls[sha]) for sha in ok],
+    markdown = [c for c in converted if (c.status == "ok" or c.step == "chunking") and (processed_dir / f"{c.sha256}.md").is_file()]
+    chunks, counts, chunk_failures = chunk_documents.with_options(result_storage=config.result_storage())(
+        [(c.sha256, processed_dir / f"{c.sha256}.md", urls[c.sha256]) for c in markdown],
         config.finetuning.base_model, config.finetuning.base_model_gguf,
         config.data_processor.min_tokens, config.data_processor.max_tokens)
+    for conversion in markdown:
+        error = chunk_failures.get(conversion.sha256)
+        manifest.record(conversion.model_copy(update={"status": "failed" if error else "ok",
+                                                      "step": "chunking" if error else None, "error": error}))
+    manifest.save()
     atomic_write_json(config.path(config.paths.chunks) / "chunks.json", [c.model_dump(mode="json") for c in chunks])
 
+    converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
     failed = [c for c in converted if c.status == "failed"]
-    summary = {"documents": len(urls), "converted": len(ok), "failed": len(failed),
+    summary = {"documents": len(urls), "converted": len(converted) - len(failed), "failed": len(failed),
                "already_done": len(urls) - len(todo), **counts}
     say("process: " + ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.items()))
     for conversion in failed:
-        say(f"process: skipped {conversion.sha256[:12]}: {conversion.error}")
+        say(f"process: skipped {conversion.sha256[:12]} ({urls[conversion.sha256]}) at {conversion.step}: {conversion.error}")
     create_table_artifact(
         _sync=True,  # see flows.threaded
         key="process-summary",
         table=[{"sha256": c.sha256[:12], "url": urls[c.sha256], "status": c.status, "pages": c.pages,
-                "headings": c.headings, "heading_source": c.heading_source or "", "error": c.error or ""}
+                "headings": c.headings, "heading_source": c.heading_source or "", "noise_lines": c.noise_lines,
+                "failed_step": c.step or "", "error": c.error or ""}
                for c in converted],
         description="Stage 2: " + ", ".join(f"{key}={value}" for key, value in summary.items()),
     )

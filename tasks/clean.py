@@ -1,21 +1,29 @@
 """Remove what PDFs add to the text that is not content, so chunks and QA pairs stay on topic.
 
-Each rule is a small function over Markdown blocks (paragraphs separated by blank lines),
-applied in a fixed order: drop noise blocks first (while each PDF line is still its own
-block, so repeated running headers are recognisable), then re-join wrapped lines into
-paragraphs, then drop sections left empty.
+Two kinds of rules. Page furniture (running headers and footers, page numbers, table of
+contents and index pages) is recognised on the converted lines while their place on the
+page is still known: a header is a line at the top or bottom of many pages, which text
+alone cannot tell from a repeated code line. Text rules then work on Markdown blocks
+(paragraphs separated by blank lines), in a fixed order: drop noise blocks while each PDF
+line is still its own block, re-join wrapped lines into paragraphs, drop empty sections.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections import Counter
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from tasks.layout import Line
 
 _IMAGE = re.compile(r"<!--\s*image\s*-->|!\[[^\]]*\]\([^)]*\)")
 _PAGE_NUMBER = re.compile(r"^(?:page\s+)?(?:\d{1,4}|[ivxlc]{1,7})(?:\s*(?:/|of)\s*\d{1,4})?$", re.IGNORECASE)
-_DOT_LEADER = re.compile(r"(?:\.\s*){4,}\d{1,4}$|(?:…\s*)+\d{1,4}$")
-_TOC_TITLE = re.compile(r"^(?:table of )?contents$", re.IGNORECASE)
+_DOT_LEADER = re.compile(r"(?:\.\s?){4,}\s*(?:\d{1,4}|[ivxlc]{1,7})(?:\s*[,–-]\s*\d{1,4})*$|(?:…\s*)+\d{1,4}$|(?:\.\s?){6,}")
+_PAGE_LIST = re.compile(r"^[^\d.!?;:]{1,60}?,\s*\d{1,4}(?:\s*[,–-]\s*\d{1,4})*$")  # index: "intersections, 34, 144"
+_TOC_TITLE = re.compile(r"^(?:table of )?contents$|^(?:index|list of (?:figures|tables))$", re.IGNORECASE)
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
+                            "\ufb05": "st", "\ufb06": "st", "\u00ad": None})
 _CREDIT = re.compile(
     r"^(?:(?:(?:photo(?:graph)?|image|picture|illustration)s?(?:\s+credits?)?|credits?|source)\s*[:\-–—]\s*\S"
     r"|(?:(?:photo|image|picture)s?\s+)?courtesy(?:\s+of)?\s+\S"
@@ -39,13 +47,19 @@ def unescape_entities(block: str) -> str:
     return html.unescape(block)
 
 
+def fix_characters(block: str) -> str:
+    """Typographic ligatures (ﬁ, ﬂ…) back to letters, soft hyphens removed: search and tokenizers see plain words."""
+    return block.translate(_LIGATURES)
+
+
 def is_page_number(block: str) -> bool:
     return bool(_PAGE_NUMBER.match(block.strip()))
 
 
 def is_toc_line(block: str) -> bool:
+    """A table-of-contents or index line: dot leaders (spaced or not) to a page, or a term followed by page numbers."""
     text = block.strip().lstrip("#").strip()
-    return bool(_DOT_LEADER.search(text) or _TOC_TITLE.match(text))
+    return bool(_DOT_LEADER.search(text) or _TOC_TITLE.match(text) or _PAGE_LIST.match(text))
 
 
 def is_photo_credit(block: str) -> bool:
@@ -53,10 +67,71 @@ def is_photo_credit(block: str) -> bool:
     return len(text) <= 160 and bool(_CREDIT.match(text))
 
 
-def repeated_blocks(blocks: list[str], min_repeats: int = 3, max_chars: int = 80) -> set[str]:
-    """Short blocks that recur on many pages: running headers and footers, not content."""
-    counts = Counter(b.strip() for b in blocks if b.strip() and not _is_heading(b) and len(b.strip()) <= max_chars)
-    return {text for text, n in counts.items() if n >= min_repeats}
+@dataclass(frozen=True)
+class Furniture:
+    """What ``drop_page_furniture`` removed, for the manifest."""
+
+    running: int = 0
+    page_numbers: int = 0
+    toc_index_pages: int = 0
+
+
+def _furniture_key(text: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(text.casefold().split()))
+
+
+def _edge_lines(lines: list[Line], band: int = 2) -> dict[int, set[int]]:
+    """For each page, the indices of its ``band`` topmost and ``band`` bottommost lines."""
+    by_page: dict[int, list[int]] = defaultdict(list)
+    for index, line in enumerate(lines):
+        by_page[line.page].append(index)
+    edges: dict[int, set[int]] = {}
+    for page, indices in by_page.items():
+        ordered = sorted(indices, key=lambda i: lines[i].top)
+        edges[page] = set(ordered[:band]) | set(ordered[-band:])
+    return edges
+
+
+def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Line], Furniture]:
+    """Remove running headers/footers, page numbers and table-of-contents/index pages; headings are never removed.
+
+    A running header or footer is a line among the two top or bottom lines of a page whose
+    text (digits aside) recurs there on ``min_pages`` pages or more. A page is a TOC or index
+    page when most of its lines are TOC/index lines.
+    """
+    edges = _edge_lines(lines)
+    at_edge = {index for indices in edges.values() for index in indices}
+    pages_of: dict[str, set[int]] = defaultdict(set)
+    for index in at_edge:
+        pages_of[_furniture_key(lines[index].text)].add(lines[index].page)
+    n_pages = len(edges)
+    needed = min(min_pages, max(2, n_pages // 2 + 1))
+    running = {key for key, pages in pages_of.items() if len(pages) >= needed}
+
+    by_page: dict[int, list[int]] = defaultdict(list)
+    for index, line in enumerate(lines):
+        by_page[line.page].append(index)
+    toc_pages = set()
+    for page, indices in by_page.items():
+        body = [i for i in indices if i not in at_edge or not is_page_number(lines[i].text)]
+        listing = sum(is_toc_line(lines[i].text) or is_page_number(lines[i].text) for i in body)
+        if len(body) >= 4 and listing / len(body) >= 0.5:
+            toc_pages.add(page)
+
+    kept: list[Line] = []
+    counts = Counter()
+    for index, line in enumerate(lines):
+        if line.heading:
+            kept.append(line)
+        elif line.page in toc_pages:
+            counts["toc"] += 1
+        elif index in at_edge and is_page_number(line.text):
+            counts["page_numbers"] += 1
+        elif index in at_edge and _furniture_key(line.text) in running:
+            counts["running"] += 1
+        else:
+            kept.append(line)
+    return kept, Furniture(running=counts["running"], page_numbers=counts["page_numbers"], toc_index_pages=len(toc_pages))
 
 
 def join_wrapped_lines(blocks: list[str]) -> list[str]:
@@ -97,10 +172,8 @@ def drop_empty_sections(blocks: list[str]) -> list[str]:
 def clean_markdown(markdown: str) -> str:
     """Apply every rule in order; the result has one blank line between blocks and ends with a newline."""
     blocks = [" ".join(b.split()) for b in markdown.split("\n\n")]
-    blocks = [unescape_entities(remove_image_tags(b)) for b in blocks]
+    blocks = [fix_characters(unescape_entities(remove_image_tags(b))) for b in blocks]
     blocks = [b for b in blocks if b and not is_page_number(b) and not is_toc_line(b) and not is_photo_credit(b)]
-    running = repeated_blocks(blocks)
-    blocks = [b for b in blocks if b not in running]
     blocks = join_wrapped_lines(blocks)
     blocks = drop_empty_sections(blocks)
     return "\n\n".join(blocks) + "\n" if blocks else ""

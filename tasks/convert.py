@@ -4,7 +4,12 @@
 its layout model comes from the Hugging Face hub, so offline it needs ``artifacts_path``
 (fetched beforehand with ``docling-tools models download``). ``native`` is docling's
 model-free pipeline: it works with no network at all, but emits one paragraph per line and
-no headings, so headings are recovered from the PDF itself (see ``tasks.headings``).
+no headings, so headings are recovered from the PDF itself (see ``tasks.headings``) and page
+furniture is removed by position (``tasks.clean``) before the lines become Markdown.
+
+A document goes through named steps (conversion, headings, cleaning; chunking follows in
+``tasks.chunk``). A failure in any of them fails that document only, and the manifest says
+which step failed and why.
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ from typing import TYPE_CHECKING, Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.clean import clean_markdown
+from tasks.clean import clean_markdown, drop_page_furniture
 from tasks.download import count_pages
 from tasks.files import atomic_write_text
-from tasks.headings import escape_hash_lines, recover_headings
+from tasks.headings import read_outline, recover_headings, render_markdown
+from tasks.layout import document_lines, with_fonts
 from tasks.records import Conversion
 
 if TYPE_CHECKING:
     from docling.document_converter import DocumentConverter, PdfFormatOption
+
+
+RULES_VERSION = 2  # bump when heading recovery or cleaning changes what a conversion produces
 
 
 @dataclass(frozen=True)
@@ -36,11 +45,36 @@ class ConverterSettings:
     do_table_structure: bool = True
 
     def label(self) -> str:
-        return f"docling-{self.kind}"
+        """Recorded in the manifest: a document converted under another label (or older rules) is converted again."""
+        return f"docling-{self.kind}/rules-{RULES_VERSION}"
 
 
 class ConverterUnavailable(Exception):
     """The converter itself cannot run (missing models, bad artifacts path): every document would fail."""
+
+
+class StepFailed(Exception):
+    """One step failed for one document; the others go on."""
+
+    def __init__(self, step: str, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.step = step
+
+
+def run_step(step: str, timings: dict[str, float], function, *args):
+    """Call ``function`` as the named step, adding its time to ``timings[step]``.
+
+    Its failure becomes ``StepFailed`` (a set-up error, ``ConverterUnavailable``, still stops the stage).
+    """
+    started = time.perf_counter()
+    try:
+        return function(*args)
+    except (ConverterUnavailable, StepFailed):
+        raise
+    except Exception as error:  # docling and pdfium raise many types for malformed input; each is recorded, none is fatal
+        raise StepFailed(step, error) from error
+    finally:
+        timings[step] = timings.get(step, 0.0) + time.perf_counter() - started
 
 
 def format_options(settings: ConverterSettings) -> PdfFormatOption:
@@ -83,7 +117,12 @@ class Converted:
     pages: int | None
     headings: int
     heading_source: str | None
-    seconds: float
+    noise_lines: int
+    timings: dict[str, float]  # seconds per step
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.timings.values())
 
 
 def _is_model_missing(error: BaseException) -> bool:
@@ -91,11 +130,10 @@ def _is_model_missing(error: BaseException) -> bool:
     return any(marker in text for marker in ("LocalEntryNotFound", "huggingface", "hf_hub", "artifacts_path"))
 
 
-def convert_pdf(pdf_path: Path, settings: ConverterSettings) -> Converted:
-    """Convert one PDF; raises the converter's own error for a bad file, ``ConverterUnavailable`` for a bad set-up."""
-    started = time.perf_counter()
+def docling_document(pdf_path: Path, settings: ConverterSettings):
+    """docling's document for one PDF; ``ConverterUnavailable`` when the converter itself cannot run."""
     try:
-        document = _converter(settings).convert(pdf_path).document
+        return _converter(settings).convert(pdf_path).document
     except ConverterUnavailable:
         raise
     except Exception as error:
@@ -105,31 +143,48 @@ def convert_pdf(pdf_path: Path, settings: ConverterSettings) -> Converted:
                 "made by `docling-tools models download`, or use data_processor.converter: native "
                 f"({type(error).__name__})") from error
         raise
-    markdown = document.export_to_markdown()
-    headings, source = 0, None
-    if settings.kind == "native":
-        markdown = escape_hash_lines(markdown)
-        markdown, headings, source = recover_headings(markdown, pdf_path)
-    return Converted(markdown, count_pages(pdf_path), headings, source, time.perf_counter() - started)
+
+
+def find_headings(lines, pdf_path: Path, use_outline: bool = True):
+    """The outline placed by its destinations; without one, typography (font size and weight) and numbering."""
+    outline = read_outline(pdf_path) if use_outline else []
+    return recover_headings(lines if outline else with_fonts(lines, pdf_path), outline)
+
+
+def convert_pdf(pdf_path: Path, settings: ConverterSettings, use_outline: bool = True) -> Converted:
+    """Convert one PDF to cleaned Markdown; raises ``StepFailed`` naming the step, ``ConverterUnavailable`` for a bad set-up.
+
+    ``use_outline=False`` ignores the PDF's bookmarks (how the benchmark scores typography alone against them).
+    """
+    timings: dict[str, float] = {}
+    document = run_step("conversion", timings, docling_document, pdf_path, settings)
+    if settings.kind != "native":  # the layout model labels headings and page furniture itself
+        markdown = run_step("conversion", timings, document.export_to_markdown)
+        headings = sum(line.startswith("#") for line in markdown.splitlines())
+        text = run_step("cleaning", timings, clean_markdown, markdown)
+        return Converted(text, count_pages(pdf_path), headings, "layout-model", 0, timings)
+    lines = run_step("conversion", timings, document_lines, document)
+    lines, furniture = run_step("cleaning", timings, drop_page_furniture, lines)
+    lines, headings, source = run_step("headings", timings, find_headings, lines, pdf_path, use_outline)
+    text = run_step("cleaning", timings, lambda: clean_markdown(render_markdown(lines)))
+    return Converted(text, count_pages(pdf_path), headings, source, furniture.running + furniture.page_numbers, timings)
 
 
 @task(name="convert-document", cache_policy=NO_CACHE)
 def convert_document(pdf_path: Path, out_path: Path, settings: ConverterSettings) -> Conversion:
-    """Convert and clean one PDF into ``out_path``; a bad PDF becomes a ``failed`` record, never an exception."""
+    """Convert and clean one PDF into ``out_path``; a failing step becomes a ``failed`` record, never an exception."""
     sha = pdf_path.stem
     try:
         converted = convert_pdf(pdf_path, settings)
-    except ConverterUnavailable:
-        raise
-    except Exception as error:  # docling raises many types for malformed input; each is recorded, none is fatal
-        return Conversion(sha256=sha, status="failed", converter=settings.label(),
-                          error=f"{type(error).__name__}: {error}"[:500])
-    text = clean_markdown(converted.markdown)
+    except StepFailed as failure:
+        return Conversion(sha256=sha, status="failed", converter=settings.label(), step=failure.step,
+                          error=str(failure)[:500])
+    text = converted.markdown
     if not text.strip():
         return Conversion(sha256=sha, status="failed", converter=settings.label(), pages=converted.pages,
-                          seconds=converted.seconds,
+                          seconds=converted.seconds, step="cleaning",
                           error="no text left after cleaning (a scanned PDF needs converter: standard with do_ocr: true)")
     atomic_write_text(out_path, text)
     return Conversion(sha256=sha, status="ok", converter=settings.label(), pages=converted.pages,
                       headings=converted.headings, heading_source=converted.heading_source,
-                      seconds=round(converted.seconds, 3))
+                      noise_lines=converted.noise_lines, seconds=round(converted.seconds, 3))

@@ -46,8 +46,10 @@ class Conversion(BaseModel):
     converter: str
     pages: int | None = None
     headings: int = 0
-    heading_source: str | None = None
+    heading_source: str | None = None  # outline | typography | numbered | layout-model | None
+    noise_lines: int = 0               # running headers/footers and page numbers removed
     seconds: float = 0.0
+    step: Literal["conversion", "headings", "cleaning", "chunking"] | None = None  # where it failed
     error: str | None = None
 
 
