@@ -50,7 +50,10 @@ def preflight(config: PipelineConfig) -> None:
 
 
 def call_policy(config: PipelineConfig) -> CallPolicy:
+    """The provider's limits; the offline provider calls no service, so no quota applies to it."""
     g = config.dataset_generator
+    if g.provider == "offline":
+        return CallPolicy(max_concurrent=g.max_concurrent_requests, requests_per_minute=None, max_retries=0)
     return CallPolicy(max_concurrent=g.max_concurrent_requests, requests_per_minute=g.requests_per_minute,
                       tokens_per_minute=g.tokens_per_minute, max_retries=g.max_retries,
                       backoff_base_s=g.backoff_base_s, backoff_max_s=g.backoff_max_s,

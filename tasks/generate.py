@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tasks.files import atomic_write_json
 from tasks.llm import LLMAuthError, LLMError, LLMProvider, TransientLLMError
 from tasks.offline_llm import overlap
+from tasks.questions import problem
 from tasks.prompts import (
     GENERATION_SYSTEM,
     JUDGE_SYSTEM,
@@ -124,6 +125,8 @@ def validate_reply(text: str, source: str, min_overlap: float) -> tuple[list[QAI
             dropped["empty"] += 1
         elif overlap(pair.answer, source) < min_overlap:
             dropped["ungrounded"] += 1
+        elif reason := problem(pair.question, pair.answer):
+            dropped[reason] += 1
         else:
             kept.append(pair)
     return kept, dropped, None if kept else ("no_valid_pairs" if reply.pairs else "empty_reply")
@@ -132,7 +135,7 @@ def validate_reply(text: str, source: str, min_overlap: float) -> tuple[list[QAI
 @dataclass(frozen=True)
 class CallPolicy:
     max_concurrent: int = 8
-    requests_per_minute: int = 60
+    requests_per_minute: int | None = 60  # None: no rate limit (the offline provider makes no network call)
     tokens_per_minute: int | None = None
     max_retries: int = 4
     backoff_base_s: float = 1.0
@@ -152,7 +155,7 @@ class RateLimitedCaller:
         self.provider = provider
         self.policy = policy
         self._slots = asyncio.Semaphore(policy.max_concurrent)
-        self._requests = AsyncLimiter(1, 60 / policy.requests_per_minute)  # evenly spaced, no burst
+        self._requests = AsyncLimiter(1, 60 / policy.requests_per_minute) if policy.requests_per_minute else None  # evenly spaced
         self._tokens = AsyncLimiter(policy.tokens_per_minute, 60) if policy.tokens_per_minute else None
         self.calls = 0
 
@@ -160,7 +163,8 @@ class RateLimitedCaller:
         estimate = (len(system) + len(prompt)) // 4 + 512
         for attempt in range(self.policy.max_retries + 1):
             async with self._slots:
-                await self._requests.acquire()
+                if self._requests is not None:
+                    await self._requests.acquire()
                 if self._tokens is not None:
                     await self._tokens.acquire(min(estimate, self.policy.tokens_per_minute))
                 if self.policy.shared_rate_limit is not None:

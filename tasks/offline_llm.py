@@ -1,10 +1,16 @@
 """A deterministic, offline stand-in for an LLM: extractive QA pairs and overlap-based grading.
 
-It is not a language model and does not pretend to be: questions come from templates
-filled with a sentence's subject, and every answer is a verbatim span (one or two
-sentences) of the source, so it is grounded by construction. Records it produces are
-labelled ``offline-extractive``. It reads only the prompt, exactly as a real model would,
-which lets the offline profile and the tests run the real prompt → JSON → validation path.
+It is not a language model and does not pretend to be: every answer is a verbatim span
+(one or two sentences) of the source, so it is grounded by construction, and questions are
+built only where a sentence has a shape that makes a question a person would ask:
+a definition ("X is a Y" → "What is X?"), a purpose ("X is used to …" → "What is X used
+for?"), an instruction ("To do Y, run Z" → "How do you do Y?"), a stated reason ("X is
+slow because …" → "Why is X slow?"). The question agrees in number with its subject as the
+source does. Sentences that fit no shape give no question; a subject that is a pronoun or
+a clause ("It is a …", "If the mesh is …") is left to the same checks every provider's
+pairs go through (``tasks.questions``), which drop it and count why. Records it produces are labelled
+``offline-extractive``. It reads only the prompt, exactly as a real model would, which lets
+the offline profile and the tests run the real prompt → JSON → validation path.
 """
 
 from __future__ import annotations
@@ -12,18 +18,22 @@ from __future__ import annotations
 import json
 import re
 
-from tasks.prompts import QUESTION_TYPES
 
 MODEL_NAME = "offline-extractive"
 
 _SOURCE = re.compile(r"<source>\n(.*?)\n</source>", re.DOTALL)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-_SUBJECT = re.compile(
-    r"^(?P<subject>[A-Z][^,;:]{2,60}?)\s+(?P<verb>is|are|can|should|may|must|needs?|helps?|includes?|causes?|"
-    r"reduces?|contains?|lasts|lowers|supports|takes|gives|affects|passes|keeps)\b")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
     "a an the of to in on and or is are be for with by as at from that this it its can may".split())
+_COPULA = re.compile(r"^(?P<subject>[A-Z][^,;:()]{1,60}?)\s+(?P<verb>is|are)\s+(?P<rest>.+)$")
+_DEFINITION = re.compile(r"^(?:a|an|the|one of|used|called|known)\b", re.IGNORECASE)
+_PURPOSE = re.compile(r"^(?:used|needed|required|designed|intended)\s+(?:to|for)\b", re.IGNORECASE)
+_REASON = re.compile(r"^(?P<predicate>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,3})\s+(?:because|so that|in order to)\s+", re.IGNORECASE)
+_INSTRUCTION = re.compile(r"^To (?P<goal>[a-z][^,;:]{3,70}?),\s+(?P<rest>.+)$")
+_VERBISH = re.compile(r"\b(?:is|are|was|were|be|been|has|have|had|do|does|did|can|will|would|should|must|may|means?|"
+                      r"that|which|who|whom|whose)\b")
+_ARTICLES = frozenset({"the", "a", "an"})
 
 
 def source_of(prompt: str) -> str:
@@ -44,39 +54,70 @@ def overlap(answer: str, source: str) -> float:
     return sum(w in vocabulary for w in words) / len(words)
 
 
-def _candidates(source: str) -> list[tuple[str, str, str]]:
+def noun_phrase(text: str, source: str) -> str | None:
+    """``text`` as a question's subject; None when it holds a verb or a clause, is too long, or joins two sentences.
+
+    Its first word is lower-cased only where the source writes that word in lower case too (so "Gfem" stays a name).
+    """
+    words = text.split()
+    if not 1 <= len(words) <= 8:
+        return None
+    if _VERBISH.search(text.lower()) or not any(w.lower() not in _STOP for w in words):
+        return None
+    if any(w in ("The", "A", "An") for w in words[1:]):
+        return None  # "Preamble The GNU General Public License": a heading run into its first sentence
+    first = words[0]
+    if first.lower() in _ARTICLES or re.search(rf"(?<![\w.]){re.escape(first.lower())}\b", source):
+        words[0] = first[0].lower() + first[1:]
+    return " ".join(words)
+
+
+def _question(sentence: str, source: str) -> tuple[str, str] | None:
+    """(question, type) for a sentence with a shape that makes a good question, else None."""
+    instruction = _INSTRUCTION.match(sentence)
+    if instruction and not _VERBISH.search(instruction.group("goal")):
+        return f"How do you {instruction.group('goal')}?", "how"
+    copula = _COPULA.match(sentence)
+    if not copula:
+        return None
+    subject = noun_phrase(copula.group("subject"), source)
+    if subject is None:
+        return None
+    verb, rest = copula.group("verb"), copula.group("rest")
+    if _PURPOSE.match(rest):
+        return f"What {verb} {subject} used for?", "what"
+    reason = _REASON.match(rest)
+    if reason:
+        return f"Why {verb} {subject} {reason.group('predicate')}?", "why"
+    if _DEFINITION.match(rest):
+        return f"What {verb} {subject}?", "what"
+    return None
+
+
+def _sentences(source: str) -> list[str]:
     found = []
     for paragraph in source.split("\n\n"):
         for sentence in _SENTENCE.split(" ".join(paragraph.split())):
-            match = _SUBJECT.match(sentence)
-            if match and 6 <= len(sentence.split()) <= 45:
-                found.append((match.group("subject"), match.group("verb"), sentence))
+            if 6 <= len(sentence.split()) <= 45 and sentence.endswith("."):
+                found.append(sentence)
     return found
 
 
-def _question(kind: str, subject: str, verb: str, other: str) -> str:
-    topic = subject[0].lower() + subject[1:] if not subject[:2].isupper() else subject
-    return {
-        "what": f"What {verb} {topic}?" if verb in ("is", "are") else f"What is said about {topic}?",
-        "why": f"Why is {topic} important?",
-        "how": f"How is {topic} described?",
-        "compare": f"How do {topic} and {other} compare?",
-        "explain": f"Explain {topic}.",
-    }[kind]
-
-
 def extractive_pairs(source: str, n_pairs: int) -> list[dict[str, str]]:
-    candidates = _candidates(source)
-    pairs = []
-    for index, (subject, verb, sentence) in enumerate(candidates[:n_pairs]):
-        kind = QUESTION_TYPES[index % len(QUESTION_TYPES)]
-        other_subject, _, other_sentence = candidates[(index + 1) % len(candidates)]
-        if kind == "compare" and other_sentence != sentence:
-            answer = f"{sentence} {other_sentence}"
-        else:
-            kind = "what" if kind == "compare" else kind
-            answer = sentence
-        pairs.append({"question": _question(kind, subject, verb, other_subject.lower()), "answer": answer, "type": kind})
+    """Up to ``n_pairs`` pairs, one per sentence that makes a good question; two such subjects make a 'compare'."""
+    made: list[tuple[str, str, str]] = []
+    for sentence in _sentences(source):
+        shaped = _question(sentence, source)
+        if shaped is not None and all(q != shaped[0] for q, _, _ in made):
+            made.append((shaped[0], shaped[1], sentence))
+    pairs = [{"question": q, "answer": a, "type": t} for q, t, a in made[:n_pairs]]
+    definitions = [(q, a) for q, t, a in made if t == "what" and not q.endswith("used for?")]
+    if len(pairs) == n_pairs and len(definitions) >= 2 and n_pairs >= 3:
+        (first_q, first_a), (second_q, second_a) = definitions[:2]
+        first = first_q.split(" ", 2)[2].rstrip("?")
+        second = second_q.split(" ", 2)[2].rstrip("?")
+        pairs[-1] = {"question": f"How do {first} and {second} differ?", "answer": f"{first_a} {second_a}",
+                     "type": "compare"}
     return pairs
 
 
