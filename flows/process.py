@@ -67,7 +67,8 @@ def process(config: PipelineConfig) -> dict[str, int]:
 
     # converted documents are chunked again on every run (cached by content): a chunking failure is not final
     converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
-    markdown = [c for c in converted if (c.status == "ok" or c.step == "chunking") and (processed_dir / f"{c.sha256}.md").is_file()]
+    markdown = [c for c in converted
+                if (c.status == "ok" or c.step == "chunking") and (processed_dir / f"{c.sha256}.md").is_file()]
     chunks, counts, chunk_failures = chunk_documents.with_options(result_storage=config.result_storage())(
         [(c.sha256, processed_dir / f"{c.sha256}.md", urls[c.sha256]) for c in markdown],
         config.finetuning.base_model, config.finetuning.base_model_gguf,

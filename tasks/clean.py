@@ -11,6 +11,7 @@ line is still its own block, re-join wrapped lines into paragraphs, drop empty s
 from __future__ import annotations
 
 import html
+import itertools
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -80,31 +81,54 @@ def _furniture_key(text: str) -> str:
     return re.sub(r"\d+", "#", " ".join(text.casefold().split()))
 
 
-def _edge_lines(lines: list[Line], band: int = 2) -> dict[int, set[int]]:
-    """For each page, the indices of its ``band`` topmost and ``band`` bottommost lines."""
+def _rows(lines: list[Line], indices: list[int]) -> list[list[int]]:
+    """A page's lines grouped into rows (lines that share a top, like a header and its page number), top to bottom."""
+    rows: list[list[int]] = []
+    for index in sorted(indices, key=lambda i: lines[i].top):
+        if rows and abs(lines[rows[-1][0]].top - lines[index].top) <= 2:
+            rows[-1].append(index)
+        else:
+            rows.append([index])
+    return rows
+
+
+def _edge_rows(lines: list[Line]) -> tuple[set[int], set[int]]:
+    """Lines in each page's top and bottom rows; and those of them set apart from the body by a wider gap.
+
+    Running headers and footers sit in the margin, apart from the text block: the gap to the
+    next row is wider than the document's usual line spacing. A body line that happens to end
+    many pages (an option listing's "Default value: 0") has the usual spacing above it.
+    """
     by_page: dict[int, list[int]] = defaultdict(list)
     for index, line in enumerate(lines):
         by_page[line.page].append(index)
-    edges: dict[int, set[int]] = {}
-    for page, indices in by_page.items():
-        ordered = sorted(indices, key=lambda i: lines[i].top)
-        edges[page] = set(ordered[:band]) | set(ordered[-band:])
-    return edges
+    pages = {page: _rows(lines, indices) for page, indices in by_page.items()}
+    gaps = sorted(lines[b[0]].top - lines[a[0]].top for rows in pages.values() for a, b in itertools.pairwise(rows))
+    spacing = gaps[len(gaps) // 2] if gaps else 0.0
+    edges: set[int] = set()
+    apart: set[int] = set()
+    for rows in pages.values():
+        for row, neighbour in ((rows[0], rows[1] if len(rows) > 1 else None), (rows[-1], rows[-2] if len(rows) > 1 else None)):
+            edges.update(row)
+            if neighbour is None or abs(lines[row[0]].top - lines[neighbour[0]].top) > 1.4 * spacing:
+                apart.update(row)
+    return edges, apart
 
 
 def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Line], Furniture]:
     """Remove running headers/footers, page numbers and table-of-contents/index pages; headings are never removed.
 
-    A running header or footer is a line among the two top or bottom lines of a page whose
-    text (digits aside) recurs there on ``min_pages`` pages or more. A page is a TOC or index
-    page when most of its lines are TOC/index lines.
+    A page number is a number alone in a page's top or bottom row. A running header or footer
+    is a line whose text (digits aside) stands in such a row, apart from the body, on
+    ``min_pages`` pages or more (fewer in a short document); it is then removed from every
+    top or bottom row it stands in. A page is a TOC or index page when
+    most of its lines are TOC/index lines.
     """
-    edges = _edge_lines(lines)
-    at_edge = {index for indices in edges.values() for index in indices}
+    edges, apart = _edge_rows(lines)
     pages_of: dict[str, set[int]] = defaultdict(set)
-    for index in at_edge:
+    for index in apart:
         pages_of[_furniture_key(lines[index].text)].add(lines[index].page)
-    n_pages = len(edges)
+    n_pages = len({line.page for line in lines})
     needed = min(min_pages, max(2, n_pages // 2 + 1))
     running = {key for key, pages in pages_of.items() if len(pages) >= needed}
 
@@ -113,7 +137,7 @@ def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Lin
         by_page[line.page].append(index)
     toc_pages = set()
     for page, indices in by_page.items():
-        body = [i for i in indices if i not in at_edge or not is_page_number(lines[i].text)]
+        body = [i for i in indices if i not in edges or not is_page_number(lines[i].text)]
         listing = sum(is_toc_line(lines[i].text) or is_page_number(lines[i].text) for i in body)
         if len(body) >= 4 and listing / len(body) >= 0.5:
             toc_pages.add(page)
@@ -125,9 +149,9 @@ def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Lin
             kept.append(line)
         elif line.page in toc_pages:
             counts["toc"] += 1
-        elif index in at_edge and is_page_number(line.text):
+        elif index in edges and is_page_number(line.text):
             counts["page_numbers"] += 1
-        elif index in at_edge and _furniture_key(line.text) in running:
+        elif index in edges and _furniture_key(line.text) in running:
             counts["running"] += 1
         else:
             kept.append(line)

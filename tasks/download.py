@@ -35,6 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import concurrency
 
 from tasks.files import sha256_file
+from tasks.pdfium import open_pdf
 from tasks.records import Document, DownloadStatus, SourceRef, utc_now
 
 PDF_MAGIC = b"%PDF-"
@@ -130,13 +131,10 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def count_pages(path: Path) -> int | None:
     try:
-        document = pypdfium2.PdfDocument(path)
+        with open_pdf(path) as document:
+            return len(document)
     except (pypdfium2.PdfiumError, OSError):
         return None
-    try:
-        return len(document)
-    finally:
-        document.close()
 
 
 class PdfSink:

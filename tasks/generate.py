@@ -25,7 +25,6 @@ from pydantic import BaseModel, Field, ValidationError
 from tasks.files import atomic_write_json
 from tasks.llm import LLMAuthError, LLMError, LLMProvider, TransientLLMError
 from tasks.offline_llm import overlap
-from tasks.questions import problem
 from tasks.prompts import (
     GENERATION_SYSTEM,
     JUDGE_SYSTEM,
@@ -35,6 +34,7 @@ from tasks.prompts import (
     generation_prompt,
     judge_prompt,
 )
+from tasks.questions import problem
 from tasks.records import Chunk
 
 QuestionType = Literal["what", "why", "how", "compare", "explain"]

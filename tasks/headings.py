@@ -21,6 +21,7 @@ from pathlib import Path
 import pypdfium2
 
 from tasks.layout import Line
+from tasks.pdfium import open_pdf
 
 _NUMBERING = re.compile(
     r"^(?:(?:chapter|section|appendix|part|annex)\s+)?(?:[0-9]{1,3}|[ivxlcdm]{1,6}|[a-z])(?:[.\-][0-9]{1,3})*[.:)]?\s+"
@@ -46,27 +47,28 @@ class OutlineEntry:
 def read_outline(pdf_path: Path) -> list[OutlineEntry]:
     """The PDF's bookmarks with their destinations; empty when there is none or the file is unreadable."""
     try:
-        document = pypdfium2.PdfDocument(pdf_path)
+        with open_pdf(pdf_path) as document:
+            return _outline(document)
     except (pypdfium2.PdfiumError, OSError):
         return []
-    try:
-        entries = []
-        for item in document.get_toc(max_depth=32):
-            title = " ".join(item.get_title().split())
-            if not title:
-                continue
-            dest = item.get_dest()
-            index = dest.get_index() if dest is not None else None
-            page = index + 1 if index is not None and 0 <= index < len(document) else None
-            top = None
-            if page is not None:
-                mode, view = dest.get_view()
-                if mode == 1 and len(view) >= 2 and view[1]:  # XYZ: (left, top, zoom) in PDF coordinates
-                    top = max(0.0, document[page - 1].get_height() - view[1])
-            entries.append(OutlineEntry(item.level + 1, title, page, top))
-        return entries
-    finally:
-        document.close()
+
+
+def _outline(document: pypdfium2.PdfDocument) -> list[OutlineEntry]:
+    entries = []
+    for item in document.get_toc(max_depth=32):
+        title = " ".join(item.get_title().split())
+        if not title:
+            continue
+        dest = item.get_dest()
+        index = dest.get_index() if dest is not None else None
+        page = index + 1 if index is not None and 0 <= index < len(document) else None
+        top = None
+        if page is not None:
+            mode, view = dest.get_view()
+            if mode == 1 and len(view) >= 2 and view[1]:  # XYZ: (left, top, zoom) in PDF coordinates
+                top = max(0.0, document[page - 1].get_height() - view[1])
+        entries.append(OutlineEntry(item.level + 1, title, page, top))
+    return entries
 
 
 def escape_hash_lines(markdown: str) -> str:

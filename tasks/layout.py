@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import pypdfium2
 import pypdfium2.raw as pdfium_c
 
+from tasks.pdfium import open_pdf
+
 if TYPE_CHECKING:
     from docling_core.types.doc import DoclingDocument
 
@@ -75,8 +77,7 @@ def with_fonts(lines: list[Line], pdf_path: Path) -> list[Line]:
     for index, line in enumerate(lines):
         by_page.setdefault(line.page, []).append(index)
     result = list(lines)
-    document = pypdfium2.PdfDocument(pdf_path)
-    try:
+    with open_pdf(pdf_path) as document:
         for page_no, indices in by_page.items():
             if page_no > len(document):
                 continue
@@ -92,6 +93,4 @@ def with_fonts(lines: list[Line], pdf_path: Path) -> list[Line]:
             finally:
                 textpage.close()
                 page.close()
-    finally:
-        document.close()
     return result

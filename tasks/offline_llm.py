@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import re
 
-
 MODEL_NAME = "offline-extractive"
 
 _SOURCE = re.compile(r"<source>\n(.*?)\n</source>", re.DOTALL)
@@ -30,6 +29,15 @@ _COPULA = re.compile(r"^(?P<subject>[A-Z][^,;:()]{1,60}?)\s+(?P<verb>is|are)\s+(
 _DEFINITION = re.compile(r"^(?:a|an|the|one of|used|called|known)\b", re.IGNORECASE)
 _PURPOSE = re.compile(r"^(?:used|needed|required|designed|intended)\s+(?:to|for)\b", re.IGNORECASE)
 _REASON = re.compile(r"^(?P<predicate>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,3})\s+(?:because|so that|in order to)\s+", re.IGNORECASE)
+# verbs that documentation uses to say what a thing does: "X returns Y" → "What does X return?"
+_ACTIONS = {f"{base}{ending}": base for base, ending in (
+    (b, "es" if b.endswith(("s", "sh", "ch", "x")) else "s") for b in
+    "return create compute specify define contain provide allow set control determine generate print display "
+    "take produce write read load save remove add convert solve build check enable disable select describe "
+    "indicate represent accept require support include list show open close run apply evaluate store change "
+    "measure reduce increase lower raise protect cause prevent affect".split())}
+_ACTIONS.update({"applies": "apply", "specifies": "specify"})
+_ACTION = re.compile(r"^(?P<subject>[A-Z][^,;:()]{1,60}?)\s+(?P<verb>[a-z]+)\s+(?P<rest>.{8,})$")
 _INSTRUCTION = re.compile(r"^To (?P<goal>[a-z][^,;:]{3,70}?),\s+(?P<rest>.+)$")
 _VERBISH = re.compile(r"\b(?:is|are|was|were|be|been|has|have|had|do|does|did|can|will|would|should|must|may|means?|"
                       r"that|which|who|whom|whose)\b")
@@ -64,8 +72,8 @@ def noun_phrase(text: str, source: str) -> str | None:
         return None
     if _VERBISH.search(text.lower()) or not any(w.lower() not in _STOP for w in words):
         return None
-    if any(w in ("The", "A", "An") for w in words[1:]):
-        return None  # "Preamble The GNU General Public License": a heading run into its first sentence
+    if any(w in ("The", "A", "An") for w in words[1:]) or re.match(r"(?:Note|Caution|Warning|Tip|Important)[A-Z]", text):
+        return None  # "Preamble The GNU …", "CautionThere is …": a label run into the sentence after it
     first = words[0]
     if first.lower() in _ARTICLES or re.search(rf"(?<![\w.]){re.escape(first.lower())}\b", source):
         words[0] = first[0].lower() + first[1:]
@@ -79,7 +87,11 @@ def _question(sentence: str, source: str) -> tuple[str, str] | None:
         return f"How do you {instruction.group('goal')}?", "how"
     copula = _COPULA.match(sentence)
     if not copula:
-        return None
+        action = _ACTION.match(sentence)
+        if action is None or action.group("verb") not in _ACTIONS:
+            return None
+        subject = noun_phrase(action.group("subject"), source)
+        return (f"What does {subject} {_ACTIONS[action.group('verb')]}?", "what") if subject else None
     subject = noun_phrase(copula.group("subject"), source)
     if subject is None:
         return None

@@ -9,7 +9,8 @@ from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipe
 from fpdf import FPDF
 
 from tasks.convert import ConverterSettings, ConverterUnavailable, convert_document, format_options
-from tasks.headings import escape_hash_lines, recover_headings
+from tasks.headings import OutlineEntry, detect_by_typography, escape_hash_lines, place_outline, title_key
+from tasks.layout import Line
 
 NATIVE = ConverterSettings(kind="native")
 
@@ -48,8 +49,54 @@ def test_numbered_headings_when_there_is_no_outline(tmp_path):
 
 def test_heading_helpers():
     assert escape_hash_lines("# code\ntext #tag") == "\\# code\ntext #tag"
-    text = "2 Results were good, 3 were not.\n\nText."
-    assert recover_headings(text, Path("/nonexistent.pdf")) == (text, 0, None)  # a sentence is not a heading
+    # numbering, case, ligatures, hyphenation and spacing do not change a title's key (titles from gmsh.pdf, freefem.pdf)
+    assert title_key("9.3.41.31 set line cap") == title_key("Set Line Cap") == "setlinecap"
+    assert title_key("3.3.2 Border(), buildmesh(), polygon()") == title_key("Border(), buildmesh(), polygon()")
+    assert title_key("Chapter 4: Function reference") == title_key("Function reference")
+    assert title_key("Appendix A Tutorial") == title_key("Tutorial") and title_key("Chapter 1") == ""
+    assert title_key("Tri-\nangulations and ﬁnite elements") == title_key("Triangulations and finite elements")
+
+
+def ln(text: str, page: int, top: float, size: float = 0.0, bold: bool = False) -> Line:
+    return Line(text=text, page=page, top=top, height=10, left=90, bottom_pdf=700 - top, size=size, bold=bold)
+
+
+def test_outline_is_placed_at_its_destinations_and_matched_tolerantly():
+    lines = [
+        ln("1.1 Conventions . . . . . . . . . . . . . 4", 3, 100),            # the contents page names the title: not it
+        ln("Some text before the section.", 5, 300),
+        ln("1.1 Conventions", 5, 341.5),                                      # numbering the outline leaves out
+        ln("A triangulation is a set of triangles.", 5, 355),
+        ln("3.3.3 Geometric variables, inner and region", 12, 180),          # a title wrapped onto two lines
+        ln("bdy, normal", 12, 193),
+        ln("Text of 3.3.3.", 12, 206),
+        ln("Programs: a program is a list of instructions.", 8, 310),        # a title run into its paragraph
+        ln("Body of a section whose title is not printed.", 9, 400),
+    ]
+    outline = [OutlineEntry(2, "Conventions", 5, 338.0),
+               OutlineEntry(3, "Geometric variables, inner and region bdy, normal", 12, 176.0),
+               OutlineEntry(2, "Programs", 8, 305.0),
+               OutlineEntry(2, "Results", 9, 395.0)]
+    marked, matched = place_outline(lines, outline)
+    assert matched == 3
+    assert [(m.text, m.heading) for m in marked if m.heading] == [
+        ("1.1 Conventions", 2), ("3.3.3 Geometric variables, inner and region bdy, normal", 3), ("Programs", 2),
+        ("Results", 2)]
+    texts = [m.text for m in marked]
+    assert texts[0].startswith("1.1 Conventions . . .")   # the TOC line stays text (cleaning drops it)
+    assert "a program is a list of instructions." in texts  # the run-in paragraph keeps its text
+    assert texts.index("Results") == texts.index("Body of a section whose title is not printed.") - 1  # inserted
+
+
+def test_typography_finds_headings_by_size_weight_and_numbering():
+    body = [ln(f"Body line {i} of running text in the body font.", 1, 200 + 12 * i, size=10) for i in range(30)]
+    lines = [ln("Octave Quick Reference", 1, 50, size=17), ln("Starting Octave", 1, 100, size=12, bold=True),
+             *body[:15], ln("Stopping Octave", 1, 400, size=12, bold=True), ln("2.1 Exit codes", 1, 420, size=10, bold=True),
+             *body[15:], ln("A sentence in bold that ends with a period.", 1, 700, size=10, bold=True)]
+    marked, count, source = detect_by_typography(lines)
+    assert source == "typography" and count == 4
+    assert [(m.text, m.heading) for m in marked if m.heading] == [
+        ("Octave Quick Reference", 1), ("Starting Octave", 2), ("Stopping Octave", 2), ("2.1 Exit codes", 2)]
 
 
 @pytest.mark.parametrize("content", [b"", b"%PDF-1.4\ngarbage", b"<html>not a pdf</html>"])

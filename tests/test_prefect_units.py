@@ -80,3 +80,60 @@ def test_a_threaded_stage_flow_keeps_its_tasks_and_artifacts_in_its_own_run():
     assert run.name and run.parent_task_run_id is not None  # a subflow of `parent`
     assert [t.name.split("-")[0] for t in tasks if t.flow_run_id == run.id] == ["double"]
     assert any(a.key == "threaded-stage" and a.flow_run_id == run.id for a in artifacts)
+
+
+@pytest.mark.parametrize("step", ["conversion", "headings", "cleaning", "chunking"])
+def test_a_failing_step_fails_one_document_and_the_stage_goes_on(tmp_path: Path, sample_pdf_dir: Path, monkeypatch, step):
+    import json
+
+    from prefect.client.orchestration import get_client as client
+
+    import tasks.chunk
+    import tasks.convert
+    from flows.collect import collect
+    from flows.config import load_config
+    from flows.process import process
+
+    shutil.copytree(sample_pdf_dir, tmp_path / "pdfs")
+    (tmp_path / "config.yaml").write_text(
+        f"inherit: {Path(__file__).resolve().parent.parent / 'configs' / 'local.yaml'}\nroot: .\n"
+        "data_collector:\n  local:\n    pdf_dir: pdfs\n")
+    config = load_config(tmp_path / "config.yaml")
+    documents = asyncio.run(collect(config))
+    victim = next(d.sha256 for d in documents if d.url.endswith("02-nutrition.pdf"))
+
+    def failing(module, name, is_victim):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            if is_victim(*args):
+                raise RuntimeError(f"injected {step} failure")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    if step == "conversion":
+        failing(tasks.convert, "docling_document", lambda path, *_: path.stem == victim)
+    elif step == "headings":
+        failing(tasks.convert, "find_headings", lambda lines, path, *_: path.stem == victim)
+    elif step == "cleaning":
+        failing(tasks.convert, "clean_markdown", lambda markdown: "Folic acid" in markdown)
+    else:
+        failing(tasks.chunk, "chunk_markdown", lambda markdown, sha, *_: sha == victim)
+
+    summary = asyncio.run(process(config))
+    assert summary["failed"] == 1 and summary["converted"] == 2
+    manifest = {c["sha256"]: c for c in json.loads((tmp_path / "data/processed/manifest.json").read_text())}
+    assert manifest[victim]["status"] == "failed" and manifest[victim]["step"] == step
+    assert f"injected {step} failure" in manifest[victim]["error"]
+    assert all(c["status"] == "ok" and c["step"] is None for sha, c in manifest.items() if sha != victim)
+    chunks = json.loads((tmp_path / "data/chunks/chunks.json").read_text())
+    assert chunks and {c["doc_sha256"] for c in chunks} == set(manifest) - {victim}
+
+    async def artifact():
+        async with client() as api:
+            return await api.read_latest_artifacts()
+
+    latest = next(a for a in asyncio.run(artifact()) if a.key == "process-summary")
+    rows = json.loads(latest.data) if isinstance(latest.data, str) else latest.data
+    assert [(r["status"], r["failed_step"]) for r in rows if r["sha256"] == victim[:12]] == [("failed", step)]
