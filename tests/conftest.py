@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks.sample_corpus import build_corpus
+from tests.real_corpus import build_real_corpus
 from tests.servers import pdf_host
 
 REPO = Path(__file__).resolve().parent.parent
@@ -16,6 +17,14 @@ REPO = Path(__file__).resolve().parent.parent
 def sample_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sample_pdfs")
     build_corpus(REPO / "sample_corpus", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Debian's documentation PDFs plus a truncated and an HTML-as-PDF file (tests/real_corpus.py)."""
+    folder = tmp_path_factory.mktemp("real_pdfs")
+    build_real_corpus(folder)
     return folder
 
 

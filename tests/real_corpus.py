@@ -55,6 +55,9 @@ def _deb(package: str) -> Path:
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         # apt-get download writes into the working directory; a temporary one keeps a half-written .deb out of the cache
         done = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
+        if done.returncode != 0 and os.geteuid() == 0:  # a fresh machine has no package lists yet
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            done = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
         debs = list(Path(tmp).glob(f"{package}_*.deb"))
         if done.returncode != 0 or not debs:
             raise CorpusUnavailable(f"apt-get download {package} failed: {(done.stderr or done.stdout).strip()[-300:]} "

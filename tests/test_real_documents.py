@@ -1,0 +1,55 @@
+"""Stages 1–3 of the local profile on PDFs no one on this project wrote (tests/real_corpus.py), as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from tasks.questions import problem
+from tests.conftest import REPO
+from tests.real_corpus import HTML_AS_PDF, TRUNCATED
+from tests.test_pipeline_e2e import NOISE, run_cli
+
+DOT_LEADERS = re.compile(r"(?:\.\s?){4,}\s*\d")
+
+
+def test_real_pdfs_run_through_stages_one_to_three(tmp_path: Path, real_pdf_dir: Path):
+    (tmp_path / "config.yaml").write_text(
+        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+        f"data_collector:\n  local:\n    pdf_dir: {real_pdf_dir}\n")
+    done = run_cli(tmp_path / "config.yaml", "--start", "1", "--end", "3")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert not [n for n in NOISE if n in output], output
+
+    raw = {Path(d["url"]).name: d for d in json.loads((tmp_path / "data/raw/metadata.json").read_text())}
+    assert raw[HTML_AS_PDF]["status"] == "not_pdf"  # stage 1 checks the magic bytes
+    manifest = {c["sha256"]: c for c in json.loads((tmp_path / "data/processed/manifest.json").read_text())}
+    by_name = {name: manifest[d["sha256"]] for name, d in raw.items() if d["status"] == "ok"}
+    assert by_name[TRUNCATED]["status"] == "failed" and by_name[TRUNCATED]["step"] == "conversion"
+    assert by_name[TRUNCATED]["error"]
+    assert f"skipped {raw[TRUNCATED]['sha256'][:12]}" in output and "at conversion" in output  # listed per document
+    sources = {name: c["heading_source"] for name, c in by_name.items() if c["status"] == "ok"}
+    assert sources == {"freefem.pdf": "outline", "gmsh.pdf": "outline", "liboctave.pdf": "outline",
+                       "libtasn1.pdf": "outline", "maximabook.pdf": "outline",
+                       "octave-refcard-a4.pdf": "typography", "docbook-xsl-reference.pdf": None}
+    assert by_name["gmsh.pdf"]["headings"] >= 100 and by_name["gmsh.pdf"]["noise_lines"] > 300
+
+    chunks = json.loads((tmp_path / "data/chunks/chunks.json").read_text())
+    sha_of = {name: d["sha256"] for name, d in raw.items() if d["status"] == "ok"}
+    gmsh = [c for c in chunks if c["doc_sha256"] == sha_of["gmsh.pdf"]]
+    assert len(gmsh) > 300 and sum(bool(c["section_path"]) for c in gmsh) / len(gmsh) > 0.95
+    assert any(c["section_path"][-1] == "6.3.1 Specifying mesh element sizes" for c in gmsh if c["section_path"])
+    assert all(20 <= c["tokens"] <= 500 for c in chunks)
+    assert sum(bool(DOT_LEADERS.search(c["text"])) for c in chunks) / len(chunks) < 0.01  # TOC/index pages are gone
+
+    stats = json.loads((tmp_path / "data/qa_dataset/stats.json").read_text())
+    records = json.loads((tmp_path / "data/qa_dataset/train.json").read_text()) + json.loads(
+        (tmp_path / "data/qa_dataset/eval.json").read_text())
+    assert len(records) > 100 and stats["pairs"] == len(records)
+    assert {"vague_reference", "clause_subject"} <= set(stats["dropped_by_reason"])  # dropped and counted by rule
+    assert all(problem(r["question"], r["answer"]) is None and r["question"].endswith("?") for r in records)
+    opening = Counter(r["question"].split()[1].lower() for r in records if len(r["question"].split()) > 1)
+    assert not {"there", "these", "this", "it", "they"} & set(opening)
