@@ -39,6 +39,7 @@ from tasks.generate import CallPolicy, RateLimitedCaller, generate_all, group_ch
 from tasks.headings import OutlineEntry, read_outline, title_key
 from tasks.llm import OfflineProvider
 from tasks.pdfium import open_pdf
+from tasks.questions import problem
 from tasks.tokens import token_counter
 from tests.conftest import REPO
 from tests.real_corpus import build_real_corpus
@@ -247,8 +248,13 @@ def main() -> None:
         results = asyncio.run(generate_all(groups, caller, Path(cache), "software documentation",
                                            g.questions_per_group, g.min_answer_overlap))
         generation_s = time.perf_counter() - started
-    kept = [pair for r in results for pair in r.pairs]
     dropped = sum((Counter(r.dropped) for r in results), Counter())
+    kept = []
+    for pair in (pair for r in results for pair in r.pairs):  # the checks stage 3 applies to every provider's pairs
+        if reason := problem(pair.question, pair.answer):
+            dropped[reason] += 1
+        else:
+            kept.append(pair)
     made = len(kept) + sum(v for k, v in dropped.items() if k not in ("no_valid_pairs", "empty_reply"))
     print(f"\noffline questions: {len(groups)} groups in {generation_s:.1f} s (no rate limit), {made} pairs written, "
           f"{len(kept)} kept")

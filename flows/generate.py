@@ -26,6 +26,7 @@ from tasks.generate import (
 )
 from tasks.llm import GeminiProvider, LLMProvider, OfflineProvider, OpenAICompatibleProvider
 from tasks.prompts import PROMPT_VERSION
+from tasks.questions import problem
 from tasks.records import Chunk
 
 
@@ -135,15 +136,19 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
 
         records: list[QARecord] = []
         sources: dict[str, str] = {}
+        rejected: Counter[str] = Counter()  # checked here, not when cached: a stricter rule needs no new calls
         for group, result in zip(groups, results, strict=True):
             for pair in result.pairs:
+                if reason := problem(pair.question, pair.answer):
+                    rejected[reason] += 1
+                    continue
                 record = QARecord(id=record_id(group.doc_sha256, pair.question, pair.answer), question=pair.question,
                                   answer=pair.answer, type=pair.type, chunk_ids=list(group.chunk_ids),
                                   doc_sha256=group.doc_sha256, url=group.url, provider=result.provider,
                                   model=result.model, prompt_version=result.prompt_version)
                 records.append(record)
                 sources[record.id] = group.text
-        generated = len(records)
+        generated = len(records) + sum(rejected.values())
         records, n_exact, n_near = deduplicate(records, g.near_duplicate_threshold)
 
         judged_out = judge_failed = 0
@@ -171,7 +176,7 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         _write_dataset(config, train, evaluation)
         atomic_write_json(split_file, {**previous, **sides})
 
-        dropped = sum((Counter(r.dropped) for r in results), Counter())
+        dropped = sum((Counter(r.dropped) for r in results), rejected)
         tokens_in = sum(r.input_tokens for r in results)
         tokens_out = sum(r.output_tokens for r in results)
         stats = {

@@ -34,7 +34,6 @@ from tasks.prompts import (
     generation_prompt,
     judge_prompt,
 )
-from tasks.questions import problem
 from tasks.records import Chunk
 
 QuestionType = Literal["what", "why", "how", "compare", "explain"]
@@ -125,8 +124,6 @@ def validate_reply(text: str, source: str, min_overlap: float) -> tuple[list[QAI
             dropped["empty"] += 1
         elif overlap(pair.answer, source) < min_overlap:
             dropped["ungrounded"] += 1
-        elif reason := problem(pair.question, pair.answer):
-            dropped[reason] += 1
         else:
             kept.append(pair)
     return kept, dropped, None if kept else ("no_valid_pairs" if reply.pairs else "empty_reply")

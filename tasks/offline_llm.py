@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import re
 
-MODEL_NAME = "offline-extractive"
+from tasks.questions import VAGUE
+
+MODEL_NAME = "offline-extractive-2"  # the generator's version: part of every cache key
 
 _SOURCE = re.compile(r"<source>\n(.*?)\n</source>", re.DOTALL)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -29,15 +31,51 @@ _COPULA = re.compile(r"^(?P<subject>[A-Z][^,;:()]{1,60}?)\s+(?P<verb>is|are)\s+(
 _DEFINITION = re.compile(r"^(?:a|an|the|one of|used|called|known)\b", re.IGNORECASE)
 _PURPOSE = re.compile(r"^(?:used|needed|required|designed|intended)\s+(?:to|for)\b", re.IGNORECASE)
 _REASON = re.compile(r"^(?P<predicate>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,3})\s+(?:because|so that|in order to)\s+", re.IGNORECASE)
-# verbs that documentation uses to say what a thing does: "X returns Y" → "What does X return?"
-_ACTIONS = {f"{base}{ending}": base for base, ending in (
-    (b, "es" if b.endswith(("s", "sh", "ch", "x")) else "s") for b in
-    "return create compute specify define contain provide allow set control determine generate print display "
-    "take produce write read load save remove add convert solve build check enable disable select describe "
-    "indicate represent accept require support include list show open close run apply evaluate store change "
-    "measure reduce increase lower raise protect cause prevent affect".split())}
-_ACTIONS.update({"applies": "apply", "specifies": "specify"})
-_ACTION = re.compile(r"^(?P<subject>[A-Z][^,;:()]{1,60}?)\s+(?P<verb>[a-z]+)\s+(?P<rest>.{8,})$")
+# verbs that say what a thing does: "X returns Y" → "What does X return?", "Regular visits lower Y" → "What do regular
+# visits do?" (the verb's form gives the subject's number, as the source has it)
+_OBJECT_VERBS = frozenset("return contain include require create compute specify define measure produce print display "
+                          "store list accept need cause prevent".split())
+_VERBS = _OBJECT_VERBS | frozenset(
+    "provide allow set control determine generate take write read load save remove add convert solve build check "
+    "enable disable select describe indicate represent apply evaluate change reduce increase lower raise protect affect "
+    "support help give make keep let start begin end last happen occur mean depend use show test screen estimate follow "
+    "carry pass cross become grow move work run open close call".split())
+
+
+def _base(verb: str) -> tuple[str, bool] | None:
+    """(base form, singular subject) for a verb of ``_VERBS`` as it follows its subject; None for other words."""
+    if verb in _VERBS:
+        return verb, False
+    for suffix, replacement in (("ies", "y"), ("es", ""), ("s", "")):
+        if verb.endswith(suffix) and verb[: -len(suffix)] + replacement in _VERBS:
+            return verb[: -len(suffix)] + replacement, True
+    return None
+
+
+
+
+def _action(sentence: str) -> tuple[str, str, bool] | None:
+    """(subject, base verb, singular) for "Subject verb …", where the verb agrees with the subject; None otherwise.
+
+    "Screening tests estimate …" is read with "estimate" as the verb ("tests" followed by a verb is a noun), and a
+    plural verb needs a plural-looking subject ("A urine test screens …" is not "A urine" + "test").
+    """
+    words = sentence.split()
+    for index in range(1, min(len(words) - 2, 9)):
+        if any(c in words[index - 1] for c in ",;:()"):
+            return None
+        verb = _base(words[index])
+        if verb is None:
+            continue
+        following = words[index + 1].lower()
+        if verb[1] and (following in _VERBS or (_base(following) is not None and not _base(following)[1])):
+            continue
+        subject = " ".join(words[:index])
+        if not verb[1] and (not words[index - 1].endswith("s") or words[index - 1].endswith("ss")
+                            or words[0].lower() in ("a", "an", "one", "each", "every")):
+            return None
+        return subject, verb[0], verb[1]
+    return None
 _INSTRUCTION = re.compile(r"^To (?P<goal>[a-z][^,;:]{3,70}?),\s+(?P<rest>.+)$")
 _VERBISH = re.compile(r"\b(?:is|are|was|were|be|been|has|have|had|do|does|did|can|will|would|should|must|may|means?|"
                       r"that|which|who|whom|whose)\b")
@@ -65,17 +103,21 @@ def overlap(answer: str, source: str) -> float:
 def noun_phrase(text: str, source: str) -> str | None:
     """``text`` as a question's subject; None when it holds a verb or a clause, is too long, or joins two sentences.
 
-    Its first word is lower-cased only where the source writes that word in lower case too (so "Gfem" stays a name).
+    Its first word keeps its capital only where it is a name: a capital inside it ("FreeFEM") or one it keeps in the
+    middle of a sentence of the source ("the Gfem language").
     """
     words = text.split()
-    if not 1 <= len(words) <= 8:
+    if not 1 <= len(words) <= 8 or words[0].lower() in ("no", "not", "neither", "nor", "none"):
         return None
     if _VERBISH.search(text.lower()) or not any(w.lower() not in _STOP for w in words):
         return None
+    if any(w.lower() in VAGUE for w in words[1:]):
+        return None  # "doing them daily": a pronoun inside points at text the question does not carry
     if any(w in ("The", "A", "An") for w in words[1:]) or re.match(r"(?:Note|Caution|Warning|Tip|Important)[A-Z]", text):
         return None  # "Preamble The GNU …", "CautionThere is …": a label run into the sentence after it
     first = words[0]
-    if first.lower() in _ARTICLES or re.search(rf"(?<![\w.]){re.escape(first.lower())}\b", source):
+    is_name = any(c.isupper() for c in first[1:]) or re.search(rf"[a-z,;]\s+{re.escape(first)}\b", source)
+    if first.lower() in _ARTICLES or not is_name:
         words[0] = first[0].lower() + first[1:]
     return " ".join(words)
 
@@ -87,11 +129,12 @@ def _question(sentence: str, source: str) -> tuple[str, str] | None:
         return f"How do you {instruction.group('goal')}?", "how"
     copula = _COPULA.match(sentence)
     if not copula:
-        action = _ACTION.match(sentence)
-        if action is None or action.group("verb") not in _ACTIONS:
+        action = _action(sentence)
+        subject = noun_phrase(action[0], source) if action else None
+        if subject is None:
             return None
-        subject = noun_phrase(action.group("subject"), source)
-        return (f"What does {subject} {_ACTIONS[action.group('verb')]}?", "what") if subject else None
+        _, base, singular = action
+        return f"What {'does' if singular else 'do'} {subject} {base if base in _OBJECT_VERBS else 'do'}?", "explain"
     subject = noun_phrase(copula.group("subject"), source)
     if subject is None:
         return None
