@@ -119,18 +119,26 @@ def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Lin
     """Remove running headers/footers, page numbers and table-of-contents/index pages; headings are never removed.
 
     A page number is a number alone in a page's top or bottom row. A running header or footer
-    is a line whose text (digits aside) stands in such a row, apart from the body, on
-    ``min_pages`` pages or more (fewer in a short document); it is then removed from every
-    top or bottom row it stands in. A page is a TOC or index page when
+    is a line whose text (digits aside) stands in such a row on ``min_pages`` pages or more
+    (fewer in a short document), set apart from the body there, or at one fixed height and
+    set apart on some of them; it is removed from every top or bottom row it stands in. A page is a TOC or index page when
     most of its lines are TOC/index lines.
     """
     edges, apart = _edge_rows(lines)
-    pages_of: dict[str, set[int]] = defaultdict(set)
-    for index in apart:
-        pages_of[_furniture_key(lines[index].text)].add(lines[index].page)
+    at_edge: dict[str, set[int]] = defaultdict(set)
+    set_apart: dict[str, set[int]] = defaultdict(set)
+    tops: dict[str, list[float]] = defaultdict(list)
+    for index in edges:
+        key = _furniture_key(lines[index].text)
+        at_edge[key].add(lines[index].page)
+        tops[key].append(lines[index].top)
+        if index in apart:
+            set_apart[key].add(lines[index].page)
     n_pages = len({line.page for line in lines})
     needed = min(min_pages, max(2, n_pages // 2 + 1))
-    running = {key for key, pages in pages_of.items() if len(pages) >= needed}
+    # set apart from the body on enough pages, or at one fixed height on every page and set apart on some
+    running = {key for key, pages in at_edge.items() if len(pages) >= needed and (
+        len(set_apart[key]) >= needed or (set_apart[key] and max(tops[key]) - min(tops[key]) <= 1.5))}
 
     by_page: dict[int, list[int]] = defaultdict(list)
     for index, line in enumerate(lines):
