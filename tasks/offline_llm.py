@@ -80,6 +80,9 @@ _INSTRUCTION = re.compile(r"^To (?P<goal>[a-z][^,;:]{3,70}?),\s+(?P<rest>.+)$")
 _VERBISH = re.compile(r"\b(?:is|are|was|were|be|been|has|have|had|do|does|did|can|will|would|should|must|may|means?|"
                       r"that|which|who|whom|whose)\b")
 _ARTICLES = frozenset({"the", "a", "an"})
+_SUBORDINATORS = frozenset("if when while although though because unless whether otherwise whenever".split())
+_DANGLING = frozenset("with of to in on at for from by and or but as than".split())
+_NOUNS_IN_LY = frozenset("family assembly supply reply poly anomaly rally".split())
 
 
 def source_of(prompt: str) -> str:
@@ -113,6 +116,10 @@ def noun_phrase(text: str, source: str) -> str | None:
         return None
     if any(w.lower() in VAGUE for w in words[1:]):
         return None  # "doing them daily": a pronoun inside points at text the question does not carry
+    lowered = [w.lower() for w in words]
+    if (not any(c.isalpha() for c in words[0]) or set(lowered) & _SUBORDINATORS or lowered[-1] in _DANGLING
+            or (lowered[0].endswith("ly") and lowered[0] not in _NOUNS_IN_LY)):
+        return None  # "// Boolean operations", "Naturally if the files", "copying with", "otherwise the plugin"
     if any(w in ("The", "A", "An") for w in words[1:]) or re.match(r"(?:Note|Caution|Warning|Tip|Important)[A-Z]", text):
         return None  # "Preamble The GNU …", "CautionThere is …": a label run into the sentence after it
     first = words[0]
