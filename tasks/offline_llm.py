@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 
-from tasks.questions import VAGUE
+from tasks.questions import VAGUE, problem
 
 MODEL_NAME = "offline-extractive-2"  # the generator's version: part of every cache key
 
@@ -70,11 +70,10 @@ def _action(sentence: str) -> tuple[str, str, bool] | None:
         following = words[index + 1].lower()
         if verb[1] and (following in _VERBS or (_base(following) is not None and not _base(following)[1])):
             continue
-        subject = " ".join(words[:index])
         if not verb[1] and (not words[index - 1].endswith("s") or words[index - 1].endswith("ss")
                             or words[0].lower() in ("a", "an", "one", "each", "every")):
-            return None
-        return subject, verb[0], verb[1]
+            continue  # "A urine test screens": "test" is no plural verb here, the subject goes on
+        return " ".join(words[:index]), verb[0], verb[1]
     return None
 _INSTRUCTION = re.compile(r"^To (?P<goal>[a-z][^,;:]{3,70}?),\s+(?P<rest>.+)$")
 _VERBISH = re.compile(r"\b(?:is|are|was|were|be|been|has|have|had|do|does|did|can|will|would|should|must|may|means?|"
@@ -173,7 +172,8 @@ def extractive_pairs(source: str, n_pairs: int) -> list[dict[str, str]]:
         if shaped is not None and all(q != shaped[0] for q, _, _ in made):
             made.append((shaped[0], shaped[1], sentence))
     pairs = [{"question": q, "answer": a, "type": t} for q, t, a in made[:n_pairs]]
-    definitions = [(q, a) for q, t, a in made if t == "what" and not q.endswith("used for?")]
+    # a comparison names both things: only definitions whose own question passes the rules
+    definitions = [(q, a) for q, t, a in made if t == "what" and not q.endswith("used for?") and problem(q, a) is None]
     if len(pairs) == n_pairs and len(definitions) >= 2 and n_pairs >= 3:
         (first_q, first_a), (second_q, second_a) = definitions[:2]
         first = first_q.split(" ", 2)[2].rstrip("?")

@@ -7,6 +7,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tasks.dataset import QARecord, chat_view, deduplicate, split_records
@@ -200,3 +202,54 @@ def test_answer_style_is_one_constant_shared_by_generation_and_evaluation():
     view = chat_view(_record(0, "What is it?"), "pregnancy")
     assert [m["role"] for m in view["messages"]] == ["system", "user", "assistant"]
     assert view["messages"][0]["content"] == system_prompt("pregnancy")
+
+
+@pytest.mark.parametrize(("question", "answer", "reason"), [
+    ("How is there described?", "There is a default for every option.", "vague_reference"),   # seen on real text
+    ("Explain these.", "These options set the page margins.", "vague_reference"),
+    ("Why is this important?", "It keeps the mesh conforming.", "vague_reference"),
+    ("How do you prevent this?", "To prevent this, the GPL assures that patents cannot be used.", "vague_reference"),
+    ("What is if u?", "If u is a scalar variable then its value is appended to the file.", "clause_subject"),
+    ("What is when the mesh?", "When the mesh is fine, the solver is slow.", "clause_subject"),
+    ("What is Gmsh?", "Gmsh.", "answer_in_question"),
+    ("What is the abscissa?", "The abscissa is the distance with the beginning point.", None),
+    ("How do you kill without confirmation?", "To kill without confirmation, give C-c C-k an argument.", None),
+])
+def test_question_rules(question, answer, reason):
+    from tasks.questions import problem
+
+    assert problem(question, answer) == reason
+
+
+def test_offline_questions_agree_in_number_and_keep_names():
+    from tasks.offline_llm import extractive_pairs
+
+    source = ("The default names are important because other stylesheets refer to them. "
+              "The Gfem language is small. Gfem is a language for the finite element method. "
+              "FreeFEM is an implementation of the Gfem language. Screening tests estimate the chance of a condition. "
+              "A urine test screens for protein, sugar and infection.")
+    questions = [p["question"] for p in extractive_pairs(source, 10)]
+    assert "Why are the default names important?" in questions            # not "Why is the default names …"
+    assert "What is Gfem?" in questions and "What is FreeFEM?" in questions  # names keep their capital
+    assert "What do screening tests do?" in questions and "What does a urine test do?" in questions
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([
+    "It is a language for meshes.", "There is a default.", "These are the options.", "If the mesh is fine, it is slow.",
+    "The mesh is a set of triangles.", "This License is a kind of copyleft.", "When it is used it must come first.",
+    "Regular visits let a midwife follow the baby.", "To compile the code, run make in the top folder.",
+    "Hence the second is the main routine.", "Naturally if the files contain items, there is a conflict.",
+    "// Boolean operations always create new entities.", "The solver is slow because it uses a direct method."]),
+    min_size=1, max_size=12))
+def test_offline_questions_that_pass_the_rules_read_as_questions(sentences):
+    """The offline generator fills its templates; what the rules let through names its subject and is grounded."""
+    from tasks.offline_llm import extractive_pairs
+    from tasks.questions import CLAUSE_OPENERS, VAGUE, problem
+
+    source = " ".join(sentences)
+    for pair in extractive_pairs(source, 5):
+        assert pair["question"].endswith("?") and all(s in source for s in re.split(r"(?<=\.) ", pair["answer"]))
+        if problem(pair["question"], pair["answer"]) is None:
+            words = [w.lower() for w in re.findall(r"[\w'/-]+", pair["question"])]
+            assert not set(words[1:]) & (VAGUE - {"you"}) and words[2] not in CLAUSE_OPENERS, pair
