@@ -97,7 +97,7 @@ def truth_at(outline: list[OutlineEntry], point: tuple[int, float]) -> list[str]
     """The titles in force at ``point``: the path of the last outline entries (by destination) before it."""
     path: list[OutlineEntry] = []
     for entry in outline:
-        if entry.page is None or (entry.page, entry.top or 0.0) > (point[0], point[1] + 2):
+        if (entry.page, entry.top or 0.0) > (point[0], point[1] + 2):
             continue
         path = [e for e in path if e.level < entry.level] + [entry]
     return [e.title for e in path]
@@ -194,7 +194,7 @@ def main() -> None:
     all_chunks = []
     noise = total_chunks = 0
     for path, result in ok.items():
-        outline = [e for e in read_outline(path) if e.page is not None]
+        outline = read_outline(path)
         running = running_lines(path)
         variants = {"outline": result}
         if outline:

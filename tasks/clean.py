@@ -92,16 +92,20 @@ def _rows(lines: list[Line], indices: list[int]) -> list[list[int]]:
     return rows
 
 
-def _edge_rows(lines: list[Line]) -> tuple[set[int], set[int]]:
+def _by_page(lines: list[Line]) -> dict[int, list[int]]:
+    by_page: dict[int, list[int]] = defaultdict(list)
+    for index, line in enumerate(lines):
+        by_page[line.page].append(index)
+    return by_page
+
+
+def _edge_rows(lines: list[Line], by_page: dict[int, list[int]]) -> tuple[set[int], set[int]]:
     """Lines in each page's top and bottom rows; and those of them set apart from the body by a wider gap.
 
     Running headers and footers sit in the margin, apart from the text block: the gap to the
     next row is wider than the document's usual line spacing. A body line that happens to end
     many pages (an option listing's "Default value: 0") has the usual spacing above it.
     """
-    by_page: dict[int, list[int]] = defaultdict(list)
-    for index, line in enumerate(lines):
-        by_page[line.page].append(index)
     pages = {page: _rows(lines, indices) for page, indices in by_page.items()}
     gaps = sorted(lines[b[0]].top - lines[a[0]].top for rows in pages.values() for a, b in itertools.pairwise(rows))
     spacing = gaps[len(gaps) // 2] if gaps else 0.0
@@ -121,10 +125,11 @@ def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Lin
     A page number is a number alone in a page's top or bottom row. A running header or footer
     is a line whose text (digits aside) stands in such a row on ``min_pages`` pages or more
     (fewer in a short document), set apart from the body there, or at one fixed height and
-    set apart on some of them; it is removed from every top or bottom row it stands in. A page is a TOC or index page when
-    most of its lines are TOC/index lines.
+    set apart on some of them; it is removed from every top or bottom row it stands in. A page
+    is a TOC or index page when most of its lines are TOC/index lines.
     """
-    edges, apart = _edge_rows(lines)
+    by_page = _by_page(lines)
+    edges, apart = _edge_rows(lines, by_page)
     at_edge: dict[str, set[int]] = defaultdict(set)
     set_apart: dict[str, set[int]] = defaultdict(set)
     tops: dict[str, list[float]] = defaultdict(list)
@@ -134,15 +139,11 @@ def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Lin
         tops[key].append(lines[index].top)
         if index in apart:
             set_apart[key].add(lines[index].page)
-    n_pages = len({line.page for line in lines})
-    needed = min(min_pages, max(2, n_pages // 2 + 1))
+    needed = min(min_pages, max(2, len(by_page) // 2 + 1))
     # set apart from the body on enough pages, or at one fixed height on every page and set apart on some
     running = {key for key, pages in at_edge.items() if len(pages) >= needed and (
         len(set_apart[key]) >= needed or (set_apart[key] and max(tops[key]) - min(tops[key]) <= 1.5))}
 
-    by_page: dict[int, list[int]] = defaultdict(list)
-    for index, line in enumerate(lines):
-        by_page[line.page].append(index)
     toc_pages = set()
     for page, indices in by_page.items():
         body = [i for i in indices if i not in edges or not is_page_number(lines[i].text)]
@@ -156,7 +157,7 @@ def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Lin
         if line.heading:
             kept.append(line)
         elif line.page in toc_pages:
-            counts["toc"] += 1
+            continue
         elif index in edges and is_page_number(line.text):
             counts["page_numbers"] += 1
         elif index in edges and _furniture_key(line.text) in running:

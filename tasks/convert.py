@@ -24,7 +24,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.clean import clean_markdown, drop_page_furniture
-from tasks.download import count_pages
 from tasks.files import atomic_write_text
 from tasks.headings import read_outline, recover_headings, render_markdown
 from tasks.layout import document_lines, with_fonts
@@ -162,12 +161,12 @@ def convert_pdf(pdf_path: Path, settings: ConverterSettings, use_outline: bool =
         markdown = run_step("conversion", timings, document.export_to_markdown)
         headings = sum(line.startswith("#") for line in markdown.splitlines())
         text = run_step("cleaning", timings, clean_markdown, markdown)
-        return Converted(text, count_pages(pdf_path), headings, "layout-model", 0, timings)
+        return Converted(text, document.num_pages(), headings, "layout-model", 0, timings)
     lines = run_step("conversion", timings, document_lines, document)
     lines, furniture = run_step("cleaning", timings, drop_page_furniture, lines)
     lines, headings, source = run_step("headings", timings, find_headings, lines, pdf_path, use_outline)
     text = run_step("cleaning", timings, lambda: clean_markdown(render_markdown(lines)))
-    return Converted(text, count_pages(pdf_path), headings, source, furniture.running + furniture.page_numbers, timings)
+    return Converted(text, document.num_pages(), headings, source, furniture.running + furniture.page_numbers, timings)
 
 
 @task(name="convert-document", cache_policy=NO_CACHE)

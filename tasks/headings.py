@@ -40,12 +40,12 @@ MAX_TITLE_LINES = 3
 class OutlineEntry:
     level: int                 # 1 = top
     title: str
-    page: int | None           # 1-based; None when the bookmark has no destination
+    page: int                  # 1-based
     top: float | None = None   # points from the top of the page; None for a whole-page destination
 
 
 def read_outline(pdf_path: Path) -> list[OutlineEntry]:
-    """The PDF's bookmarks with their destinations; empty when there is none or the file is unreadable."""
+    """The PDF's bookmarks that point somewhere in it, with their destinations; empty when none or unreadable."""
     try:
         with open_pdf(pdf_path) as document:
             return _outline(document)
@@ -61,13 +61,13 @@ def _outline(document: pypdfium2.PdfDocument) -> list[OutlineEntry]:
             continue
         dest = item.get_dest()
         index = dest.get_index() if dest is not None else None
-        page = index + 1 if index is not None and 0 <= index < len(document) else None
+        if index is None or not 0 <= index < len(document):
+            continue  # a bookmark with no destination cannot place a heading
         top = None
-        if page is not None:
-            mode, view = dest.get_view()
-            if mode == 1 and len(view) >= 2 and view[1]:  # XYZ: (left, top, zoom) in PDF coordinates
-                top = max(0.0, document[page - 1].get_height() - view[1])
-        entries.append(OutlineEntry(item.level + 1, title, page, top))
+        mode, view = dest.get_view()
+        if mode == 1 and len(view) >= 2 and view[1]:  # XYZ: (left, top, zoom) in PDF coordinates
+            top = max(0.0, document[index].get_height() - view[1])
+        entries.append(OutlineEntry(item.level + 1, title, index + 1, top))
     return entries
 
 
@@ -135,19 +135,12 @@ def _anchor(lines: list[Line], entry: OutlineEntry, floor: int) -> int:
     return len(lines)
 
 
-def _heading_line(entry: OutlineEntry, text: str, near: Line) -> Line:
-    return Line(text=text, page=near.page, top=near.top, height=near.height, left=near.left,
-                bottom_pdf=near.bottom_pdf, heading=min(entry.level, 6))
-
-
 def place_outline(lines: list[Line], outline: list[OutlineEntry]) -> tuple[list[Line], int]:
     """Lines with the outline's headings marked (or inserted at their destinations); returns how many were matched in the text."""
     result = list(lines)
     matched = 0
     floor = 0
     for entry in outline:
-        if entry.page is None:
-            continue
         anchor = _anchor(result, entry, floor)
         key = title_key(entry.title)
         found = None
@@ -164,7 +157,7 @@ def place_outline(lines: list[Line], outline: list[OutlineEntry]) -> tuple[list[
             near = result[anchor] if anchor < len(result) else (result[-1] if result else None)
             if near is None:
                 continue
-            result.insert(anchor, _heading_line(entry, entry.title, near))
+            result.insert(anchor, replace(near, text=entry.title, heading=min(entry.level, 6)))
             floor = anchor + 1
             continue
         matched += 1
@@ -261,10 +254,9 @@ def _numbered_only(lines: list[Line]) -> tuple[list[Line], int, str | None]:
 
 def recover_headings(lines: list[Line], outline: list[OutlineEntry]) -> tuple[list[Line], int, str | None]:
     """Headings for native-pipeline lines: (lines, headings, source: outline|typography|numbered|None)."""
-    placed = [entry for entry in outline if entry.page is not None]
-    if placed:
-        marked, _matched = place_outline(lines, placed)
-        return marked, len(placed), "outline"
+    if outline:
+        marked, _matched = place_outline(lines, outline)
+        return marked, len(outline), "outline"
     return detect_by_typography(lines)
 
 

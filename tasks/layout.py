@@ -38,10 +38,6 @@ class Line:
     bold: bool = False
     heading: int = 0     # heading level once recognised; 0 for body text
 
-    @property
-    def position(self) -> tuple[int, float]:
-        return self.page, self.top
-
 
 def document_lines(document: DoclingDocument) -> list[Line]:
     """Every text item of a docling document as a line, in docling's reading order."""
@@ -51,9 +47,9 @@ def document_lines(document: DoclingDocument) -> list[Line]:
         if not text or not item.prov:
             continue
         prov = item.prov[0]
-        box = prov.bbox.to_bottom_left_origin(document.pages[prov.page_no].size.height)
-        height = document.pages[prov.page_no].size.height
-        lines.append(Line(text=text, page=prov.page_no, top=round(height - box.t, 2), height=round(box.t - box.b, 2),
+        page_height = document.pages[prov.page_no].size.height
+        box = prov.bbox.to_bottom_left_origin(page_height)
+        lines.append(Line(text=text, page=prov.page_no, top=round(page_height - box.t, 2), height=round(box.t - box.b, 2),
                           left=round(box.l, 2), bottom_pdf=box.b))
     return lines
 

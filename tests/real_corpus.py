@@ -89,13 +89,6 @@ def build_real_corpus(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.pdf"))
 
 
-def documents_with_outline(folder: Path) -> list[Path]:
-    """The corpus files that open and carry an outline (the truth for section agreement)."""
-    from tasks.headings import read_outline
-
-    return [path for path in build_real_corpus(folder) if read_outline(path)]
-
-
 if __name__ == "__main__":
     for path in build_real_corpus(Path(sys.argv[1] if len(sys.argv) > 1 else "build/real_pdfs")):
         print(path)
