@@ -1,24 +1,27 @@
-"""Benchmark: what the gateway adds on top of the backend it fronts.
+"""Benchmark: what the gateway costs on top of the backend it fronts, seen by a load generator it does not share.
 
-    .venv/bin/python -m bench.gateway [--requests 2000] [--concurrency 64] [--backend-latency-ms 20]
+    .venv/bin/python -m bench.gateway [--requests 20000] [--connections 64 256] [--backend-latency-ms 50]
+                                      [--workers 1]
 
-Three processes on loopback: a fake vLLM (OpenAI chat API, fixed latency), the gateway in
-front of it, and this one generating load. The same chat requests go once straight to the
-backend and once through the gateway's /ask; we report added p50/p99 latency and the
-throughput ratio at the given concurrency.
+Three processes on loopback: a fake vLLM (OpenAI chat API, fixed latency), the gateway in front
+of it, and wrk (C, one thread; installed from Debian when missing) generating the load. At each
+connection count the same number of requests goes once straight to the backend's
+/v1/chat/completions and once through the gateway's /ask; we print the throughput ratio, the
+latency the gateway adds at p50 and p99, and errors by kind, against the goals: ratio ≥ 0.9 at
+64 connections and ≥ 0.8 at 256, added p50 ≤ 5 ms, no errors.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from pathlib import Path
 
 import httpx
 
@@ -26,86 +29,122 @@ from tasks.prompts import system_prompt
 from tests.servers import GatewayProcess, VLLMFaults, fake_vllm, free_port
 
 BASE = "bench-base"
+SCRIPT = Path(__file__).with_name("wrk_post.lua")
+QUESTION = "What is the recommended daily folic acid intake in early pregnancy?"
+GOALS = {64: 0.9, 256: 0.8}
+ADDED_P50_GOAL_MS = 5.0
+
+
+def ensure_wrk() -> str:
+    """wrk on PATH, installed from Debian's packages when missing (root only); otherwise one line naming the fix."""
+    if found := shutil.which("wrk"):
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk (apt-get install wrk) ...", flush=True)
+        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "wrk"]):
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ,
+                           "DEBIAN_FRONTEND": "noninteractive"})
+        if found := shutil.which("wrk"):
+            return found
+    sys.exit("bench.gateway needs wrk (a load generator that is not the gateway's own client): "
+             "apt-get install wrk, or put a wrk binary on PATH")
 
 
 def serve_fake_vllm(port: int, latency_ms: float) -> None:
+    import uvloop
+
+    uvloop.install()  # the fake backend as fast as it can be: the ratio is against it
     with fake_vllm(BASE, VLLMFaults(latency_s=latency_ms / 1000), port=port):
         while True:
             time.sleep(3600)
 
 
-async def load(url: str, body: dict, requests: int, concurrency: int) -> tuple[list[float], float, Counter]:
-    latencies: list[float] = []
-    failures: Counter = Counter()
-    queue = iter(range(requests))
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        for _ in queue:
-            started = time.perf_counter()
-            try:
-                reply = await client.post(url, json=body)
-                if reply.status_code != 200:
-                    failures[f"{reply.status_code} {reply.text[:80]}"] += 1
-            except httpx.HTTPError as error:
-                failures[type(error).__name__] += 1
-            latencies.append(time.perf_counter() - started)
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        await client.post(url, json=body)  # open a connection before timing
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return latencies, requests / elapsed, failures
+def wrk(binary: str, url: str, body: dict, seconds: float, connections: int) -> dict:
+    """One wrk run of ``seconds`` at ``connections`` open connections; its JSON summary."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
+        json.dump(body, file)
+    try:
+        result = subprocess.run([binary, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s",
+                                 "-s", str(SCRIPT), url, "--", file.name], capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(file.name)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary["rps"] = summary["requests"] / (summary["duration_us"] / 1e6)
+    summary["errors"] = {kind: summary[kind] for kind in ("connect", "read", "write", "status", "timeout")
+                         if summary[kind]}
+    return summary
 
 
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
+def wait_for(url: str) -> None:
+    for _ in range(200):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def measure(binary: str, url: str, body: dict, requests: int, connections: int) -> dict:
+    """A 3 s warm-up (connections opened, rate seen), then a run long enough for ``requests`` at that rate."""
+    warmup = wrk(binary, url, body, 3, connections)
+    return wrk(binary, url, body, max(5.0, 1.15 * requests / warmup["rps"] + 1), connections)
+
+
+def report(connections: int, direct: dict, through: dict) -> bool:
+    ratio = through["rps"] / direct["rps"]
+    added_p50 = (through["p50_us"] - direct["p50_us"]) / 1000
+    added_p99 = (through["p99_us"] - direct["p99_us"]) / 1000
+    errors = {**{f"direct {k}": v for k, v in direct["errors"].items()},
+              **{f"gateway {k}": v for k, v in through["errors"].items()}}
+    met = ratio >= GOALS.get(connections, 0.8) and added_p50 <= ADDED_P50_GOAL_MS and not errors
+    print(f"  {connections:>5} conns  {direct['requests']} / {through['requests']} requests")
+    print(f"               direct {direct['rps']:7.0f} req/s p50 {direct['p50_us'] / 1000:6.1f} ms "
+          f"p99 {direct['p99_us'] / 1000:6.1f} ms | gateway {through['rps']:7.0f} req/s "
+          f"p50 {through['p50_us'] / 1000:6.1f} ms p99 {through['p99_us'] / 1000:6.1f} ms")
+    print(f"               ratio {ratio:.2f} (goal ≥ {GOALS.get(connections, 0.8)}), added p50 {added_p50:+.1f} ms "
+          f"(goal ≤ {ADDED_P50_GOAL_MS:g}), added p99 {added_p99:+.1f} ms, errors {errors or 0} → "
+          f"{'met' if met else 'MISSED'}")
+    return met
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--backend-latency-ms", type=float, default=20)
+    parser.add_argument("--requests", type=int, default=20000, help="at least, per run (each connection count, each target)")
+    parser.add_argument("--connections", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--backend-latency-ms", type=float, default=50)
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (serving.workers)")
     parser.add_argument("--serve-fake-vllm", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_vllm:
         serve_fake_vllm(args.serve_fake_vllm, args.backend_latency_ms)
         return
 
+    binary = ensure_wrk()
     port = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "bench.gateway", "--serve-fake-vllm", str(port),
-                                "--backend-latency-ms", str(args.backend_latency_ms)], env={**os.environ})
+                                "--backend-latency-ms", str(args.backend_latency_ms)])
+    vllm_url = f"http://127.0.0.1:{port}"
+    direct_body = {"model": BASE, "max_tokens": 64, "temperature": 0.0, "messages": [
+        {"role": "system", "content": system_prompt("pregnancy")}, {"role": "user", "content": QUESTION}]}
+    print(f"gateway vs direct: {args.requests} requests per run, backend latency {args.backend_latency_ms:g} ms, "
+          f"{args.workers} gateway worker(s), load from wrk (1 thread, separate process), {os.cpu_count()} cores")
+    met = []
     try:
-        vllm_url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{vllm_url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        question = "What is the recommended daily folic acid intake in early pregnancy?"
-        direct_body = {"model": BASE, "max_tokens": 64, "temperature": 0.0, "messages": [
-            {"role": "system", "content": system_prompt("pregnancy")}, {"role": "user", "content": question}]}
+        wait_for(f"{vllm_url}/health")
         with tempfile.TemporaryDirectory() as logs, GatewayProcess({
                 "GATEWAY_BACKEND": "vllm", "GATEWAY_VLLM_URL": vllm_url, "GATEWAY_BASE_MODEL": BASE,
-                "GATEWAY_DOMAIN": "pregnancy", "GATEWAY_LOGS_DIR": logs, "GATEWAY_DEFAULT_MAX_TOKENS": "64"}) as gateway:
+                "GATEWAY_DOMAIN": "pregnancy", "GATEWAY_LOGS_DIR": logs, "GATEWAY_DEFAULT_MAX_TOKENS": "64",
+                "GATEWAY_WORKERS": str(args.workers)}) as gateway:
             gateway.wait_ready()
-            direct = asyncio.run(load(f"{vllm_url}/v1/chat/completions", direct_body, args.requests, args.concurrency))
-            through = asyncio.run(load(f"{gateway.url}/ask", {"question": question}, args.requests, args.concurrency))
+            for connections in args.connections:
+                direct = measure(binary, f"{vllm_url}/v1/chat/completions", direct_body, args.requests, connections)
+                through = measure(binary, f"{gateway.url}/ask", {"question": QUESTION}, args.requests, connections)
+                met.append(report(connections, direct, through))
     finally:
         backend.terminate()
         backend.wait(timeout=10)
-
-    print(f"gateway overhead: {args.requests} requests, {args.concurrency} concurrent, "
-          f"backend latency {args.backend_latency_ms:g} ms, load from a separate process")
-    for label, (latencies, rps, failed) in (("backend directly", direct), ("through the gateway", through)):
-        print(f"  {label:<20} p50 {percentile(latencies, 50):7.1f} ms  p99 {percentile(latencies, 99):7.1f} ms  "
-              f"{rps:7.1f} req/s  failed {sum(failed.values())} {dict(failed) if failed else ''}")
-    print(f"  added latency: p50 +{percentile(through[0], 50) - percentile(direct[0], 50):.1f} ms, "
-          f"p99 +{percentile(through[0], 99) - percentile(direct[0], 99):.1f} ms")
-    print(f"  throughput ratio gateway / direct: {through[1] / direct[1]:.2f}")
+    print(f"goals: {'all met' if all(met) else f'{met.count(False)} of {len(met)} missed'}")
 
 
 if __name__ == "__main__":
