@@ -215,9 +215,21 @@ class Registration(_Section):
     license: str = "apache-2.0"
 
 
+class TokenLimits(_Section):
+    """The largest ``max_tokens`` a request may ask of each backend (the CPU model answers ~10 tokens/s)."""
+
+    vllm: PositiveInt = 1024
+    local: PositiveInt = 256
+
+
 class Serving(_Section):
     backend: Literal["vllm", "local"] = "vllm"
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
+    allow_unauthenticated: bool = False
+    admin_token_file: Path = Path("secrets/admin_token")
+    workers: PositiveInt = 1
+    backend_connections: PositiveInt = 256
+    max_tokens_limit: TokenLimits = TokenLimits()
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
     vllm_url: str = "http://localhost:8001"
     gateway_url: str = "http://localhost:8000"
@@ -242,6 +254,10 @@ class Serving(_Section):
 
     @model_validator(mode="after")
     def _ports_apart(self) -> Serving:
+        if self.workers > 1 and (self.backend, self.rollout) != ("vllm", "containers"):
+            raise ValueError(f"serving.workers: {self.workers} needs backend: vllm and rollout: containers (each worker "
+                             "is a process of its own: the local model would be loaded in each, and an in-gateway "
+                             "switch would reach one of them)")
         if len({*self.container_ports, self.port}) != 3:
             raise ValueError(f"serving.container_ports {list(self.container_ports)} must be two ports other than "
                              f"serving.port ({self.port}): the blue and green gateways sit behind the edge on them")

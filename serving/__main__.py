@@ -1,47 +1,77 @@
-"""Run the gateway: ``python -m serving --config configs/local.yaml [--backend local] [--port 8000]``.
+"""Run the gateway: ``python -m serving --config configs/local.yaml [--backend local] [--host H] [--port P]``.
 
 Settings come from the pipeline config (its ``serving`` section, the adapter stage 4 installed
 and the version stage 5 registered), then GATEWAY_* environment variables override them.
+A non-loopback address without API_TOKEN is refused (serving.allow_unauthenticated overrides).
+With a config, the admin token is ADMIN_TOKEN, else the file serving.admin_token_file (made on
+first start, mode 600), which stage 6 reads too.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
+from serving import settings as gateway_settings
 from serving.app import create_app
 from serving.backends import Backend, LocalBackend, VLLMBackend
-from serving.settings import GatewaySettings, settings_from_config
+from serving.settings import GatewaySettings, exposure_error, settings_from_config
 from tasks.prompts import system_prompt
 
 
 def make_backend(settings: GatewaySettings) -> Backend:
     if settings.backend == "vllm":
-        return VLLMBackend(settings.vllm_url, settings.request_timeout_s)
+        return VLLMBackend(settings.vllm_url, settings.request_timeout_s, settings.backend_connections)
     return LocalBackend(settings.base_model, system_prompt(settings.domain), settings.request_timeout_s,
-                        settings.max_batch_size, settings.batch_wait_ms)
+                        settings.max_batch_size, settings.batch_wait_ms, settings.base_model_path)
+
+
+def worker_app():
+    """Each worker process's app, from the GATEWAY_* variables the parent set (uvicorn's factory)."""
+    settings = GatewaySettings()
+    return create_app(settings, make_backend(settings))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="pipeline config (without it: GATEWAY_* variables only)")
     parser.add_argument("--backend", choices=["vllm", "local"])
-    parser.add_argument("--host")
+    parser.add_argument("--host", help="default: serving.host, or 127.0.0.1 without a config")
     parser.add_argument("--port", type=int)
     args = parser.parse_args()
-    host, port = args.host or "0.0.0.0", args.port or 8000
-    if args.config:
-        from flows.config import load_config
+    host, port = args.host or "127.0.0.1", args.port or 8000
+    try:
+        if args.config:
+            from flows.config import ConfigError, load_config
 
-        config = load_config(args.config)
-        host, port = args.host or config.serving.host, args.port or config.serving.port
-        settings = settings_from_config(config, args.backend)
-    else:
-        settings = GatewaySettings(**({"backend": args.backend} if args.backend else {}))
-    uvicorn.run(create_app(settings, make_backend(settings)), host=host, port=port, log_level="warning",
-                access_log=False)
+            try:
+                config = load_config(args.config)
+            except ConfigError as error:
+                sys.exit(f"error: {error}")
+            host, port = args.host or config.serving.host, args.port or config.serving.port
+            if not os.environ.get("ADMIN_TOKEN") and not os.environ.get("ADMIN_TOKEN_FILE"):
+                gateway_settings.ensure_token_file(config.path(config.serving.admin_token_file))
+            settings = settings_from_config(config, args.backend)
+        else:
+            settings = GatewaySettings(**({"backend": args.backend} if args.backend else {}))
+    except (ValidationError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    if why := exposure_error(host, settings):
+        sys.exit(f"error: {why}")
+    options = {"host": host, "port": port, "log_level": "warning", "access_log": False}
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings, make_backend(settings)), **options)
+        return
+    # the workers rebuild these settings; tokens reach them as they reached this process
+    os.environ.update(gateway_settings.settings_environment(settings))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    uvicorn.run("serving.__main__:worker_app", factory=True, workers=settings.workers, **options)
 
 
 if __name__ == "__main__":

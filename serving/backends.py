@@ -7,12 +7,13 @@ template, exactly as evaluation (4d) did, so a served adapter answers as it was 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import httpx
+import aiohttp
 
 
 class BackendUnavailable(Exception):
@@ -52,65 +53,95 @@ class Backend(Protocol):
 
 
 class VLLMBackend:
-    """vLLM's OpenAI-compatible server: /v1/chat/completions, /v1/models, /health and the runtime LoRA endpoints."""
+    """vLLM's OpenAI-compatible server: /v1/chat/completions, /v1/models, /health and the runtime LoRA endpoints.
+
+    aiohttp, one session for answers with a pool of ``connections`` (httpx's pool polls every pooled
+    connection on each request: at 64 connections it took most of the gateway's CPU, encode/httpx
+    #3215), and a small one of its own for /health and the adapter endpoints, so /ready never waits
+    behind answers in a full pool. Idle connections are dropped before vLLM's 5 s keep-alive ends
+    them, so a request is never sent on a connection the server is closing.
+    """
 
     kind = "vllm"
+    KEEPALIVE_S = 4.0
+    CONTROL_TIMEOUT_S = 5.0
 
-    def __init__(self, url: str, timeout_s: float, max_connections: int = 256) -> None:
-        self.url, self.timeout_s = url.rstrip("/"), timeout_s
-        self.client = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
-                                        limits=httpx.Limits(max_connections=max_connections,
-                                                            max_keepalive_connections=max_connections))
+    def __init__(self, url: str, timeout_s: float, connections: int = 256) -> None:
+        self.url, self.timeout_s, self.connections = url.rstrip("/"), timeout_s, connections
+        self._answers: aiohttp.ClientSession | None = None
+        self._control: aiohttp.ClientSession | None = None
+
+    def _session(self, control: bool) -> aiohttp.ClientSession:
+        """Made on first use, inside the serving event loop (a session belongs to one loop)."""
+        if self._answers is None:
+            connect = min(5.0, self.timeout_s)
+            self._answers = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.connections, limit_per_host=0,
+                                               keepalive_timeout=self.KEEPALIVE_S),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=connect), raise_for_status=False)
+            self._control = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=4, keepalive_timeout=self.KEEPALIVE_S),
+                timeout=aiohttp.ClientTimeout(total=self.CONTROL_TIMEOUT_S, connect=connect))
+        return self._control if control else self._answers
 
     async def start(self) -> None:
         """Nothing to load here: vLLM loads the model; /ready reports when it is up."""
 
     async def close(self) -> None:
-        await self.client.aclose()
+        for session in (self._answers, self._control):
+            if session is not None:
+                await session.close()
 
-    async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    async def _request(self, method: str, path: str, body: dict | None = None, control: bool = True,
+                       timeout_s: float | None = None) -> tuple[int, bytes]:
+        session = self._session(control)
+        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
         try:
-            return await self.client.request(method, path, **kwargs)
-        except httpx.TimeoutException as error:
-            raise BackendTimeout(f"vLLM at {self.url} did not answer {path} within {self.timeout_s:g} s") from error
-        except httpx.TransportError as error:
-            raise BackendUnavailable(f"vLLM at {self.url} is unreachable ({type(error).__name__})") from error
+            async with session.request(method, self.url + path, json=body,
+                                       **({"timeout": timeout} if timeout else {})) as response:
+                return response.status, await response.read()
+        except TimeoutError as error:  # aiohttp's timeouts are TimeoutErrors too
+            raise BackendTimeout(f"vLLM did not answer {path} within {timeout_s or self.timeout_s:g} s") from error
+        except aiohttp.ClientError as error:
+            raise BackendUnavailable(f"vLLM is unreachable ({type(error).__name__})") from error
 
     async def ready(self) -> bool:
         try:
-            return (await self._request("GET", "/health")).status_code == 200
+            return (await self._request("GET", "/health"))[0] == 200
         except (BackendUnavailable, BackendTimeout):
             return False
 
     async def models(self) -> list[str]:
-        response = await self._request("GET", "/v1/models")
-        if response.status_code != 200:
-            raise BackendUnavailable(f"vLLM /v1/models answered {response.status_code}")
-        return [m["id"] for m in response.json()["data"]]
+        status, body = await self._request("GET", "/v1/models")
+        if status != 200:
+            raise BackendUnavailable(f"vLLM /v1/models answered {status}")
+        return [m["id"] for m in json.loads(body)["data"]]
 
     async def chat(self, model: str, system: str, question: str, max_tokens: int, temperature: float) -> Completion:
         started = time.perf_counter()
-        response = await self._request("POST", "/v1/chat/completions", json={
+        status, raw = await self._request("POST", "/v1/chat/completions", {
             "model": model, "max_tokens": max_tokens, "temperature": temperature,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]})
-        if response.status_code == 404:
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}, control=False)
+        if status == 404:
             raise UnknownModel(f"model '{model}' is not loaded in vLLM")
-        if response.status_code != 200:
-            raise BackendUnavailable(f"vLLM answered {response.status_code}: {response.text[:200]}")
-        body = response.json()
+        if status != 200:
+            raise BackendUnavailable(f"vLLM answered {status}: {raw[:200].decode(errors='replace')}")
+        body = json.loads(raw)
         usage = body.get("usage") or {}
         return Completion(body["choices"][0]["message"]["content"].strip(), usage.get("prompt_tokens", 0),
                           usage.get("completion_tokens", 0), time.perf_counter() - started)
 
+    async def _lora(self, action: str, body: dict) -> None:
+        status, raw = await self._request("POST", f"/v1/{action}_lora_adapter", body, timeout_s=self.timeout_s)
+        if status != 200:
+            raise AdapterLoadFailed(f"vLLM refused to {action} '{body['lora_name']}': {status} "
+                                    f"{raw[:300].decode(errors='replace')}")
+
     async def load_adapter(self, name: str, path: str) -> None:
-        response = await self._request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
-        if response.status_code != 200:
-            raise AdapterLoadFailed(f"vLLM refused to load '{name}' from {path}: {response.status_code} {response.text[:300]}")
+        await self._lora("load", {"lora_name": name, "lora_path": path})
 
     async def unload_adapter(self, name: str) -> None:
-        response = await self._request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
-        if response.status_code != 200:
-            raise AdapterLoadFailed(f"vLLM refused to unload '{name}': {response.status_code} {response.text[:300]}")
+        await self._lora("unload", {"lora_name": name})
 
 
 def _peft_name(name: str) -> str:
@@ -132,14 +163,18 @@ class LocalBackend:
 
     The model is loaded once; concurrent requests for the same adapter and settings are
     batched (up to ``max_batch_size``, waiting at most ``batch_wait_ms`` for company) and run
-    in a worker thread so the event loop keeps serving /health and /metrics meanwhile.
+    in a worker thread so the event loop keeps serving /health, /ready and /metrics meanwhile.
+    A batch stops generating at the request timeout (its callers have been answered 504 by
+    then), and requests whose callers are gone are dropped before they are generated, so a
+    burst of long requests cannot hold the model for longer than one timeout.
     """
 
     kind = "local"
 
     def __init__(self, base_model: str, system: str, timeout_s: float, max_batch_size: int = 8,
-                 batch_wait_ms: float = 5.0) -> None:
-        self.base_model, self.system, self.timeout_s = base_model, system, timeout_s
+                 batch_wait_ms: float = 5.0, base_model_path: str | None = None) -> None:
+        self.base_model, self.base_model_path = base_model, base_model_path or base_model
+        self.system, self.timeout_s = system, timeout_s
         self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_ms / 1000
         self.model = self.tokenizer = None
         self.adapters: set[str] = set()
@@ -150,7 +185,7 @@ class LocalBackend:
     async def start(self) -> None:
         from tasks.inference import load_model
 
-        self.model, self.tokenizer = await asyncio.to_thread(load_model, self.base_model)
+        self.model, self.tokenizer = await asyncio.to_thread(load_model, self.base_model_path)
         self._worker = asyncio.create_task(self._serve_batches())
 
     async def close(self) -> None:
@@ -174,7 +209,7 @@ class LocalBackend:
         pending = _Pending(model, question, max_tokens, temperature, asyncio.get_running_loop().create_future())
         await self._queue.put(pending)
         try:
-            text, n_in, n_out = await asyncio.wait_for(asyncio.shield(pending.future), self.timeout_s)
+            text, n_in, n_out = await asyncio.wait_for(pending.future, self.timeout_s)
         except TimeoutError:
             raise BackendTimeout(f"the local model did not answer within {self.timeout_s:g} s") from None
         return Completion(text, n_in, n_out, time.perf_counter() - started)
@@ -190,7 +225,8 @@ class LocalBackend:
                     break
             groups: dict[tuple, list[_Pending]] = {}
             for item in batch:
-                groups.setdefault((item.model, item.max_tokens, item.temperature), []).append(item)
+                if not item.future.done():  # its caller timed out or went away while it waited
+                    groups.setdefault((item.model, item.max_tokens, item.temperature), []).append(item)
             for (model, max_tokens, temperature), items in groups.items():
                 try:
                     async with self._model_lock:
@@ -216,16 +252,17 @@ class LocalBackend:
             self.model.set_adapter(_peft_name(model))
             context = nullcontext()
         with context:
-            return generate_batch(self.model, self.tokenizer, questions, self.system, max_tokens, temperature)
+            return generate_batch(self.model, self.tokenizer, questions, self.system, max_tokens, temperature,
+                                  max_time_s=self.timeout_s)
 
     async def load_adapter(self, name: str, path: str) -> None:
         if not (Path(path) / "adapter_config.json").is_file():
-            raise AdapterLoadFailed(f"no adapter at {path}")
+            raise AdapterLoadFailed(f"no adapter for '{name}' there (adapter_config.json is missing)")
         async with self._model_lock:
             try:
                 await asyncio.to_thread(self._load, name, path)
             except Exception as error:
-                raise AdapterLoadFailed(f"could not load '{name}' from {path}: {error}") from error
+                raise AdapterLoadFailed(f"could not load '{name}': {type(error).__name__}") from error
         self.adapters.add(name)
 
     def _load(self, name: str, path: str) -> None:

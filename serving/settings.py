@@ -1,14 +1,22 @@
-"""Gateway settings: from the environment (GATEWAY_*, API_TOKEN), or built from a pipeline config."""
+"""Gateway settings: from the environment (GATEWAY_*, API_TOKEN, ADMIN_TOKEN), or built from a pipeline config.
+
+Tokens come from a variable or from a file the variable names (API_TOKEN_FILE, ADMIN_TOKEN_FILE):
+containers get files, so `docker inspect` never shows a token.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.files import atomic_write_text
 
 
 class GatewaySettings(BaseSettings):
@@ -16,11 +24,18 @@ class GatewaySettings(BaseSettings):
 
     backend: Literal["vllm", "local"] = "vllm"
     domain: str = "general"
-    base_model: str = Field("base", description="the base model's name in vLLM, or its folder for the local backend")
+    base_model: str = Field("base", description="the base model's name (in vLLM, and in every response)")
+    base_model_path: str | None = Field(None, description="local backend: the folder it loads the base model from "
+                                        "(never shown to clients); None: the name")
     adapter_name: str | None = Field(None, description="the active LoRA adapter's name (None: serve the base model)")
     adapter_path: str | None = Field(None, description="the adapter loaded at start unless the backend has it: "
                                      "its folder (local), or its path or Hub id as vLLM sees it")
+    adapter_registry: str | None = Field(None, description="the folder /admin/adapters may load adapters from, as the "
+                                         "backend sees it (vLLM also takes Hub ids); None: Hub ids only")
     vllm_url: str = "http://localhost:8001"
+    backend_connections: int = Field(256, gt=0, description="connections kept open to vLLM (the pool's size)")
+    workers: int = Field(1, gt=0, description="uvicorn worker processes (vLLM backend only)")
+    allow_unauthenticated: bool = Field(False, description="serve a non-loopback address without API_TOKEN")
     request_timeout_s: float = Field(60.0, gt=0)
     max_question_chars: int = Field(2000, gt=0)
     default_max_tokens: int = Field(128, gt=0)
@@ -33,12 +48,71 @@ class GatewaySettings(BaseSettings):
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
     api_token: SecretStr | None = Field(None, validation_alias=AliasChoices("API_TOKEN", "GATEWAY_API_TOKEN"))
+    api_token_file: Path | None = Field(None, validation_alias=AliasChoices("API_TOKEN_FILE", "GATEWAY_API_TOKEN_FILE"))
+    admin_token: SecretStr | None = Field(None, validation_alias=AliasChoices("ADMIN_TOKEN", "GATEWAY_ADMIN_TOKEN"))
+    admin_token_file: Path | None = Field(None, validation_alias=AliasChoices("ADMIN_TOKEN_FILE",
+                                                                               "GATEWAY_ADMIN_TOKEN_FILE"))
 
-    @field_validator("adapter_name", "adapter_path", "api_token", mode="before")
+    @field_validator("adapter_name", "adapter_path", "api_token", "admin_token", "api_token_file", "admin_token_file",
+                     "base_model_path", "adapter_registry", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         """GATEWAY_ADAPTER_NAME= (empty) serves the base model; an empty API_TOKEN means no token."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewaySettings:
+        for name in ("api_token", "admin_token"):
+            file = getattr(self, f"{name}_file")
+            if getattr(self, name) is None and file is not None:
+                setattr(self, name, read_token(file, f"{name.upper()}_FILE"))
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) is over max_tokens_limit "
+                             f"({self.max_tokens_limit}): lower it or raise serving.max_tokens_limit.{self.backend}")
+        if self.workers > 1 and self.backend == "local":
+            raise ValueError("the local backend holds the model in its process: run it with one worker "
+                             "(serving.workers: 1)")
+        return self
+
+    @property
+    def admin(self) -> SecretStr | None:
+        """/admin/* takes its own token when there is one, else the API token; without either it is closed."""
+        return self.admin_token or self.api_token
+
+
+def read_token(path: Path, variable: str) -> SecretStr | None:
+    """A token file's first line; None when it is empty. A missing or unreadable file is an error naming it."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ValueError(f"{variable} names {path}, which cannot be read ({error.strerror})") from None
+    return SecretStr(token) if token else None
+
+
+def ensure_token_file(path: Path) -> SecretStr:
+    """The token in ``path``, made (random, readable by this user only) when the file does not exist yet."""
+    if path.is_file() and (token := read_token(path, str(path))):
+        return token
+    atomic_write_text(path, secrets.token_urlsafe(32) + "\n")  # a temp file of mode 0600, renamed
+    return read_token(path, str(path))
+
+
+def exposure_error(host: str, settings: GatewaySettings) -> str | None:
+    """Why the gateway must not listen on ``host`` as configured, or None: a non-loopback address
+    needs API_TOKEN unless serving.allow_unauthenticated says otherwise, explicitly."""
+    if settings.api_token is not None or settings.allow_unauthenticated or is_loopback(host):
+        return None
+    return (f"refusing to serve {host} without a token: anyone who reaches it could use the model. Set API_TOKEN "
+            "(or API_TOKEN_FILE), bind 127.0.0.1 (serving.host), or set serving.allow_unauthenticated: true")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
 
 
 def version_of(adapter_name: str | None) -> str | None:
@@ -56,13 +130,25 @@ def settings_from_config(config, backend: str | None = None) -> GatewaySettings:
     name = (json.loads(registration.read_text())["name"] if registration.is_file()
             else f"{config.domain}-{config.use_case}-{f.method}")
     adapter = config.path(config.paths.lora_weights)
-    local_base = str(config.path(config.paths.base_model)) if f.base_model_gguf else f.base_model
-    values = {"backend": kind, "domain": config.domain, "base_model": local_base if kind == "local" else f.base_model,
+    values = {"backend": kind, "domain": config.domain, "base_model": f.base_model,
+              "base_model_path": str(config.path(config.paths.base_model)) if kind == "local" and f.base_model_gguf
+              else None,
               "adapter_name": name if (adapter / "adapter_config.json").is_file() or kind == "vllm" else None,
               "adapter_path": str(adapter) if kind == "local" and (adapter / "adapter_config.json").is_file() else None,
-              "vllm_url": s.vllm_url, "request_timeout_s": s.request_timeout_s,
+              "adapter_registry": s.backend_registry_dir or str(config.path(config.paths.registry)),
+              "vllm_url": s.vllm_url, "backend_connections": s.backend_connections, "workers": s.workers,
+              "allow_unauthenticated": s.allow_unauthenticated, "request_timeout_s": s.request_timeout_s,
               "max_question_chars": s.max_question_chars, "default_max_tokens": config.evaluation.max_new_tokens,
-              "warmup_on_start": s.warmup_on_start, "drain_timeout_s": s.drain_timeout_s,
-              "logs_dir": config.path(config.paths.logs)}
+              "max_tokens_limit": getattr(s.max_tokens_limit, kind), "warmup_on_start": s.warmup_on_start,
+              "drain_timeout_s": s.drain_timeout_s, "logs_dir": config.path(config.paths.logs),
+              "admin_token_file": config.path(s.admin_token_file) if config.path(s.admin_token_file).is_file() else None}
     overridden = {k.removeprefix("GATEWAY_").lower() for k in os.environ if k.startswith("GATEWAY_")}
+    overridden |= {"admin_token_file"} if "ADMIN_TOKEN_FILE" in os.environ else set()
     return GatewaySettings(**{k: v for k, v in values.items() if k not in overridden})
+
+
+def settings_environment(settings: GatewaySettings) -> dict[str, str]:
+    """GATEWAY_* variables that rebuild ``settings`` in another process (a worker, a container): never a token,
+    only where a token file is."""
+    values = settings.model_dump(exclude={"api_token", "admin_token"}, exclude_none=True)
+    return {f"GATEWAY_{key.upper()}": str(value) for key, value in values.items()}

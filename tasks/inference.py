@@ -42,13 +42,14 @@ class Generation:
 
 @torch.inference_mode()
 def generate_batch(model, tokenizer, questions: list[str], system: str, max_new_tokens: int,
-                   temperature: float = 0.0) -> list[Generation]:
-    """One batch: greedy when temperature is 0 (evaluation, parity checks), sampled otherwise."""
+                   temperature: float = 0.0, max_time_s: float | None = None) -> list[Generation]:
+    """One batch: greedy when temperature is 0 (evaluation, parity checks), sampled otherwise.
+    ``max_time_s``: stop generating after that long (serving's request timeout)."""
     prompts = [chat_prompt(tokenizer, system, q) for q in questions]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     output = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                            eos_token_id=tokenizer.eos_token_id, **sampling)
+                            eos_token_id=tokenizer.eos_token_id, max_time=max_time_s, **sampling)
     new_tokens = output[:, batch["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     generated = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
 
 from serving.auth import require_token
 from serving.settings import version_of
@@ -15,8 +17,13 @@ router = APIRouter()
 
 
 class AskRequest(BaseModel):
+    """Strict: ``temperature: false`` or ``max_tokens: "64"`` is a 422, not a silent 0.0 or 64; unknown fields too."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     question: str = Field(min_length=1, description="the user's question")
-    max_tokens: int | None = Field(None, gt=0, description="answer length cap (default from settings)")
+    max_tokens: int | None = Field(None, gt=0, description="answer length cap (default from settings; at most the "
+                                                           "gateway's max_tokens_limit)")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy, as at evaluation time")
     adapter: str | None = Field(None, description="a loaded adapter other than the active one (smoke tests, A/B)")
 
@@ -61,23 +68,28 @@ async def models(request: Request) -> dict:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/ask", response_model=AskResponse, dependencies=[Depends(require_token)],
              summary="Answer a question in the domain, in the trained ANSWER STYLE")
-async def ask(body: AskRequest, request: Request) -> AskResponse:
+async def ask(body: AskRequest, request: Request) -> JSONResponse:
     state = request.app.state.gateway
     s = state.settings
     if len(body.question) > s.max_question_chars:
         state.metrics.errors.labels("question_too_long").inc()
         raise HTTPException(413, f"question is {len(body.question)} characters; the limit is {s.max_question_chars}")
-    max_tokens = min(body.max_tokens or s.default_max_tokens, s.max_tokens_limit)
+    if body.max_tokens is not None and body.max_tokens > s.max_tokens_limit:
+        state.metrics.errors.labels("max_tokens_over_limit").inc()
+        raise HTTPException(422, f"max_tokens {body.max_tokens} is over this gateway's limit of {s.max_tokens_limit} "
+                                 f"({state.backend.kind} backend)")
     model = body.adapter or state.served_model
     started = time.perf_counter()
     state.in_flight[model] += 1
     try:
-        completion = await state.backend.chat(model, state.system, body.question.strip(), max_tokens, body.temperature)
+        async with asyncio.timeout(s.request_timeout_s):  # end to end: queueing for the model included
+            completion = await state.backend.chat(model, state.system, body.question.strip(),
+                                                  body.max_tokens or s.default_max_tokens, body.temperature)
     finally:
         state.in_flight[model] -= 1
         async with state.drained:
@@ -88,6 +100,10 @@ async def ask(body: AskRequest, request: Request) -> AskResponse:
     request.state.usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
                            "model": model}
     adapter = model if model != s.base_model else None
-    return AskResponse(answer=completion.text, model=s.base_model, adapter=adapter, adapter_version=version_of(adapter),
-                       usage=Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens),
-                       latency_ms=round((time.perf_counter() - started) * 1000, 2), request_id=request.state.request_id)
+    # built here, not through response_model: the schema documents it, a second validation would only cost time
+    return JSONResponse({"answer": completion.text, "model": s.base_model, "adapter": adapter,
+                         "adapter_version": version_of(adapter),
+                         "usage": {"prompt_tokens": completion.prompt_tokens,
+                                   "completion_tokens": completion.completion_tokens},
+                         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                         "request_id": request.state.request_id})
