@@ -85,10 +85,31 @@ def wait_for(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def measure(binary: str, url: str, body: dict, requests: int, connections: int) -> dict:
-    """A 3 s warm-up (connections opened, rate seen), then a run long enough for ``requests`` at that rate."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children (the gateway's workers), from /proc."""
+    def own(p: int | str) -> tuple[int, float]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = own(pid)[1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent, seconds = own(entry.name)
+            except (OSError, IndexError):
+                continue
+            total += seconds if parent == pid else 0.0
+    return total
+
+
+def measure(binary: str, url: str, body: dict, requests: int, connections: int, pids: dict[str, int]) -> dict:
+    """A 3 s warm-up (connections opened, rate seen), then a run long enough for ``requests`` at that rate;
+    with the CPU time each of ``pids`` spent per request meanwhile (µs)."""
     warmup = wrk(binary, url, body, 3, connections)
-    return wrk(binary, url, body, max(5.0, 1.15 * requests / warmup["rps"] + 1), connections)
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    summary = wrk(binary, url, body, max(5.0, 1.15 * requests / warmup["rps"] + 1), connections)
+    summary["cpu_us"] = {name: (cpu_seconds(pid) - before[name]) / summary["requests"] * 1e6
+                         for name, pid in pids.items()}
+    return summary
 
 
 def report(connections: int, direct: dict, through: dict) -> bool:
@@ -105,6 +126,10 @@ def report(connections: int, direct: dict, through: dict) -> bool:
     print(f"               ratio {ratio:.2f} (goal ≥ {GOALS.get(connections, 0.8)}), added p50 {added_p50:+.1f} ms "
           f"(goal ≤ {ADDED_P50_GOAL_MS:g}), added p99 {added_p99:+.1f} ms, errors {errors or 0} → "
           f"{'met' if met else 'MISSED'}")
+    cpu = through["cpu_us"]
+    print(f"               CPU per request through the gateway: gateway {cpu['gateway']:.0f} µs, fake vLLM "
+          f"{cpu['vllm']:.0f} µs (direct: fake vLLM {direct['cpu_us']['vllm']:.0f} µs); {os.cpu_count()} cores "
+          f"→ at most ~{os.cpu_count() * 1e6 / (cpu['gateway'] + cpu['vllm']):.0f} req/s before wrk's share")
     return met
 
 
@@ -137,9 +162,12 @@ def main() -> None:
                 "GATEWAY_DOMAIN": "pregnancy", "GATEWAY_LOGS_DIR": logs, "GATEWAY_DEFAULT_MAX_TOKENS": "64",
                 "GATEWAY_WORKERS": str(args.workers)}) as gateway:
             gateway.wait_ready()
+            pids = {"gateway": gateway.process.pid, "vllm": backend.pid}
             for connections in args.connections:
-                direct = measure(binary, f"{vllm_url}/v1/chat/completions", direct_body, args.requests, connections)
-                through = measure(binary, f"{gateway.url}/ask", {"question": QUESTION}, args.requests, connections)
+                direct = measure(binary, f"{vllm_url}/v1/chat/completions", direct_body, args.requests, connections,
+                                 {"vllm": backend.pid})
+                through = measure(binary, f"{gateway.url}/ask", {"question": QUESTION}, args.requests, connections,
+                                  pids)
                 met.append(report(connections, direct, through))
     finally:
         backend.terminate()

@@ -307,6 +307,7 @@ class Secrets(BaseSettings):
     hf_username: str | None = None
     wandb_api_key: SecretStr | None = None
     api_token: SecretStr | None = None
+    admin_token: SecretStr | None = None
 
     def require(self, name: str, setting: str, alternative: str) -> SecretStr:
         """Return the secret, or fail with one line naming the variable, the setting and the alternative."""

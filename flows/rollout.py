@@ -23,7 +23,7 @@ import httpx
 from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import say
 from flows.threaded import threaded_flow
-from serving.settings import settings_from_config, version_of
+from serving.settings import ensure_token_file, exposure_error, settings_environment, settings_from_config, version_of
 from tasks import containers
 from tasks.containers import ContainerError
 from tasks.files import atomic_write_json
@@ -34,10 +34,27 @@ class RolloutFailed(RuntimeError):
 
 
 def _client(config: PipelineConfig, url: str | None = None) -> httpx.Client:
+    """A client for /ask and /models (API_TOKEN); admin calls add ``headers=admin_auth(config)``."""
     token = Secrets().api_token
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     return httpx.Client(base_url=url or config.serving.gateway_url, headers=headers,
                         timeout=config.serving.request_timeout_s + 30)
+
+
+def admin_token(config: PipelineConfig) -> str:
+    """The gateway's admin token as the gateway finds it: ADMIN_TOKEN, else serving.admin_token_file (made
+    here when missing, as `python -m serving --config` makes it), else API_TOKEN."""
+    secrets = Secrets()
+    if secrets.admin_token:
+        return secrets.admin_token.get_secret_value()
+    file = config.path(config.serving.admin_token_file)
+    if not file.is_file() and secrets.api_token:
+        return secrets.api_token.get_secret_value()
+    return ensure_token_file(file).get_secret_value()
+
+
+def admin_auth(config: PipelineConfig) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token(config)}"}
 
 
 def _checked(response: httpx.Response, action: str) -> dict:
@@ -136,22 +153,24 @@ def _in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, r
         loaded_here = name not in models["loaded"]
         try:
             if loaded_here:
-                _checked(client.post("/admin/adapters", json={"name": name, "path": adapter_source(config, registration)}),
-                         f"loading {name}")
+                _checked(client.post("/admin/adapters", json={"name": name, "path": adapter_source(config, registration)},
+                                     headers=admin_auth(config)), f"loading {name}")
             record["smoke_test"] = smoke_test(client, config, name, base_model, backend, eval_report)
-            _checked(client.put("/admin/active", json={"name": name}), f"switching to {name}")
+            _checked(client.put("/admin/active", json={"name": name}, headers=admin_auth(config)), f"switching to {name}")
         except (RolloutFailed, httpx.TransportError) as error:
             if loaded_here:
                 with contextlib.suppress(httpx.TransportError):  # the gateway itself failed: nothing to unload
-                    client.delete(f"/admin/adapters/{name}")
+                    client.delete(f"/admin/adapters/{name}", headers=admin_auth(config))
             return {**record, "status": "rolled_back", "error": str(error), "active": previous}
         if previous and previous != base_model:
-            _checked(client.delete(f"/admin/adapters/{previous}"), f"unloading {previous}")
+            _checked(client.delete(f"/admin/adapters/{previous}", headers=admin_auth(config)), f"unloading {previous}")
     return {**record, "status": "switched", "active": name}
 
 
 def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, record: dict, skip: bool) -> dict:
     s, name = config.serving, registration["name"]
+    if why := exposure_error(s.host, Secrets().api_token is not None, s.allow_unauthenticated):
+        raise ConfigError(f"stage 6, the edge on serving.host: {why}")
     try:
         client = containers.connect(s.docker_host)
     except ContainerError as error:
@@ -178,7 +197,7 @@ def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, r
         timings[step] = round(time.perf_counter() - started - sum(timings.values()), 3)
 
     new = containers.start_gateway(client, gateway_image, name, version_of(name), port,
-                                   _gateway_environment(config, registration))
+                                   _gateway_environment(config, registration), _gateway_tokens(config))
     record["container"] = new.name
     switching = created_edge = False
     try:
@@ -219,19 +238,24 @@ def _gateway_environment(config: PipelineConfig, registration: dict) -> dict[str
     named and its path as vLLM sees it (the gateway loads it at start)."""
     settings = settings_from_config(config, "vllm").model_copy(update={
         "adapter_name": registration["name"], "adapter_path": adapter_source(config, registration)})
-    environment = {f"GATEWAY_{key.upper()}": str(value) for key, value in
-                   settings.model_dump(exclude={"logs_dir", "api_token"}, exclude_none=True).items()}
-    if token := Secrets().api_token:
-        environment["API_TOKEN"] = token.get_secret_value()
+    environment = settings_environment(settings)
+    for host_only in ("LOGS_DIR", "API_TOKEN_FILE", "ADMIN_TOKEN_FILE"):  # the container has its own
+        environment.pop(f"GATEWAY_{host_only}", None)
     return environment
+
+
+def _gateway_tokens(config: PipelineConfig) -> dict[str, str]:
+    """What the container gets as files: API_TOKEN when set, and always an admin token (stage 6 unloads through it)."""
+    api = Secrets().api_token
+    return {**({"API_TOKEN": api.get_secret_value()} if api else {}), "ADMIN_TOKEN": admin_token(config)}
 
 
 def _unload_from(config: PipelineConfig, url: str, adapter: str, switch_to: str | None) -> None:
     """Best effort: an adapter left loaded in vLLM costs memory, not correctness."""
     with _client(config, url) as client, contextlib.suppress(httpx.TransportError):
         if switch_to:
-            client.put("/admin/active", json={"name": switch_to})
-        client.delete(f"/admin/adapters/{adapter}")
+            client.put("/admin/active", json={"name": switch_to}, headers=admin_auth(config))
+        client.delete(f"/admin/adapters/{adapter}", headers=admin_auth(config))
 
 
 def _finish(reports: Path, record: dict) -> None:

@@ -62,7 +62,7 @@ def main() -> None:
             settings = GatewaySettings(**({"backend": args.backend} if args.backend else {}))
     except (ValidationError, ValueError) as error:
         sys.exit(f"error: {error}")
-    if why := exposure_error(host, settings):
+    if why := exposure_error(host, settings.api_token is not None, settings.allow_unauthenticated):
         sys.exit(f"error: {why}")
     options = {"host": host, "port": port, "log_level": "warning", "access_log": False}
     if settings.workers == 1:

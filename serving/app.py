@@ -86,8 +86,13 @@ class Observe:
     which costs the gateway a share of its throughput under load.
     """
 
-    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
-        self.app, self.state = app, state
+    def __init__(self, app: ASGIApp, state: GatewayState, routes: list) -> None:
+        self.app, self.state, self.routes = app, state, routes
+
+    def allowed(self, path: str) -> bytes:
+        """Every method some route takes on ``path``: Starlette's 405 names only the first route's."""
+        methods = {m for r in self.routes if getattr(r, "methods", None) and r.path_regex.match(path) for m in r.methods}
+        return ", ".join(sorted(methods)).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,7 +109,10 @@ class Observe:
             nonlocal status, responded
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = [*message.get("headers", ()), header]
+                if status == 405:
+                    headers = [(k, v) for k, v in headers if k.lower() != b"allow"] + [(b"allow", self.allowed(scope["path"]))]
+                message["headers"] = headers
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -153,7 +161,7 @@ def create_app(settings: GatewaySettings, backend: Backend) -> FastAPI:
     app = FastAPI(title="Domain LLM gateway", version="1.0", lifespan=lifespan,
                   description="Ask the fine-tuned domain model; health, readiness and Prometheus metrics.")
     app.state.gateway = state
-    app.add_middleware(Observe, state=state)
+    app.add_middleware(Observe, state=state, routes=app.router.routes)
 
     def error(request: Request, status: int, kind: str, detail: str) -> JSONResponse:
         metrics.errors.labels(kind).inc()
@@ -184,4 +192,20 @@ def create_app(settings: GatewaySettings, backend: Backend) -> FastAPI:
 
     app.include_router(public.router)
     app.include_router(admin.router)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            _document_limits(FastAPI.openapi(app), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
+
+
+def _document_limits(schema: dict, settings: GatewaySettings) -> None:
+    """The limits settings decide, in the schema too, so a client (or a fuzzer) sees what is accepted."""
+    components = schema["components"]["schemas"]
+    ask = components["AskRequest"]["properties"]
+    ask["question"]["maxLength"] = settings.max_question_chars
+    ask["max_tokens"]["anyOf"][0]["maximum"] = settings.max_tokens_limit
+    components["LoadAdapter"]["properties"]["source"]["pattern"] = admin.source_pattern(settings.backend)

@@ -97,10 +97,10 @@ def ensure_token_file(path: Path) -> SecretStr:
     return read_token(path, str(path))
 
 
-def exposure_error(host: str, settings: GatewaySettings) -> str | None:
-    """Why the gateway must not listen on ``host`` as configured, or None: a non-loopback address
-    needs API_TOKEN unless serving.allow_unauthenticated says otherwise, explicitly."""
-    if settings.api_token is not None or settings.allow_unauthenticated or is_loopback(host):
+def exposure_error(host: str, has_token: bool, allow_unauthenticated: bool) -> str | None:
+    """Why /ask must not be served on ``host`` (by the gateway, or the edge in front of gateways), or None:
+    a non-loopback address needs API_TOKEN unless serving.allow_unauthenticated says otherwise, explicitly."""
+    if has_token or allow_unauthenticated or is_loopback(host):
         return None
     return (f"refusing to serve {host} without a token: anyone who reaches it could use the model. Set API_TOKEN "
             "(or API_TOKEN_FILE), bind 127.0.0.1 (serving.host), or set serving.allow_unauthenticated: true")

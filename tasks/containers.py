@@ -21,6 +21,8 @@ ADAPTER = "domain-llm.adapter"
 VERSION = "domain-llm.version"
 PORT = "domain-llm.port"
 EDGE_NAME = "domain-llm-edge"
+SECRETS_DIR = "/run/secrets"  # inside a gateway container
+GATEWAY_UID = 10001           # the user Dockerfile.api runs as
 
 
 class ContainerError(RuntimeError):
@@ -114,14 +116,44 @@ def clear_for(client, port: int, keep: Gateway | None) -> None:
 
 
 def start_gateway(client, gateway_image, adapter: str, version: str | None, port: int,
-                  environment: dict[str, str]) -> Gateway:
-    """Named for the adapter and the port: the same adapter on a new gateway image runs beside the old one."""
-    container = client.containers.run(
+                  environment: dict[str, str], tokens: dict[str, str]) -> Gateway:
+    """Named for the adapter and the port: the same adapter on a new gateway image runs beside the old one.
+
+    ``tokens`` ({"API_TOKEN": ..., "ADMIN_TOKEN": ...}) are written into the container before it
+    starts, as files only its user can read, and named by *_FILE variables: `docker inspect`
+    shows where they are, never what they are.
+    """
+    files = {f"{name.lower()}": value for name, value in tokens.items()}
+    container = client.containers.create(
         gateway_image.id, detach=True, name=f"domain-llm-gateway-{adapter}-{port}", network_mode="host",
         labels={ROLE: "gateway", ADAPTER: adapter, VERSION: version or "", PORT: str(port)},
-        environment={**environment, "HOST": "127.0.0.1", "PORT": str(port)},
+        environment={**environment, "HOST": "127.0.0.1", "PORT": str(port),
+                     **{f"{name}_FILE": f"{SECRETS_DIR}/{name.lower()}" for name in tokens}},
         restart_policy={"Name": "unless-stopped"})
+    if files and not container.put_archive(SECRETS_DIR.rsplit("/", 1)[0], _secrets_tar(files)):
+        container.remove(force=True)
+        raise ContainerError(f"could not write the tokens into {container.name}")
+    container.start()
     return Gateway(container, port, adapter)
+
+
+def _secrets_tar(files: dict[str, str]) -> bytes:
+    """A tar of SECRETS_DIR holding ``files``, owned by the gateway image's user, mode 0700/0400."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    folder = SECRETS_DIR.rsplit("/", 1)[1]
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        entry = tarfile.TarInfo(folder)
+        entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, 0o700, GATEWAY_UID, GATEWAY_UID
+        tar.addfile(entry)
+        for name, value in files.items():
+            data = value.encode()
+            entry = tarfile.TarInfo(f"{folder}/{name}")
+            entry.size, entry.mode, entry.uid, entry.gid = len(data), 0o400, GATEWAY_UID, GATEWAY_UID
+            tar.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def wait_ready(gateway: Gateway, timeout_s: float) -> None:

@@ -18,7 +18,7 @@ ADAPTER = "pregnancy-qa-lora-v1.0"
 def gateway_env(vllm_url: str, logs, **extra: str) -> dict[str, str]:
     return {"GATEWAY_BACKEND": "vllm", "GATEWAY_VLLM_URL": vllm_url, "GATEWAY_BASE_MODEL": BASE,
             "GATEWAY_ADAPTER_NAME": ADAPTER, "GATEWAY_DOMAIN": "pregnancy", "GATEWAY_LOGS_DIR": str(logs),
-            "GATEWAY_REQUEST_TIMEOUT_S": "2", **extra}
+            "GATEWAY_REQUEST_TIMEOUT_S": "2", "GATEWAY_ADAPTER_REGISTRY": "/models/registry", **extra}
 
 
 @pytest.fixture
@@ -65,7 +65,13 @@ def test_ask_health_ready_models_docs_and_prompt_parity(vllm, tmp_path):
     ({"question": ""}, 422, "at least 1 character"),
     ({"question": "Why?", "max_tokens": 0}, 422, "greater than 0"),
     ({"question": "Why?", "temperature": 5}, 422, "less than or equal to 2"),
-    ({"question": "x" * 2001}, 413, "the limit is 2000"),
+    ({"question": "x" * 2001}, 422, "the limit is 2000"),
+    ({"question": "Why?", "temperature": False}, 422, "temperature"),       # not a silent 0.0
+    ({"question": "Why?", "max_tokens": True}, 422, "must be a number"),
+    ({"question": "Why?", "max_tokens": "64"}, 422, "must be a number"),
+    ({"question": "Why?", "max_tokens": 1025}, 422, "over this gateway's limit of 1024 (vllm backend)"),
+    ({"question": "Why?", "stream": True}, 422, "Extra inputs are not permitted"),
+    ({"question": ["Why?"]}, 422, "question"),
 ])
 def test_bad_requests_get_4xx_with_a_reason(vllm, tmp_path, payload, status, reason):
     with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
@@ -149,11 +155,11 @@ def test_metrics_and_request_logs_record_each_request(vllm, tmp_path):
         for i in range(3):
             assert httpx.post(f"{gw.url}/ask", json={"question": f"Question {i}?"},
                               headers={"X-Request-ID": f"req-{i}"}).status_code == 200
-        assert httpx.post(f"{gw.url}/ask", json={"question": "x" * 5000}).status_code == 413
+        assert httpx.post(f"{gw.url}/ask", json={"question": "x" * 5000}).status_code == 422
         assert httpx.get(f"{gw.url}/nowhere").status_code == 404
         text = httpx.get(f"{gw.url}/metrics").text
         assert metric(text, "gateway_requests_total", route="/ask", method="POST", status="200") == 3
-        assert metric(text, "gateway_requests_total", route="/ask", method="POST", status="413") == 1
+        assert metric(text, "gateway_requests_total", route="/ask", method="POST", status="422") == 1
         assert metric(text, "gateway_requests_total", route="unmatched", method="GET", status="404") == 1
         assert metric(text, "gateway_request_latency_seconds_count", route="/ask") == 4  # 3 answered + 1 refused
         assert metric(text, "gateway_backend_latency_seconds_count", backend="vllm") == 3

@@ -34,16 +34,20 @@ def project(root: Path, name: str, serving: dict, **sections: dict) -> Path:
     return root
 
 
+ADMIN_TOKEN = "adm1n-t0ken"
+
+
 def rollout(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--stage", "6"],
-                          cwd=root, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+                          cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN})
 
 
 @pytest.fixture
 def serving(tmp_path):
     with fake_vllm(BASE) as vllm:
         vllm.adapters[ADAPTER] = "/models/registry/" + ADAPTER
-        with GatewayProcess(gateway_env(vllm.url, tmp_path / "logs")) as gateway:
+        with GatewayProcess(gateway_env(vllm.url, tmp_path / "logs", ADMIN_TOKEN=ADMIN_TOKEN)) as gateway:
             gateway.wait_ready()
             yield vllm, gateway
 

@@ -2,7 +2,8 @@
 
 The switch is one assignment, so a request is served wholly by the old or the new adapter;
 an adapter is unloaded only when no request is still using it. Always behind a token
-(serving.auth); adapters load only from the configured registry, or the Hub for vLLM.
+(serving.auth); adapters load only from the configured registry, named by their folder there,
+or from the Hub for vLLM: a client never names a path.
 """
 
 from __future__ import annotations
@@ -17,18 +18,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.auth import require_admin_token
 from serving.backends import AdapterLoadFailed
+from serving.errors import documented, invalid
 from serving.settings import GatewaySettings
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin_token)])
-HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin_token)],
+                   responses=documented(401, 403, 503, 504))
+SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # never "." or "..": no way out of the registry
+
+
+def source_pattern(backend: str) -> str:
+    """A registry folder's name; for vLLM also a Hub id (owner/name). The schema documents the same pattern."""
+    return f"^{SEGMENT}(/{SEGMENT})?$" if backend == "vllm" else f"^{SEGMENT}$"
 
 
 class LoadAdapter(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
-    path: str = Field(min_length=1, max_length=4096,
-                      description="a folder inside the adapter registry, as the backend sees it; or a Hub id (vLLM)")
+    source: str = Field(min_length=1, max_length=400,
+                        description="the adapter's folder in the gateway's adapter registry (its name), or a Hub id "
+                                    "(owner/name, vLLM only)")
 
 
 class Activate(BaseModel):
@@ -37,22 +46,21 @@ class Activate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
 
 
-def outside_registry(path: str, settings: GatewaySettings) -> str | None:
-    """Why ``path`` may not be loaded, or None. Resolved (``..``, and symlinks where the folder is ours) before
-    it is compared, so no path leads out of the registry."""
-    if settings.backend == "vllm" and HUB_ID.fullmatch(path):
-        return None
-    hub = " or a Hub id (owner/name)" if settings.backend == "vllm" else ""
+def adapter_location(source: str, settings: GatewaySettings) -> str:
+    """Where the backend loads ``source`` from: inside the configured registry, or the Hub; else a 422 saying why."""
+    if not re.fullmatch(source_pattern(settings.backend), source):
+        raise invalid("source", source, "give an adapter folder's name in the registry" +
+                      (" or a Hub id (owner/name)" if settings.backend == "vllm" else "") + ", nothing else")
+    if "/" in source:
+        return source
     if settings.adapter_registry is None:
-        return f"no adapter registry is configured: give a Hub id{hub}" if hub else "no adapter registry is configured"
-    root = posixpath.normpath(settings.adapter_registry)
-    resolved = posixpath.normpath(path) if posixpath.isabs(path) else None
-    if settings.backend == "local" and resolved is not None:
-        resolved, root = str(Path(resolved).resolve()), str(Path(root).resolve())
-    if resolved is None or resolved == root or not resolved.startswith(root.rstrip("/") + "/"):
-        return (f"'{path}' is outside the adapter registry: adapters load from a folder inside it{hub} "
-                "(serving.backend_registry_dir, else paths.registry)")
-    return None
+        raise invalid("source", source, "this gateway has no adapter registry (GATEWAY_ADAPTER_REGISTRY)")
+    location = posixpath.join(settings.adapter_registry, source)
+    if settings.backend == "local":  # our own disk: a symlink must not lead out of the registry either
+        root = Path(settings.adapter_registry).resolve()
+        if not Path(location).resolve().is_relative_to(root):
+            raise invalid("source", source, f"'{source}' leads outside the adapter registry")
+    return location
 
 
 @router.get("/adapters")
@@ -61,21 +69,21 @@ async def adapters(request: Request) -> dict:
     return {"active": state.active, "loaded": await state.backend.models()}
 
 
-@router.post("/adapters", status_code=201)
+@router.post("/adapters", status_code=201, responses=documented(400, 409))
 async def load(body: LoadAdapter, request: Request) -> dict:
     state = request.app.state.gateway
-    if why := outside_registry(body.path, state.settings):
-        state.metrics.errors.labels("adapter_path_refused").inc()
-        raise HTTPException(422, why)
+    location = adapter_location(body.source, state.settings)
+    if body.name in await state.backend.models():
+        raise HTTPException(409, f"'{body.name}' is already loaded: unload it first, or load under another name")
     try:
-        await state.backend.load_adapter(body.name, body.path)
+        await state.backend.load_adapter(body.name, location)
     except AdapterLoadFailed as error:
-        raise HTTPException(422, str(error)) from None
+        raise invalid("source", body.source, str(error)) from None
     state.log.info("adapter_loaded", adapter=body.name)
     return {"loaded": body.name}
 
 
-@router.put("/active")
+@router.put("/active", responses=documented(400, 404, 409))
 async def activate(body: Activate, request: Request) -> dict:
     state = request.app.state.gateway
     if state.settings.workers > 1:
@@ -90,7 +98,7 @@ async def activate(body: Activate, request: Request) -> dict:
     return {"active": state.active, "previous": previous}
 
 
-@router.delete("/adapters/{name}")
+@router.delete("/adapters/{name}", responses=documented(404, 409))
 async def unload(name: str, request: Request) -> dict:
     state = request.app.state.gateway
     if name == state.active:
@@ -103,7 +111,7 @@ async def unload(name: str, request: Request) -> dict:
         raise HTTPException(409, f"'{name}' still has requests in flight after {state.settings.drain_timeout_s:g} s") from None
     try:
         await state.backend.unload_adapter(name)
-    except AdapterLoadFailed as error:
-        raise HTTPException(422, str(error)) from None
+    except AdapterLoadFailed as error:  # vLLM refuses only what it does not have
+        raise HTTPException(404, str(error)) from None
     state.log.info("adapter_unloaded", adapter=name)
     return {"unloaded": name}

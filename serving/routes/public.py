@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from serving.auth import require_token
+from serving.errors import documented, invalid
 from serving.settings import version_of
 
 router = APIRouter()
+
+
+def _json_number(value: object) -> object:
+    """64 and 64.0 are the same JSON integer; true and "64" are not numbers."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")
+    return value
 
 
 class AskRequest(BaseModel):
@@ -22,8 +31,8 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     question: str = Field(min_length=1, description="the user's question")
-    max_tokens: int | None = Field(None, gt=0, description="answer length cap (default from settings; at most the "
-                                                           "gateway's max_tokens_limit)")
+    max_tokens: Annotated[int, Field(gt=0, strict=False), BeforeValidator(_json_number)] | None = Field(
+        None, description="answer length cap (default from settings; at most the gateway's max_tokens_limit)")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy, as at evaluation time")
     adapter: str | None = Field(None, description="a loaded adapter other than the active one (smoke tests, A/B)")
 
@@ -43,12 +52,30 @@ class AskResponse(BaseModel):
     request_id: str
 
 
+class Ready(BaseModel):
+    ready: bool
+    backend: str
+    backend_reachable: bool
+    warmed_up: bool
+    model: str
+    warmup_error: str | None
+
+
+class Models(BaseModel):
+    backend: str
+    base_model: str
+    active_adapter: str | None
+    adapter_version: str | None
+    loaded: list[str]
+
+
 @router.get("/health", summary="Liveness: the gateway process is up")
-async def health() -> dict:
+async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: backend reachable, model loaded, warm-up done")
+@router.get("/ready", summary="Readiness: backend reachable, model loaded, warm-up done", response_model=Ready,
+            responses={503: {"model": Ready, "description": "Not ready: the body says what is missing"}})
 async def ready(request: Request, response: Response) -> dict:
     state = request.app.state.gateway
     backend_ok = await state.backend.ready()
@@ -59,30 +86,33 @@ async def ready(request: Request, response: Response) -> dict:
             "model": state.served_model, "warmup_error": state.warmup_error}
 
 
-@router.get("/models", summary="The base model, the loaded adapters and the active one")
+@router.get("/models", summary="The base model, the loaded adapters and the active one", response_model=Models,
+            responses=documented(503, 504))
 async def models(request: Request) -> dict:
     state = request.app.state.gateway
     return {"backend": state.backend.kind, "base_model": state.settings.base_model, "active_adapter": state.active,
             "adapter_version": version_of(state.active), "loaded": await state.backend.models()}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}})
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/ask", response_model=AskResponse, dependencies=[Depends(require_token)],
+             responses=documented(400, 401, 404, 500, 503, 504),
              summary="Answer a question in the domain, in the trained ANSWER STYLE")
 async def ask(body: AskRequest, request: Request) -> JSONResponse:
     state = request.app.state.gateway
     s = state.settings
     if len(body.question) > s.max_question_chars:
         state.metrics.errors.labels("question_too_long").inc()
-        raise HTTPException(413, f"question is {len(body.question)} characters; the limit is {s.max_question_chars}")
+        raise invalid("question", body.question[:100] + "…", f"question is {len(body.question)} characters; "
+                                                              f"the limit is {s.max_question_chars}")
     if body.max_tokens is not None and body.max_tokens > s.max_tokens_limit:
-        state.metrics.errors.labels("max_tokens_over_limit").inc()
-        raise HTTPException(422, f"max_tokens {body.max_tokens} is over this gateway's limit of {s.max_tokens_limit} "
-                                 f"({state.backend.kind} backend)")
+        raise invalid("max_tokens", body.max_tokens, f"max_tokens {body.max_tokens} is over this gateway's limit of "
+                                                     f"{s.max_tokens_limit} ({state.backend.kind} backend)")
     model = body.adapter or state.served_model
     started = time.perf_counter()
     state.in_flight[model] += 1
