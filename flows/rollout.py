@@ -67,9 +67,18 @@ def _checked(response: httpx.Response, action: str) -> dict:
 def adapter_source(config: PipelineConfig, registration: dict) -> str:
     """What the backend loads: the Hub repo id, or the local registry folder as the backend sees it."""
     if registration["target"] == "hub":
-        return registration["location"].rstrip("/").split("/", 3)[-1]
+        return hub_id(registration)
     folder = config.serving.backend_registry_dir
     return f"{folder.rstrip('/')}/{registration['name']}" if folder else registration["location"]
+
+
+def hub_id(registration: dict) -> str:
+    return registration["location"].rstrip("/").split("/", 3)[-1]
+
+
+def admin_source(registration: dict) -> str:
+    """How the admin API names it: the Hub repo id, or its folder's name in the gateway's registry."""
+    return hub_id(registration) if registration["target"] == "hub" else registration["name"]
 
 
 def smoke_test(client: httpx.Client, config: PipelineConfig, name: str, base_model: str, backend: str,
@@ -153,7 +162,7 @@ def _in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, r
         loaded_here = name not in models["loaded"]
         try:
             if loaded_here:
-                _checked(client.post("/admin/adapters", json={"name": name, "path": adapter_source(config, registration)},
+                _checked(client.post("/admin/adapters", json={"name": name, "source": admin_source(registration)},
                                      headers=admin_auth(config)), f"loading {name}")
             record["smoke_test"] = smoke_test(client, config, name, base_model, backend, eval_report)
             _checked(client.put("/admin/active", json={"name": name}, headers=admin_auth(config)), f"switching to {name}")

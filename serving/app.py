@@ -76,7 +76,7 @@ async def _warm_up(state: GatewayState) -> None:
         state.log.info("gateway_ready", backend=state.backend.kind, model=state.served_model)
     except Exception as error:
         state.warmup_error = str(error)
-        state.log.error("warmup_failed", error=str(error))
+        state.log.error("warmup_failed", error=str(error), cause=repr(error.__cause__) if error.__cause__ else None)
 
 
 class Observe:

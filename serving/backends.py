@@ -185,7 +185,11 @@ class LocalBackend:
     async def start(self) -> None:
         from tasks.inference import load_model
 
-        self.model, self.tokenizer = await asyncio.to_thread(load_model, self.base_model_path)
+        try:
+            self.model, self.tokenizer = await asyncio.to_thread(load_model, self.base_model_path)
+        except Exception as error:  # its text names the folder: clients see /ready, which names no host path
+            raise BackendUnavailable(f"the base model '{self.base_model}' could not be loaded "
+                                     f"({type(error).__name__}; the gateway's api.log has the details)") from error
         self._worker = asyncio.create_task(self._serve_batches())
 
     async def close(self) -> None:

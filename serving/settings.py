@@ -130,7 +130,8 @@ def settings_from_config(config, backend: str | None = None) -> GatewaySettings:
     name = (json.loads(registration.read_text())["name"] if registration.is_file()
             else f"{config.domain}-{config.use_case}-{f.method}")
     adapter = config.path(config.paths.lora_weights)
-    values = {"backend": kind, "domain": config.domain, "base_model": f.base_model,
+    local_name = Path(f.base_model_gguf).name.removesuffix(".gguf") if f.base_model_gguf else f.base_model
+    values = {"backend": kind, "domain": config.domain, "base_model": local_name if kind == "local" else f.base_model,
               "base_model_path": str(config.path(config.paths.base_model)) if kind == "local" and f.base_model_gguf
               else None,
               "adapter_name": name if (adapter / "adapter_config.json").is_file() or kind == "vllm" else None,
