@@ -136,6 +136,18 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
             assert first.returncode == 0, first.stderr
             assert httpx.get(f"{edge_url}/models").json()["active_adapter"] == v1
             assert served_port() == blue
+            # tokens reach the container as files only its user reads; `docker inspect` shows where, not what
+            from tests.test_rollout import ADMIN_TOKEN
+
+            gateway = docker_client.containers.get(f"domain-llm-gateway-{v1}-{blue}")
+            assert "ADMIN_TOKEN_FILE=/run/secrets/admin_token" in gateway.attrs["Config"]["Env"]
+            assert ADMIN_TOKEN not in json.dumps(gateway.attrs)
+            listing = gateway.exec_run(["ls", "-ln", "/run/secrets"]).output.decode()
+            assert "-r-------- 1 10001 10001" in listing, listing
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            assert httpx.get(f"http://127.0.0.1:{blue}/admin/adapters", headers=admin).status_code == 200
+            for path in ("/admin/adapters", "/%61dmin/adapters", "//admin/adapters", "/ADMIN/adapters", "/admin"):
+                assert httpx.get(f"{edge_url}{path}", headers=admin).status_code == 404, path  # the edge never forwards
 
             root = project(tmp_path, v2, serving, finetuning={"base_model": MODEL})
             with LoadGenerator(edge_url, concurrency=8) as load:

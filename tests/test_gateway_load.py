@@ -117,7 +117,7 @@ def test_schemathesis_finds_nothing(tmp_path):
             result = subprocess.run(
                 [binary, "run", f"{gw.url}/openapi.json", "--checks", "all", "-H", "Authorization: Bearer t0ken",
                  "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "60", "--seed", "1",
-                 "--max-time", "120"],
+                 "--max-time", "40"],
                 capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"})
             assert httpx.get(f"{gw.url}/ready").status_code == 200
     assert result.returncode == 0, result.stdout[-6000:]
