@@ -106,7 +106,7 @@ def measure(binary: str, url: str, body: dict, requests: int, connections: int, 
     with the CPU time each of ``pids`` spent per request meanwhile (µs)."""
     warmup = wrk(binary, url, body, 3, connections)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    summary = wrk(binary, url, body, max(5.0, 1.15 * requests / warmup["rps"] + 1), connections)
+    summary = wrk(binary, url, body, max(5.0, 1.3 * requests / warmup["rps"] + 2), connections)
     summary["cpu_us"] = {name: (cpu_seconds(pid) - before[name]) / summary["requests"] * 1e6
                          for name, pid in pids.items()}
     return summary
