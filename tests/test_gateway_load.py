@@ -118,7 +118,8 @@ def test_schemathesis_finds_nothing(tmp_path):
                 [binary, "run", f"{gw.url}/openapi.json", "--checks", "all", "-H", "Authorization: Bearer t0ken",
                  "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "60", "--seed", "1",
                  "--max-time", "40"],
-                capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"})
+                capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
+                cwd=tmp_path)  # its cache folder goes there
             assert httpx.get(f"{gw.url}/ready").status_code == 200
     assert result.returncode == 0, result.stdout[-6000:]
     assert re.search(r"(\d+) generated, \1 passed", result.stdout), result.stdout[-2000:]
