@@ -164,7 +164,7 @@ def test_metrics_and_request_logs_record_each_request(vllm, tmp_path):
         assert metric(text, "gateway_request_latency_seconds_count", route="/ask") == 4  # 3 answered + 1 refused
         assert metric(text, "gateway_backend_latency_seconds_count", backend="vllm") == 3
         assert metric(text, "gateway_tokens_total", direction="out") > 0
-        assert metric(text, "gateway_errors_total", kind="question_too_long") == 1
+        assert metric(text, "gateway_errors_total", kind="invalid_request") == 1  # the question over the limit
         assert f'adapter="{ADAPTER}"' in text and 'adapter_version="1.0"' in text and 'backend="vllm"' in text
         time.sleep(0.2)
     lines = [json.loads(line) for line in (tmp_path / "requests.log").read_text().splitlines()]

@@ -107,7 +107,6 @@ async def ask(body: AskRequest, request: Request) -> JSONResponse:
     state = request.app.state.gateway
     s = state.settings
     if len(body.question) > s.max_question_chars:
-        state.metrics.errors.labels("question_too_long").inc()
         raise invalid("question", body.question[:100] + "…", f"question is {len(body.question)} characters; "
                                                               f"the limit is {s.max_question_chars}")
     if body.max_tokens is not None and body.max_tokens > s.max_tokens_limit:
