@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.settings import GatewaySettings
+
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -215,20 +217,23 @@ class Registration(_Section):
     license: str = "apache-2.0"
 
 
+_GATEWAY = GatewaySettings.model_fields  # the gateway stands alone: its own defaults are the ones declared
+
+
 class TokenLimits(_Section):
     """The largest ``max_tokens`` a request may ask of each backend (the CPU model answers ~10 tokens/s)."""
 
-    vllm: PositiveInt = 1024
+    vllm: PositiveInt = _GATEWAY["max_tokens_limit"].default
     local: PositiveInt = 256
 
 
 class Serving(_Section):
     backend: Literal["vllm", "local"] = "vllm"
     host: str = "127.0.0.1"
-    allow_unauthenticated: bool = False
+    allow_unauthenticated: bool = _GATEWAY["allow_unauthenticated"].default
     admin_token_file: Path = Path("secrets/admin_token")
-    workers: PositiveInt = 1
-    backend_connections: PositiveInt = 256
+    workers: PositiveInt = _GATEWAY["workers"].default
+    backend_connections: PositiveInt = _GATEWAY["backend_connections"].default
     max_tokens_limit: TokenLimits = TokenLimits()
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
     vllm_url: str = "http://localhost:8001"
