@@ -159,20 +159,20 @@ def _in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, r
         record.update(previous=previous, backend=backend)
         if previous == name:
             return {**record, "status": "already_active"}
-        loaded_here = name not in models["loaded"]
+        loaded_here, admin = name not in models["loaded"], admin_auth(config)
         try:
             if loaded_here:
                 _checked(client.post("/admin/adapters", json={"name": name, "source": admin_source(registration)},
-                                     headers=admin_auth(config)), f"loading {name}")
+                                     headers=admin), f"loading {name}")
             record["smoke_test"] = smoke_test(client, config, name, base_model, backend, eval_report)
-            _checked(client.put("/admin/active", json={"name": name}, headers=admin_auth(config)), f"switching to {name}")
+            _checked(client.put("/admin/active", json={"name": name}, headers=admin), f"switching to {name}")
         except (RolloutFailed, httpx.TransportError) as error:
             if loaded_here:
                 with contextlib.suppress(httpx.TransportError):  # the gateway itself failed: nothing to unload
-                    client.delete(f"/admin/adapters/{name}", headers=admin_auth(config))
+                    client.delete(f"/admin/adapters/{name}", headers=admin)
             return {**record, "status": "rolled_back", "error": str(error), "active": previous}
         if previous and previous != base_model:
-            _checked(client.delete(f"/admin/adapters/{previous}", headers=admin_auth(config)), f"unloading {previous}")
+            _checked(client.delete(f"/admin/adapters/{previous}", headers=admin), f"unloading {previous}")
     return {**record, "status": "switched", "active": name}
 
 
@@ -261,10 +261,11 @@ def _gateway_tokens(config: PipelineConfig) -> dict[str, str]:
 
 def _unload_from(config: PipelineConfig, url: str, adapter: str, switch_to: str | None) -> None:
     """Best effort: an adapter left loaded in vLLM costs memory, not correctness."""
+    admin = admin_auth(config)
     with _client(config, url) as client, contextlib.suppress(httpx.TransportError):
         if switch_to:
-            client.put("/admin/active", json={"name": switch_to}, headers=admin_auth(config))
-        client.delete(f"/admin/adapters/{adapter}", headers=admin_auth(config))
+            client.put("/admin/active", json={"name": switch_to}, headers=admin)
+        client.delete(f"/admin/adapters/{adapter}", headers=admin)
 
 
 def _finish(reports: Path, record: dict) -> None:

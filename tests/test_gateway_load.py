@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_long_generations_on_the_local_model_end_at_the_timeout_and_ready_stays_
 
 def test_schemathesis_finds_nothing(tmp_path):
     """Every check schemathesis has, against the running gateway's own OpenAPI schema."""
-    binary = shutil.which("schemathesis", path=str(Path(os.sys.executable).parent)) or shutil.which("schemathesis")
+    binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     assert binary, "schemathesis is a dev dependency (pip install -e .[dev])"
     with fake_vllm(BASE) as vllm:
         vllm.adapters[ADAPTER] = "/models/registry/" + ADAPTER
