@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import yaml
@@ -69,10 +70,20 @@ class _GuidePdf(FPDF):
         self.cell(0, 10, str(self.page_no()), align="C")
 
 
+_PUBLISHED = date(2024, 1, 1)  # the creation date of a document whose front matter gives none
+
+
 def render_pdf(markdown: str) -> bytes:
-    """Render one sample Markdown document (front matter: title, author, credit) to PDF bytes."""
+    """Render one sample Markdown document (front matter: title, author, credit, date) to PDF bytes.
+
+    The same text gives the same bytes on every machine: the creation date comes from the front matter (fpdf2
+    would stamp the clock), and the file identifier is a hash of the content and that date. The document's
+    sha256 is its identity downstream (the split, the caches), so every clone gets the same split and scores.
+    """
     meta, body = _split_front_matter(markdown)
     pdf = _GuidePdf(meta.get("author", "Sample corpus"))
+    published = meta.get("date", _PUBLISHED)
+    pdf.set_creation_date(datetime(published.year, published.month, published.day, tzinfo=UTC))
     pdf.set_title(meta.get("title", "Untitled"))
     pdf.set_author(meta.get("author", ""))
     pdf.add_page()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +16,7 @@ from fpdf import FPDF
 from tasks.convert import ConverterSettings, ConverterUnavailable, convert_document, format_options
 from tasks.headings import OutlineEntry, detect_by_typography, escape_hash_lines, place_outline, title_key
 from tasks.layout import Line
+from tests.conftest import REPO
 
 NATIVE = ConverterSettings(kind="native")
 
@@ -135,3 +141,15 @@ def test_standard_pipeline_offline_without_models_fails_the_stage_clearly(sample
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConverterUnavailable, match="artifacts_path"):
         convert_document.fn(sample_pdf_dir / "01-prenatal-care.pdf", tmp_path / "o.md", ConverterSettings(kind="standard"))
+
+
+def test_sample_pdfs_render_byte_for_byte_the_same_anywhere_any_time(sample_pdf_dir, tmp_path):
+    """Their sha256 is the documents' identity (split, caches): a clone elsewhere, later, must get the same bytes."""
+    time.sleep(1.1)  # a renderer stamping the clock would now write another creation date and file id
+    again = tmp_path / "again"
+    rendered = subprocess.run([sys.executable, "-m", "tasks.sample_corpus", str(REPO / "sample_corpus"), str(again)],
+                              cwd=REPO, env={**os.environ, "TZ": "Pacific/Kiritimati"}, capture_output=True, text=True)
+    assert rendered.returncode == 0, rendered.stderr
+    first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sample_pdf_dir.glob("*.pdf")}
+    second = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in again.glob("*.pdf")}
+    assert first == second and len(first) == len(list((REPO / "sample_corpus").glob("*.md")))
