@@ -107,6 +107,21 @@ class DataProcessor(_Section):
         return self
 
 
+class Split(_Section):
+    """Shares of the source documents: train (learned from), validation (picks the checkpoint), test (reported)."""
+
+    train: Fraction = 0.8
+    validation: Fraction = 0.1
+    test: Fraction = 0.1
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> Split:
+        if not math.isclose(self.train + self.validation + self.test, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train + validation + test must be 1, they sum to "
+                             f"{self.train + self.validation + self.test:.4f}")
+        return self
+
+
 class DatasetGenerator(_Section):
     provider: Literal["gemini", "openai", "offline"] = "gemini"
     model: str = "gemini-2.5-flash"
@@ -128,7 +143,7 @@ class DatasetGenerator(_Section):
     preview_groups: PositiveInt = 3
     input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.30
     output_price_per_mtok: Annotated[float, Field(ge=0)] = 2.50
-    train_ratio: Fraction = 0.8
+    split: Split = Split()
     seed: int = 42
 
     @model_validator(mode="after")
@@ -192,6 +207,10 @@ class Evaluation(_Section):
     max_new_tokens: PositiveInt = 128
     batch_size: PositiveInt = 8
     checkpoint_eval_samples: PositiveInt | None = None
+    resamples: Annotated[int, Field(ge=1000)] = 10000
+    confidence: Fraction = 0.95
+    seed: int = 42
+    judge: bool = False
     weights: dict[Literal["bertscore_f1", "rouge_l", "token_f1", "rouge_1"], float] = {
         "bertscore_f1": 0.40,
         "rouge_l": 0.30,
@@ -215,6 +234,7 @@ class Registration(_Section):
     private: bool = True
     version_bump: Literal["minor", "major"] = "minor"
     license: str = "apache-2.0"
+    require_improvement: Literal["none", "mean", "ci"] = "ci"
 
 
 _GATEWAY = GatewaySettings.model_fields  # the gateway stands alone: its own defaults are the ones declared

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import progress_bar, say
-from tasks.dataset import QARecord, chat_view, deduplicate, record_id, split_records
+from tasks.dataset import SIDES, QARecord, chat_view, deduplicate, record_id, split_records
 from tasks.files import atomic_write_json, atomic_writer
 from tasks.generate import (
     CallPolicy,
@@ -168,12 +168,11 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
 
         split_file = out_dir / "split.json"
         previous = json.loads(split_file.read_text(encoding="utf-8")) if split_file.is_file() else {}
-        train, evaluation, sides = split_records(records, g.train_ratio, g.seed, previous)
-        level = "chunk" if "chunks" in sides.values() else "document"
-        if level == "chunk":
-            say("generate: warning: a document is split by chunk (it was the only source document when first split): "
-                "its eval questions share a document with training questions")
-        _write_dataset(config, train, evaluation)
+        split, sides = split_records(records, g.split.model_dump(), g.seed, previous)
+        level = split_level(sides)
+        if level != "document":
+            say(f"generate: warning: {level}")
+        _write_dataset(config, split)
         atomic_write_json(split_file, {**previous, **sides})
 
         dropped = sum((Counter(r.dropped) for r in results), rejected)
@@ -188,20 +187,20 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
             "pairs_generated": generated, "dropped_by_reason": dict(sorted(dropped.items())),
             "duplicates": {"exact": n_exact, "near": n_near},
             "judge": {"enabled": g.judge, "threshold": g.judge_threshold, "rejected": judged_out, "failed": judge_failed},
-            "pairs": len(train) + len(evaluation),
-            "by_type": dict(sorted(Counter(r.type for r in [*train, *evaluation]).items())),
-            "split": {"level": level, "train_ratio": g.train_ratio, "seed": g.seed,
-                      "train_pairs": len(train), "eval_pairs": len(evaluation),
-                      "train_documents": len({r.doc_sha256 for r in train}),
-                      "eval_documents": len({r.doc_sha256 for r in evaluation})},
+            "pairs": len(records),
+            "by_type": dict(sorted(Counter(r.type for r in records).items())),
+            "split": {"level": "document" if level == "document" else "chunk", "ratios": g.split.model_dump(),
+                      "seed": g.seed, **{f"{side}_pairs": len(split[side]) for side in SIDES},
+                      **{f"{side}_documents": len({r.doc_sha256 for r in split[side]}) for side in SIDES}},
             "usage": {provider.name: {"input_tokens": tokens_in, "output_tokens": tokens_out,
                                       "estimated_cost_usd": _cost(config, tokens_in, tokens_out)}},
             "source_documents": sorted({c.doc_sha256 for c in chunks}),
         }
         atomic_write_json(out_dir / "stats.json", stats)
         say(f"generate: {len(groups)} groups ({cached} cached, {caller.calls} provider calls), {generated} pairs generated, "
-            f"{n_exact + n_near} duplicates, {sum(dropped.values())} dropped, {len(train)} train / {len(evaluation)} eval "
-            f"({level}-level split)")
+            f"{n_exact + n_near} duplicates, {sum(dropped.values())} dropped, "
+            + " / ".join(f"{len(split[side])} {side}" for side in SIDES)
+            + f" ({stats['split']['level']}-level split)")
         await acreate_table_artifact(key="generate-summary", table=[
             {"metric": key, "value": json.dumps(value) if isinstance(value, dict | list) else value}
             for key, value in stats.items() if key != "source_documents"], description="Stage 3 dataset statistics")
@@ -210,10 +209,25 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         await provider.aclose()
 
 
-def _write_dataset(config: PipelineConfig, train: list[QARecord], evaluation: list[QARecord]) -> None:
+def split_level(sides: dict[str, str]) -> str:
+    """"document" when every document is whole on one side, else the warning saying which questions share one."""
+    values = set(sides.values())
+    if "chunks" in values:
+        return ("a document is split by chunk (it was the only source document when first split): its test and "
+                "validation questions share a document with training questions")
+    if "held-out" in values:
+        return ("the only held-out document has its questions shared out between validation and test: the test "
+                "questions share a document with those that chose the checkpoint (add source documents)")
+    return "document"
+
+
+def _write_dataset(config: PipelineConfig, split: dict[str, list[QARecord]]) -> None:
+    """train/validation/test.json, and train_chat.jsonl (what 4b trains on); a two-way split's files are removed."""
     out_dir = config.path(config.paths.qa_dataset)
-    for name, records in (("train", train), ("eval", evaluation)):
-        atomic_write_json(out_dir / f"{name}.json", [r.model_dump(mode="json") for r in records])
-        with atomic_writer(out_dir / f"{name}_chat.jsonl", "w") as handle:
-            for record in records:
-                handle.write(json.dumps(chat_view(record, config.domain), ensure_ascii=False) + "\n")
+    for side, records in split.items():
+        atomic_write_json(out_dir / f"{side}.json", [r.model_dump(mode="json") for r in records])
+    with atomic_writer(out_dir / "train_chat.jsonl", "w") as handle:
+        for record in split["train"]:
+            handle.write(json.dumps(chat_view(record, config.domain), ensure_ascii=False) + "\n")
+    for stale in ("eval.json", "eval_chat.jsonl"):
+        (out_dir / stale).unlink(missing_ok=True)

@@ -1,8 +1,10 @@
 """From generated pairs to the dataset: dedup, optional judging, a leak-free split, output views.
 
-The split is by source document and stable: a document's side is decided by a seeded hash
-of its sha256, so a refresh that adds documents never moves an existing document (and its
-questions) between train and eval.
+The split is three-way and by source document: train (what the adapter learns), validation
+(what picks its checkpoint) and test (what the reported scores come from), so the number
+reported was never used to choose. It is stable: a document's side is decided by a seeded
+hash of its sha256, so a refresh that adds documents never moves an existing document (and
+its questions) from one side to another.
 """
 
 from __future__ import annotations
@@ -78,42 +80,104 @@ def deduplicate(records: Iterable[QARecord], threshold: float = 0.8, num_perm: i
     return kept, n_exact, n_near
 
 
+SIDES = ("train", "validation", "test")
+# documents shared out over several sides: a lone document (by chunk: no chunk's text is both learned and tested),
+# or a single held-out document (by question: validation and test may share a chunk, training sees neither)
+_SPREAD = {"chunks": SIDES, "held-out": ("validation", "test")}
+
+
 def _score(seed: int, key: str) -> float:
     digest = hashlib.sha256(f"{seed}|{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_records(records: list[QARecord], train_ratio: float, seed: int,
-                  assigned: dict[str, str] | None = None) -> tuple[list[QARecord], list[QARecord], dict[str, str]]:
-    """Split by document: each document is "train", "eval" or "chunks" (its chunks split by a seeded hash).
+def _interval(side: str, ratios: dict[str, float], sides: tuple[str, ...]) -> tuple[float, float]:
+    """The part of [0, 1) whose hash scores go to ``side``, the ratios of ``sides`` rescaled to fill it."""
+    total, low = sum(ratios[s] for s in sides), 0.0
+    for name in sides:
+        high = low + ratios[name] / total
+        if name == side:
+            return low, high
+        low = high
+    raise ValueError(side)
 
-    ``assigned`` holds the sides documents got in earlier runs: they never move, so a refresh
-    adds documents without turning old eval questions into training data (or back). A new
-    document goes where its stable seeded hash sends it, except that both sides must get a
-    document (the new ones are moved for that, never the old); a lone document is split by chunk.
-    Returns train, eval and every document's side, to be kept for the next run.
+
+def _side_of(score: float, ratios: dict[str, float], sides: tuple[str, ...]) -> str:
+    return next((s for s in sides if score < _interval(s, ratios, sides)[1]), sides[-1])
+
+
+def _covers(value: str) -> tuple[str, ...]:
+    return _SPREAD.get(value, (value,))
+
+
+def _fill(sides: dict[str, str], movable: list[str], allowed: tuple[str, ...], scores: dict[str, float],
+          ratios: dict[str, float]) -> None:
+    """Give each side of ``allowed`` a document, moving only ``movable`` ones and only from sides that keep one."""
+    for side in allowed:
+        def covering(name: str) -> list[str]:
+            return [doc for doc, value in sides.items() if name in _covers(value)]
+
+        if covering(side):
+            continue
+        spare = [doc for doc in movable if sides[doc] in SIDES and len(covering(sides[doc])) > 1]
+        if spare:
+            low, high = _interval(side, ratios, allowed)
+            sides[min(spare, key=lambda doc: (max(low - scores[doc], scores[doc] - high, 0.0), doc))] = side
+
+
+def assign_documents(docs: list[str], ratios: dict[str, float], seed: int,
+                     assigned: dict[str, str] | None = None) -> dict[str, str]:
+    """Each document's side: "train", "validation", "test", or shared out over several ("chunks", "held-out").
+
+    ``assigned`` holds the sides documents got in earlier runs: they never move, so a refresh adds documents
+    without turning old test questions into training data (or back). A two-way split's held-out ("eval")
+    documents are shared out between validation and test (a single one has its questions shared out);
+    no document leaves train. A new document goes where its stable seeded hash sends it, except that every
+    side must get a document (new ones are moved for that, never old ones). A lone document is split by
+    chunk; of two, the one the hash sends further from train is held out, its questions shared out between
+    validation and test.
     """
-    docs = sorted({r.doc_sha256 for r in records})
-    sides = {doc: side for doc, side in (assigned or {}).items() if doc in docs}
+    scores = {doc: _score(seed, doc) for doc in docs}
+    sides = {doc: side for doc, side in (assigned or {}).items() if doc in scores}
+    legacy = sorted(doc for doc, side in sides.items() if side == "eval")
+    if len(legacy) == 1:
+        sides[legacy[0]] = "held-out"
+    elif legacy:
+        held_out = _SPREAD["held-out"]
+        sides.update({doc: _side_of(scores[doc], ratios, held_out) for doc in legacy})
+        _fill(sides, legacy, held_out, scores, ratios)
     new = [doc for doc in docs if doc not in sides]
     if len(docs) == 1 and new:
         sides[new[0]] = "chunks"
+    elif len(docs) == 2 and len(new) == 2:
+        held = max(new, key=scores.__getitem__)
+        sides.update({doc: "held-out" if doc == held else "train" for doc in new})
     elif new:
-        scores = {doc: _score(seed, doc) for doc in new}
-        sides.update({doc: "eval" if scores[doc] >= train_ratio else "train" for doc in new})
-        taken = set(sides.values())
-        if "chunks" not in taken and "eval" not in taken:
-            sides[max(new, key=scores.__getitem__)] = "eval"
-        elif "chunks" not in taken and "train" not in taken:
-            sides[min(new, key=scores.__getitem__)] = "train"
+        sides.update({doc: _side_of(scores[doc], ratios, SIDES) for doc in new})
+        _fill(sides, new, SIDES, scores, ratios)
+    return sides
 
-    def is_eval(record: QARecord) -> bool:
-        side = sides[record.doc_sha256]
-        return side == "eval" or (side == "chunks" and _score(seed, record.chunk_ids[0]) >= train_ratio)
 
-    train = [r for r in records if not is_eval(r)]
-    evaluation = [r for r in records if is_eval(r)]
-    return train, evaluation, sides
+def split_records(records: list[QARecord], ratios: dict[str, float], seed: int,
+                  assigned: dict[str, str] | None = None) -> tuple[dict[str, list[QARecord]], dict[str, str]]:
+    """Split by document (see ``assign_documents``); returns each side's records and every document's side.
+
+    Train teaches the adapter, validation picks its checkpoint, test measures it: no question is on two sides,
+    and only documents split by chunk have questions on more than one.
+    """
+    sides = assign_documents(sorted({r.doc_sha256 for r in records}), ratios, seed, assigned)
+
+    def side_of(record: QARecord) -> str:
+        value = sides[record.doc_sha256]
+        if value in _SPREAD:
+            key = record.chunk_ids[0] if value == "chunks" else record.id
+            return _side_of(_score(seed, key), ratios, _SPREAD[value])
+        return value
+
+    split: dict[str, list[QARecord]] = {side: [] for side in SIDES}
+    for record in records:
+        split[side_of(record)].append(record)
+    return split, sides
 
 
 def chat_view(record: QARecord, domain: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ from tests.real_corpus import build_real_corpus
 from tests.servers import pdf_host
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def qa_dataset(folder: Path) -> dict[str, list[dict]]:
+    """Stage 3's records, by side: train, validation, test."""
+    return {side: json.loads((folder / f"{side}.json").read_text()) for side in ("train", "validation", "test")}
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,8 @@ def test_reference_config_keeps_the_reference_numbers():
     assert config.root == REPO
     assert config.data_collector.source == "serpapi"
     assert (config.data_processor.min_tokens, config.data_processor.max_tokens) == (20, 500)
-    assert config.dataset_generator.max_tokens == 600 and config.dataset_generator.train_ratio == 0.8
+    assert config.dataset_generator.max_tokens == 600
+    assert config.dataset_generator.split.model_dump() == {"train": 0.8, "validation": 0.1, "test": 0.1}
     lora = config.finetuning.lora
     assert (lora.r, lora.alpha, lora.dropout) == (16, 32, 0.05)
     assert lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -44,8 +45,10 @@ def test_local_profile_inherits_and_overrides():
 @pytest.mark.parametrize(("override", "message"), [
     ({"data_collector": {"num_reslts": 5}}, "data_collector.num_reslts: unknown key"),
     ({"data_collector": {"num_results": "many"}}, "data_collector.num_results: Input should be a valid integer"),
-    ({"dataset_generator": {"train_ratio": 1.0}}, "dataset_generator.train_ratio: Input should be less than 1"),
-    ({"dataset_generator": {"train_ratio": 0}}, "dataset_generator.train_ratio: Input should be greater than 0"),
+    ({"dataset_generator": {"split": {"train": 1.0}}}, "dataset_generator.split.train: Input should be less than 1"),
+    ({"dataset_generator": {"split": {"test": 0}}}, "dataset_generator.split.test: Input should be greater than 0"),
+    ({"dataset_generator": {"split": {"train": 0.7}}},
+     "dataset_generator.split: train + validation + test must be 1, they sum to 0.9000"),
     ({"evaluation": {"weights": {"bertscore_f1": 0.5, "rouge_l": 0.3, "token_f1": 0.2, "rouge_1": 0.1}}},
      "evaluation.weights: weights must sum to 1"),
     ({"data_processor": {"min_tokens": 600}}, "data_processor: min_tokens (600) must be below max_tokens (500)"),

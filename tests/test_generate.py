@@ -142,40 +142,76 @@ def test_exact_and_near_duplicate_questions_are_removed():
     assert [r.id for r in kept] == ["0", "3"] and (exact, near) == (1, 1)
 
 
-def test_split_is_by_document_and_stable_when_documents_are_added():
+RATIOS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+
+def _docs_records(docs: list[str], per_doc: int = 4) -> list[QARecord]:
+    return [_record(i, f"{doc}-{i}", doc=doc) for doc in docs for i in range(per_doc)]
+
+
+def _documents(split: dict[str, list[QARecord]]) -> dict[str, set[str]]:
+    return {side: {r.doc_sha256 for r in records} for side, records in split.items()}
+
+
+def test_split_is_three_way_by_document_and_stable_when_documents_are_added():
     records = [_record(i, f"q{i}", doc=f"doc{i % 10}") for i in range(100)]
-    train, evaluation, sides = split_records(records, 0.8, seed=42)
-    assert set(sides.values()) == {"train", "eval"} and train and evaluation
-    assert not {r.doc_sha256 for r in train} & {r.doc_sha256 for r in evaluation}
+    split, sides = split_records(records, RATIOS, seed=42)
+    assert set(sides.values()) == {"train", "validation", "test"} and all(split.values())
+    docs = _documents(split)
+    assert not (docs["train"] & docs["validation"] or docs["train"] & docs["test"] or docs["validation"] & docs["test"])
     more = records + [_record(100 + i, f"n{i}", doc=f"new{i}") for i in range(20)]
-    train2, eval2, sides2 = split_records(more, 0.8, seed=42, assigned=sides)
-    assert {r.id for r in evaluation} <= {r.id for r in eval2} and {r.id for r in train} <= {r.id for r in train2}
+    split2, sides2 = split_records(more, RATIOS, seed=42, assigned=sides)
+    assert all({r.id for r in split[side]} <= {r.id for r in split2[side]} for side in RATIOS)
     assert {doc: sides2[doc] for doc in sides} == sides
 
 
-def test_a_refresh_never_moves_a_document_even_when_both_sides_had_to_be_filled():
-    def records(docs: list[str]) -> list[QARecord]:
-        return [_record(i, f"{doc}-{i}", doc=doc) for doc in docs for i in range(4)]
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 12), st.lists(st.integers(0, 6), max_size=3), st.sampled_from(
+    [RATIOS, {"train": 0.5, "validation": 0.2, "test": 0.3}, {"train": 0.9, "validation": 0.05, "test": 0.05}]))
+def test_split_properties_hold_for_any_documents_and_refreshes(seed, n_docs, added, ratios):
+    """Every question lands on exactly one side; from 3 documents each side has a whole document of its own;
+    documents never move on a refresh; with 1 or 2 documents no test question comes from a training document."""
+    docs = [f"doc{i}" for i in range(n_docs)]
+    split, sides = split_records(_docs_records(docs), ratios, seed)
+    assert sorted(r.id + r.doc_sha256 for records in split.values() for r in records) == \
+        sorted(r.id + r.doc_sha256 for r in _docs_records(docs))
+    if n_docs >= 3:
+        assert all(side in sides.values() for side in ("train", "validation", "test")), sides
+        assert set(sides.values()) <= {"train", "validation", "test"}
+    elif n_docs == 2:
+        assert sorted(sides.values()) == ["held-out", "train"]
+        assert not _documents(split)["train"] & _documents(split)["test"]
+    else:
+        assert sides == {"doc0": "chunks"}
+    for count in added:
+        docs += [f"new{len(docs)}-{i}" for i in range(count)]
+        _, later = split_records(_docs_records(docs), ratios, seed, assigned=sides)
+        assert {doc: later[doc] for doc in sides} == sides
+        sides = later
 
-    # with few documents the hash alone rarely fills the eval side: one of them is moved there
-    for seed in range(20):
-        first_docs = ["a", "b"]
-        train, evaluation, sides = split_records(records(first_docs), 0.8, seed)
-        assert train and evaluation
-        for added in (["c"], ["c", "d", "e"]):
-            _, _, later = split_records(records(first_docs + added), 0.8, seed, assigned=sides)
-            assert {doc: later[doc] for doc in first_docs} == sides, (seed, added)
-            assert {"train", "eval"} <= set(later.values())
+
+def test_a_two_way_split_is_migrated_without_moving_a_document_out_of_train():
+    old = {"a": "train", "b": "train", "c": "train", "d": "eval", "e": "eval", "f": "eval"}
+    split, sides = split_records(_docs_records(list(old)), RATIOS, seed=7, assigned=old)
+    assert {doc for doc, side in sides.items() if side == "train"} == {"a", "b", "c"}
+    assert {sides[doc] for doc in "def"} == {"validation", "test"}  # the held-out documents, shared out
+    lone = {"a": "train", "b": "train", "d": "eval"}
+    split, sides = split_records(_docs_records(list(lone), per_doc=40), RATIOS, seed=7, assigned=lone)
+    assert sides == {"a": "train", "b": "train", "d": "held-out"}
+    assert _documents(split) == {"train": {"a", "b"}, "validation": {"d"}, "test": {"d"}}
+    chunked = {"only": "chunks", "b": "eval"}  # a one-document split later given a second document
+    _, sides = split_records(_docs_records(list(chunked)), RATIOS, seed=7, assigned=chunked)
+    assert sides == {"only": "chunks", "b": "held-out"}
 
 
 def test_one_document_is_split_by_chunk_and_stays_so():
-    lone = [_record(i, f"q{i}", doc="only") for i in range(40)]
-    train, evaluation, sides = split_records(lone, 0.8, 1)
-    assert sides == {"only": "chunks"} and train and evaluation
+    lone = [_record(i, f"q{i}", doc="only") for i in range(60)]
+    split, sides = split_records(lone, RATIOS, 1)
+    assert sides == {"only": "chunks"} and all(split.values())
     more = lone + [_record(100 + i, f"n{i}", doc=f"new{i % 3}") for i in range(12)]
-    train2, eval2, sides2 = split_records(more, 0.8, 1, assigned=sides)
+    split2, sides2 = split_records(more, RATIOS, 1, assigned=sides)
     assert sides2["only"] == "chunks"
-    assert {r.id for r in train} <= {r.id for r in train2} and {r.id for r in evaluation} <= {r.id for r in eval2}
+    assert all({r.id for r in split[side]} <= {r.id for r in split2[side]} for side in RATIOS)
 
 
 def test_offline_judge_scores_faithfulness(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks.offline_llm import MODEL_NAME
-from tests.conftest import REPO
+from tests.conftest import REPO, qa_dataset
 from tests.servers import fake_llm
 
 KEY = "e2e-gemini-key"
@@ -54,22 +54,27 @@ def test_offline_stage_three_writes_a_complete_dataset(chunked: Path):
     assert result.returncode == 0, result.stderr
     out = chunked / "data/qa_dataset"
     stats = json.loads((out / "stats.json").read_text())
-    train, evaluation = json.loads((out / "train.json").read_text()), json.loads((out / "eval.json").read_text())
+    split = qa_dataset(out)
+    train, records = split["train"], [r for side in split.values() for r in side]
     assert stats["provider"] == "offline" and stats["offline_extractive"] is True
-    assert stats["pairs"] == len(train) + len(evaluation) >= 20
+    assert stats["pairs"] == len(records) >= 20 and all(split.values())
     assert stats["split"]["level"] == "document"
-    assert not {r["doc_sha256"] for r in train} & {r["doc_sha256"] for r in evaluation}
+    docs = {side: {r["doc_sha256"] for r in side_records} for side, side_records in split.items()}
+    assert not (docs["train"] & docs["validation"] or docs["train"] & docs["test"] or docs["validation"] & docs["test"])
+    assert [stats["split"][f"{side}_pairs"] for side in split] == [len(side_records) for side_records in split.values()]
+    assert not (out / "eval.json").exists()
     fields = {"id", "question", "answer", "type", "chunk_ids", "doc_sha256", "url", "provider", "model", "prompt_version"}
     assert all(fields <= set(r) and r["model"] == MODEL_NAME and r["url"].startswith("file://") for r in train)
     chat = [json.loads(line) for line in (out / "train_chat.jsonl").read_text().splitlines()]
     assert len(chat) == len(train) and chat[0]["messages"][2]["content"] == train[0]["answer"]
     assert {"what", "explain"} <= set(stats["by_type"]) <= {"what", "why", "how", "compare", "explain"}
-    assert all(r["question"].endswith("?") for r in train + evaluation)
+    assert all(r["question"].endswith("?") for r in records)
 
 
 def test_preview_prints_pairs_and_cost_and_writes_no_dataset(chunked: Path):
     out = chunked / "data/qa_dataset"
-    before = {name: (out / name).read_bytes() for name in ("train.json", "eval.json", "stats.json") if (out / name).exists()}
+    names = ("train.json", "validation.json", "test.json", "stats.json")
+    before = {name: (out / name).read_bytes() for name in names if (out / name).exists()}
     with fake_llm("gemini", KEY) as server:
         process = run_stage3(gemini_config(chunked, server.url, "preview.yaml"), "--preview")
         stdout, stderr = process.communicate(timeout=300)
@@ -106,34 +111,35 @@ def test_killed_mid_stage_then_rerun_repeats_no_finished_call(chunked: Path):
     first_asks = [p for p in rerun_prompts if "Your previous reply could not be used" not in p]
     assert stats["provider_calls_this_run"] == len(rerun_prompts)
     assert len(first_asks) == len(set(first_asks)) == stats["groups"] - len(done_before)
-    records = json.loads((chunked / "data/qa_dataset/train.json").read_text()) + json.loads(
-        (chunked / "data/qa_dataset/eval.json").read_text())
+    records = [r for side in qa_dataset(chunked / "data/qa_dataset").values() for r in side]
     assert len({r["id"] for r in records}) == len(records)
     assert stats["pairs"] == len(records) > 0
 
 
 def test_a_refresh_with_a_new_document_keeps_every_earlier_document_on_its_side(tmp_path, sample_pdf_dir):
-    """The nightly refresh: only the new document's groups are asked for, and no eval question becomes training data."""
+    """The nightly refresh: only the new document's groups are asked for, and no test question becomes training data."""
     pdfs = sorted(sample_pdf_dir.glob("*.pdf"))
     (tmp_path / "pdfs").mkdir()
-    for pdf in pdfs[:-1]:
+    for pdf in pdfs[:2]:
         (tmp_path / "pdfs" / pdf.name).write_bytes(pdf.read_bytes())
     (tmp_path / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
                                           "data_collector:\n  local:\n    pdf_dir: pdfs\n")
 
-    def refresh() -> tuple[dict[str, str], dict]:
+    def refresh() -> tuple[dict[str, str], dict, dict[str, list[dict]]]:
         result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--end", "3"],
                                 cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         out = tmp_path / "data/qa_dataset"
-        sides = {r["doc_sha256"]: side for side in ("train", "eval") for r in json.loads((out / f"{side}.json").read_text())}
-        return sides, json.loads((out / "stats.json").read_text())
+        return json.loads((out / "split.json").read_text()), json.loads((out / "stats.json").read_text()), qa_dataset(out)
 
-    before, first = refresh()
-    assert sorted(before.values()) == ["eval", "train"]  # two documents: one on each side
-    (tmp_path / "pdfs" / pdfs[-1].name).write_bytes(pdfs[-1].read_bytes())
-    after, second = refresh()
-    assert len(after) == 3 and {doc: after[doc] for doc in before} == before
+    before, first, first_split = refresh()
+    assert sorted(before.values()) == ["held-out", "train"]  # two documents: one trains, one is held out
+    for pdf in pdfs[2:5]:
+        (tmp_path / "pdfs" / pdf.name).write_bytes(pdf.read_bytes())
+    after, second, second_split = refresh()
+    assert len(after) == 5 and {doc: after[doc] for doc in before} == before
+    for side in ("train", "validation", "test"):
+        assert {r["id"] for r in first_split[side]} <= {r["id"] for r in second_split[side]}
+    assert not {r["doc_sha256"] for r in second_split["train"]} & {r["doc_sha256"] for r in second_split["test"]}
     assert second["groups_cached_before_run"] == first["groups"]
     assert second["provider_calls_this_run"] == second["groups"] - first["groups"] > 0
-    assert json.loads((tmp_path / "data/qa_dataset/split.json").read_text()) == after

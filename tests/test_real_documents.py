@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from tasks.questions import problem
-from tests.conftest import REPO
+from tests.conftest import REPO, qa_dataset
 from tests.real_corpus import HTML_AS_PDF, TRUNCATED
 from tests.test_pipeline_e2e import NOISE, run_cli
 
@@ -46,8 +46,7 @@ def test_real_pdfs_run_through_stages_one_to_three(tmp_path: Path, real_pdf_dir:
     assert sum(bool(DOT_LEADERS.search(c["text"])) for c in chunks) / len(chunks) < 0.01  # TOC/index pages are gone
 
     stats = json.loads((tmp_path / "data/qa_dataset/stats.json").read_text())
-    records = json.loads((tmp_path / "data/qa_dataset/train.json").read_text()) + json.loads(
-        (tmp_path / "data/qa_dataset/eval.json").read_text())
+    records = [r for side in qa_dataset(tmp_path / "data/qa_dataset").values() for r in side]
     assert len(records) > 100 and stats["pairs"] == len(records)
     assert {"vague_reference", "clause_subject"} <= set(stats["dropped_by_reason"])  # dropped and counted by rule
     assert all(problem(r["question"], r["answer"]) is None and r["question"].endswith("?") for r in records)
