@@ -6,6 +6,7 @@ the whole stage can be dispatched to a GPU work pool: nothing here assumes this 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -18,10 +19,13 @@ from flows.report import say
 from flows.threaded import threaded_flow
 from tasks.base_model import prepare_base_model
 from tasks.cache_keys import content_key
-from tasks.compare import comparison_markdown, write_comparison
-from tasks.evaluate import evaluate_model, load_eval_set
-from tasks.files import atomic_write_json
+from tasks.compare import comparison_markdown, figures, selection_line, selection_margin, summarise, write_figures
+from tasks.evaluate import evaluate_model, load_questions
+from tasks.files import atomic_write_json, atomic_write_text
+from tasks.generate import RateLimitedCaller
+from tasks.grade import grade_answers, grading_summary
 from tasks.prompts import system_prompt
+from tasks.report_page import write_report
 from tasks.select import NoOpAdapter, adapter_hashes, best_checkpoint, changed_answers, cleanup_checkpoints, install_adapter
 from tasks.tokens import model_ref
 from tasks.train import TrainSettings, checkpoints, train_lora
@@ -73,22 +77,26 @@ def _eval_kwargs(config: PipelineConfig) -> dict:
             "bertscore_layers": e.bertscore_num_layers, "weights": dict(e.weights)}
 
 
-def _eval_set(config: PipelineConfig, limit: int | None = None) -> list[dict]:
+def _questions(config: PipelineConfig, side: str, limit: int | None = None) -> list[dict]:
+    """Stage 3's questions of one side: "validation" (4c chooses on it) or "test" (4a and 4d report on it)."""
     try:
-        return load_eval_set(config.path(config.paths.qa_dataset) / "eval.json", limit)
+        return load_questions(config.path(config.paths.qa_dataset) / f"{side}.json", limit)
     except (FileNotFoundError, ValueError) as error:
-        raise ConfigError(f"stage 4 has no eval set: {error}") from None
+        raise ConfigError(f"stage 4 has no {side} questions: {error} (with few source documents a side can get "
+                          f"none: add documents, or give dataset_generator.split.{side} a larger share)") from None
 
 
-def _evaluate(config: PipelineConfig, base: str, adapter: Path | None, records: list[dict]) -> tuple[dict, bool]:
+def _evaluate(config: PipelineConfig, base: str, adapter: Path | None, records: list[dict],
+              side: str) -> tuple[dict, bool]:
     """The report, and whether it came from the cache (evaluations are cached by content, see tasks.evaluate).
 
-    The report names this call's paths: a cached one may have been made for a copy elsewhere.
+    The report names this call's paths and the side its questions come from: a cached one may have been made
+    for a copy elsewhere.
     """
     evaluate = evaluate_model.with_options(result_storage=config.result_storage())
     state = evaluate(base, adapter, records, **_eval_kwargs(config), return_state=True)
     report = state.result(_sync=True)  # see flows.threaded
-    return {**report, "model": base, "adapter": str(adapter) if adapter else None}, state.name == "Cached"
+    return {**report, "model": base, "adapter": str(adapter) if adapter else None, "split": side}, state.name == "Cached"
 
 
 def _cached_note(cached: bool) -> str:
@@ -110,9 +118,10 @@ def train_settings(config: PipelineConfig) -> TrainSettings:
 
 @threaded_flow("baseline-eval")
 def baseline_eval(config: PipelineConfig) -> dict:
-    report, cached = _evaluate(config, _base(config), None, _eval_set(config))
+    report, cached = _evaluate(config, _base(config), None, _questions(config, "test"), "test")
     atomic_write_json(config.path(config.paths.reports) / "eval_baseline.json", report)
-    say(f"4a baseline: combined {report['metrics']['combined']:.4f} on {report['examples']} questions{_cached_note(cached)}")
+    say(f"4a baseline: combined {report['metrics']['combined']:.4f} on {report['examples']} test questions"
+        f"{_cached_note(cached)}")
     return report["metrics"]
 
 
@@ -159,12 +168,13 @@ def _selection_key(config: PipelineConfig, records: list[dict]) -> str:
 
 @threaded_flow("select-checkpoint")
 def select_checkpoint(config: PipelineConfig) -> dict:
-    """Evaluate every checkpoint and install the best; a selection already made for this training run stands.
+    """Evaluate every checkpoint on the validation set and install the best; a selection already made stands.
 
-    Cleanup leaves only the chosen checkpoint, so selecting again after it would compare one
-    checkpoint with itself and lose the others' scores from the report.
+    Only validation questions are read here: the test set, which 4a and 4d report on, never takes part in a
+    choice. Cleanup leaves only the chosen checkpoint, so selecting again after it would compare one checkpoint
+    with itself and lose the others' scores from the report.
     """
-    records = _eval_set(config, config.evaluation.checkpoint_eval_samples)
+    records = _questions(config, "validation", config.evaluation.checkpoint_eval_samples)
     key = _selection_key(config, records)
     report_path = config.path(config.paths.reports) / "checkpoint_selection.json"
     target = config.path(config.paths.lora_weights)
@@ -176,46 +186,87 @@ def select_checkpoint(config: PipelineConfig) -> dict:
     found = checkpoints(config.path(config.paths.checkpoints))
     if not found:
         raise ConfigError(f"stage 4c has no checkpoints in {config.path(config.paths.checkpoints)} (run stage 4b first)")
-    reports = {ckpt.name: _evaluate(config, base, ckpt, records)[0] for ckpt in found}
+    reports = {ckpt.name: _evaluate(config, base, ckpt, records, "validation")[0] for ckpt in found}
     scores = {name: report["metrics"]["combined"] for name, report in reports.items()}
     selected = best_checkpoint(scores)
     chosen = next(c for c in found if c.name == selected)
 
-    baseline = _evaluate(config, base, None, records)[0]
+    baseline = _evaluate(config, base, None, records, "validation")[0]
     changed = changed_answers([p["prediction"] for p in baseline["predictions"]],
                               [p["prediction"] for p in reports[selected]["predictions"]])
     if changed == 0:
         raise NoOpAdapter(f"the selected adapter ({selected}) gives the base model's answer to all {len(records)} "
-                          "eval questions: it learned nothing (check learning_rate, steps, lora.target_modules)")
+                          "validation questions: it learned nothing (check learning_rate, steps, lora.target_modules)")
     hashes = install_adapter(chosen, target)
     removed = cleanup_checkpoints(found, chosen, target) if config.finetuning.cleanup_checkpoints else []
-    selection = {"selected": selected, "scores": scores, "metric": "combined", "eval_examples": len(records),
+    e = config.evaluation
+    per_question = {name: [p["scores"]["combined"] for p in report["predictions"]] for name, report in reports.items()}
+    selection = {"selected": selected, "scores": scores, "metric": "combined", "split": "validation",
+                 "eval_examples": len(records), "baseline_score": baseline["metrics"]["combined"],
+                 "margin": selection_margin(per_question, selected, e.resamples, e.seed, e.confidence),
                  "answers_changed_vs_base": changed, "installed_to": str(target), "adapter_sha256": hashes,
                  "removed_checkpoints": removed, "selection_key": key}
     atomic_write_json(report_path, selection)
-    say(f"4c select: {selected} (combined {scores[selected]:.4f} of "
-        + ", ".join(f"{n} {s:.4f}" for n, s in scores.items()) + f"); {changed}/{len(records)} answers differ from base")
+    say(f"4c select: {selection_line(selection)}; all: " + ", ".join(f"{n} {s:.4f}" for n, s in scores.items())
+        + f"; {changed}/{len(records)} answers differ from base")
     return selection
+
+
+def _grade(config: PipelineConfig, baseline: dict, tuned: dict) -> dict:
+    """Correctness of both models' test answers, graded by the stage-3 provider (``evaluation.judge``)."""
+    from flows.generate import call_policy, make_provider
+
+    provider, e = make_provider(config), config.evaluation
+    caller = RateLimitedCaller(provider, call_policy(config))
+
+    async def grade() -> list:
+        try:
+            return await grade_answers(baseline["predictions"], tuned["predictions"], caller,
+                                       config.path(config.paths.qa_dataset) / "cache" / "grades", e.seed)
+        finally:
+            await provider.aclose()
+
+    grades = asyncio.run(grade())
+    offline = provider.name == "offline"
+    grader = ("the offline deterministic grader (word overlap with the reference, not an LLM)" if offline
+              else f"{provider.name} ({provider.model})")
+    say(f"4d grade: {sum(g is not None for g in grades)}/{len(grades)} questions graded by {grader}")
+    return grading_summary([p["id"] for p in baseline["predictions"]], grades, grader, offline, e.resamples, e.seed,
+                           e.confidence)
+
+
+def _read_report(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 @threaded_flow("final-eval")
 def final_eval(config: PipelineConfig) -> dict:
+    """The adapter on the test set, compared question by question with 4a's baseline on the same questions."""
     reports_dir = config.path(config.paths.reports)
     adapter = config.path(config.paths.lora_weights)
     if not (adapter / "adapter_model.safetensors").exists():
         raise ConfigError(f"stage 4d has no adapter in {adapter} (run stage 4c first)")
-    report, cached = _evaluate(config, _base(config), adapter, _eval_set(config))
+    records = _questions(config, "test")
+    report, cached = _evaluate(config, _base(config), adapter, records, "test")
     atomic_write_json(reports_dir / "eval_finetuned.json", report)
-    say(f"4d final: combined {report['metrics']['combined']:.4f} on {report['examples']} questions{_cached_note(cached)}")
-    baseline_path = reports_dir / "eval_baseline.json"
-    if baseline_path.exists():
-        baseline = json.loads(baseline_path.read_text())
-        selection_path, log_path = reports_dir / "checkpoint_selection.json", reports_dir / "train_log.json"
-        selection = json.loads(selection_path.read_text()) if selection_path.exists() else None
-        train_log = json.loads(log_path.read_text()) if log_path.exists() else None
-        written = write_comparison(baseline, report, selection, train_log, reports_dir)
-        create_markdown_artifact(_sync=True, key="eval-comparison", markdown=comparison_markdown(baseline, report, selection),
-                                 description="Stage 4: baseline vs fine-tuned")
-        say(f"4d: baseline {baseline['metrics']['combined']:.4f} → fine-tuned {report['metrics']['combined']:.4f}; "
-            f"wrote {', '.join(p.name for p in written)}")
+    say(f"4d final: combined {report['metrics']['combined']:.4f} on {report['examples']} test questions"
+        f"{_cached_note(cached)}")
+    baseline = _read_report(reports_dir / "eval_baseline.json")
+    if baseline is None:
+        say("4d: no baseline report (run stage 4a): no comparison written")
+        return report["metrics"]
+    e = config.evaluation
+    summary = summarise(baseline, report, len({r["doc_sha256"] for r in records}), e.resamples, e.seed, e.confidence)
+    if e.judge:
+        summary["judge"] = _grade(config, baseline, report)
+    atomic_write_json(reports_dir / "comparison.json", summary)
+    selection = _read_report(reports_dir / "checkpoint_selection.json")
+    made = figures(summary, selection, _read_report(reports_dir / "train_log.json"))
+    written = [*write_figures(made, reports_dir), reports_dir / "comparison.md", reports_dir / "index.html"]
+    atomic_write_text(written[-2], comparison_markdown(summary, selection))
+    write_report(written[-1], summary, selection, made, f"{config.domain} {config.use_case}: fine-tuned vs base")
+    create_markdown_artifact(_sync=True, key="eval-comparison", markdown=comparison_markdown(summary, selection),
+                             description="Stage 4: baseline vs fine-tuned on the test set")
+    say(f"4d: {summary['headline']}")
+    say(f"4d: wrote {', '.join(p.name for p in written)} (open {written[-1]})")
     return report["metrics"]

