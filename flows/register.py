@@ -16,6 +16,7 @@ from flows.config import ConfigError, PipelineConfig, Secrets
 from flows.report import say
 from flows.threaded import threaded_flow
 from tasks.adapter_check import check_servable
+from tasks.compare import paired
 from tasks.files import atomic_write_json
 from tasks.model_card import build_model_card
 from tasks.registry import HubRegistry, LocalRegistry, Registry, next_version_name
@@ -53,6 +54,24 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+class PromotionRefused(Exception):
+    """The adapter did not clear ``registration.require_improvement``; nothing was published."""
+
+
+def promotion_check(rule: str, summary: dict) -> str | None:
+    """Why ``rule`` refuses this result (the numbers, and what to change), or None when it passes."""
+    combined = paired(summary)
+    measured = f"{summary['headline']} (measured on {summary['split']}.json)"
+    if rule == "ci" and combined.verdict != "better":
+        return (f"registration.require_improvement: ci needs the whole interval of the combined score's change above "
+                f"0. {measured}. Nothing registered: more test questions narrow the interval (more documents, "
+                "or a larger dataset_generator.split.test); require_improvement: mean or none registers anyway")
+    if rule == "mean" and combined.delta <= 0:
+        return (f"registration.require_improvement: mean needs the combined score's mean change above 0. "
+                f"{measured}. Nothing registered (require_improvement: none registers anyway)")
+    return None
+
+
 def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
     metadata = config.path(config.paths.raw) / "metadata.json"
     entries = json.loads(metadata.read_text(encoding="utf-8")) if metadata.is_file() else []
@@ -66,8 +85,7 @@ def register(config: PipelineConfig) -> dict:
     reports = config.path(config.paths.reports)
     check_servable(adapter, config.serving.max_lora_rank)
     weights_sha = adapter_hashes(adapter)["adapter_model.safetensors"]  # complete: check_servable said so
-    baseline, tuned = _read(reports / "eval_baseline.json"), _read(reports / "eval_finetuned.json")
-    selection = _read(reports / "checkpoint_selection.json")
+    selection, summary = _read(reports / "checkpoint_selection.json"), _read(reports / "comparison.json")
     stats = _read(config.path(config.paths.qa_dataset) / "stats.json")
 
     registry, stem = make_registry(config), name_stem(config)
@@ -81,6 +99,8 @@ def register(config: PipelineConfig) -> dict:
         say(f"5 register: these weights are already registered as {same[-1]}: no new version")
         return record
 
+    if refusal := promotion_check(config.registration.require_improvement, summary):
+        raise PromotionRefused(refusal)
     name = next_version_name(list(published), stem, config.registration.version_bump)
     f = config.finetuning
     training = {"r": f.lora.r, "alpha": f.lora.alpha, "dropout": f.lora.dropout,
@@ -90,20 +110,21 @@ def register(config: PipelineConfig) -> dict:
         name=name, domain=config.domain, use_case=config.use_case, method=f.method,
         base_model=f"{f.base_model} (converted from {f.base_model_gguf})" if f.base_model_gguf else f.base_model,
         base_is_hub_id=not config.path(Path(f.base_model)).exists(), license=config.registration.license,
-        adapter_sha256=weights_sha, baseline=baseline, tuned=tuned, selection=selection, training=training,
+        adapter_sha256=weights_sha, summary=summary, selection=selection, training=training,
         dataset_stats=stats, sources=_sources(config, stats.get("source_documents", [])))
     staging = Path(tempfile.mkdtemp(prefix="register-"))
     try:
         for file in ADAPTER_FILES:
             shutil.copy2(adapter / file, staging / file)
         (staging / "README.md").write_text(str(card), encoding="utf-8")
-        where = registry.publish(name, staging, f"{name}: combined {tuned['metrics']['combined']:.4f} "
-                                                f"(baseline {baseline['metrics']['combined']:.4f})")
+        where = registry.publish(name, staging, f"{name}: {summary['headline']}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     record = {"status": "registered", "name": name, "target": config.registration.target, "location": where,
               "adapter_sha256": weights_sha, "previous_versions": sorted(published),
-              "metrics": {"baseline": baseline["metrics"], "fine_tuned": tuned["metrics"]},
+              "metrics": {side: {name: m[key] for name, m in summary["metrics"].items()}
+                          for side, key in (("baseline", "before"), ("fine_tuned", "after"))},
+              "promotion": {"rule": config.registration.require_improvement, "headline": summary["headline"]},
               "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
     atomic_write_json(reports / "registration.json", record)
     say(f"5 register: {name} → {where}")

@@ -15,6 +15,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tasks.adapter_check import AdapterNotServable, check_servable
+from tasks.compare import summarise
 from tasks.registry import next_version_name
 from tests.conftest import REPO
 from tests.servers import FakeHub
@@ -60,20 +61,31 @@ def test_adapters_vllm_would_reject_are_refused_with_the_reason(tmp_path, lora, 
     assert reason in str(refused.value)
 
 
-def make_project(root: Path, registration: dict, seed: int = 0) -> Path:
-    """Stage 4's outputs as stage 5 reads them: the installed adapter, the eval reports, the dataset stats."""
+CLEAR_GAIN = [0.05, 0.04, 0.06, 0.05, 0.03, 0.07, 0.05, 0.04]
+
+
+def stage_four_reports(deltas: list[float]) -> dict:
+    """The 4d summary (tasks.compare) of a fine-tuned model that changes each question's scores by ``deltas``."""
+    def report(shift: list[float]) -> dict:
+        return {"examples": len(deltas), "weights": WEIGHTS, "split": "test", "metrics": METRICS, "predictions": [
+            {"id": f"q{i}", "question": f"Question {i}?", "reference": "Reference.", "prediction": f"Answer {i} {d}.",
+             "scores": {name: value + d for name, value in METRICS.items()}} for i, d in enumerate(shift)]}
+
+    return summarise(report([0.0] * len(deltas)), report(deltas), documents=2, resamples=2000, seed=1, confidence=0.95)
+
+
+def make_project(root: Path, registration: dict, seed: int = 0, deltas: list[float] = CLEAR_GAIN) -> Path:
+    """Stage 4's outputs as stage 5 reads them: the installed adapter, the comparison, the dataset stats."""
     save_adapter(root / "models" / "lora_weights", seed=seed)
     reports = root / "reports"
     reports.mkdir(parents=True, exist_ok=True)
-    for name, combined in (("eval_baseline.json", 0.33), ("eval_finetuned.json", 0.38)):
-        (reports / name).write_text(json.dumps({"examples": 8, "weights": WEIGHTS,
-                                                "metrics": {**METRICS, "combined": combined}}))
-    (reports / "checkpoint_selection.json").write_text(json.dumps({"selected": "checkpoint-30",
-                                                                   "scores": {"checkpoint-30": 0.38}}))
+    (reports / "comparison.json").write_text(json.dumps(stage_four_reports(deltas)))
+    (reports / "checkpoint_selection.json").write_text(json.dumps({
+        "selected": "checkpoint-30", "scores": {"checkpoint-30": 0.38}, "split": "validation", "eval_examples": 6}))
     (root / "data" / "qa_dataset").mkdir(parents=True, exist_ok=True)
     (root / "data" / "qa_dataset" / "stats.json").write_text(json.dumps({
         "provider": "offline", "model": "offline-extractive", "prompt_version": "v3",
-        "split": {"train_pairs": 15, "eval_pairs": 8}, "source_documents": ["a" * 64]}))
+        "split": {"train_pairs": 15, "validation_pairs": 6, "test_pairs": 8}, "source_documents": ["a" * 64]}))
     (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
     (root / "data" / "raw" / "metadata.json").write_text(json.dumps([
         {"url": "https://example.org/guide.pdf", "title": "Prenatal guide", "sha256": "a" * 64, "status": "ok"}]))
@@ -96,7 +108,14 @@ def test_local_registry_versions_cards_and_recognises_unchanged_weights(tmp_path
     assert sorted(p.name for p in version.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     card = ModelCard.load(version / "README.md")
     assert card.data.library_name == "peft" and card.data.license == "apache-2.0" and "pregnancy" in card.data.tags
-    assert "| combined | 0.3300 | 0.3800 | +0.0500 |" in card.text
+    summary = json.loads((root / "reports" / "comparison.json").read_text())
+    assert summary["headline"] in card.text
+    assert "| metric | baseline | fine-tuned | change | 95 % CI | p | verdict |" in card.text
+    combined = summary["metrics"]["combined"]
+    assert (f"| combined | 0.3800 | {combined['after']:.4f} | {combined['delta']:+.4f} | {combined['low']:+.4f} … "
+            f"{combined['high']:+.4f} | {combined['p_value']:.3g} | better |") in card.text
+    assert combined["low"] > 0 and combined["delta"] == pytest.approx(sum(CLEAR_GAIN) / len(CLEAR_GAIN))
+    assert "checkpoint-30 chosen on 6 validation questions" in card.text
     assert "[Prenatal guide](https://example.org/guide.pdf)" in card.text
     record = json.loads((root / "reports" / "registration.json").read_text())
     assert record["status"] == "registered" and record["name"] == "pregnancy-qa-lora-v1.0"
@@ -112,6 +131,29 @@ def test_local_registry_versions_cards_and_recognises_unchanged_weights(tmp_path
     assert register(root).returncode == 0
     assert sorted(p.name for p in version.parent.iterdir()) == [
         "pregnancy-qa-lora-v1.0", "pregnancy-qa-lora-v1.1", "pregnancy-qa-lora-v2.0"]
+
+
+@pytest.mark.parametrize(("rule", "deltas", "registered"), [
+    ("ci", CLEAR_GAIN, True),
+    ("ci", [0.2, -0.1, 0.15, -0.12, 0.1, -0.1, 0.05, -0.02], False),  # up on average, interval across 0
+    ("mean", [0.2, -0.1, 0.15, -0.12, 0.1, -0.1, 0.05, -0.02], True),
+    ("mean", [-0.05, 0.01, -0.02, 0.0, -0.03, 0.02, -0.04, -0.01], False),  # down on average
+    ("none", [-0.05, 0.01, -0.02, 0.0, -0.03, 0.02, -0.04, -0.01], True),
+])
+def test_the_promotion_gate_decides_registration(tmp_path, rule, deltas, registered):
+    root = make_project(tmp_path, {"target": "local", "require_improvement": rule}, deltas=deltas)
+    result = register(root)
+    summary = json.loads((root / "reports" / "comparison.json").read_text())
+    if registered:
+        assert result.returncode == 0, result.stderr
+        record = json.loads((root / "reports" / "registration.json").read_text())
+        assert record["status"] == "registered" and record["promotion"] == {"rule": rule, "headline": summary["headline"]}
+        return
+    assert result.returncode == 1
+    refusal = result.stderr.strip().splitlines()[-1]
+    assert refusal.startswith(f"error: registration.require_improvement: {rule} needs")
+    assert summary["headline"] in refusal and "Nothing registered" in refusal  # the numbers it was refused on
+    assert not (root / "models" / "registry").exists() and not (root / "reports" / "registration.json").exists()
 
 
 def test_an_adapter_serving_would_reject_is_not_published(tmp_path):
