@@ -71,8 +71,8 @@ def preflight(config: PipelineConfig, stages: list[str]) -> None:
     """Check what the selected stages need (keys, inputs) before starting anything."""
     if "1" in stages:
         stage_collect.preflight(config)
-    if "3" in stages:
-        stage_generate.preflight(config)
+    if "3" in stages or ("4d" in stages and config.evaluation.judge):
+        stage_generate.preflight(config)  # 4d's grader is the stage-3 provider
     if {"4a", "4b", "4c", "4d"} & set(stages):
         stage_finetune.preflight(config)
     if "5" in stages:

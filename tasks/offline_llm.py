@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 
+from tasks.metrics import token_f1
 from tasks.questions import VAGUE, problem
 
 MODEL_NAME = "offline-extractive-2"  # the generator's version: part of every cache key
@@ -190,8 +191,22 @@ def grade(source: str, question: str, answer: str) -> dict[str, float]:
     return {"faithfulness": round(overlap(answer, source), 3), "usefulness": usefulness}
 
 
+_GRADED = re.compile(r"<reference>\n(.*?)\n</reference>\n<answer_A>\n(.*?)\n</answer_A>\n<answer_B>\n(.*?)\n</answer_B>",
+                     re.DOTALL)
+
+
+def grade_answer(reference: str, answer: str) -> dict[str, str]:
+    """correct / partially / incorrect from the answer's token F1 with the reference: a word-overlap grader, no LLM."""
+    f1 = token_f1(answer, reference)
+    grade = "correct" if f1 >= 0.5 else "partially" if f1 >= 0.2 else "incorrect"
+    return {"grade": grade, "reason": f"token F1 {f1:.2f} with the reference (offline word-overlap grader)"}
+
+
 def respond(prompt: str, n_pairs: int | None = None) -> str:
-    """The JSON reply to a generation or a judge prompt (both shapes of tasks.prompts)."""
+    """The JSON reply to a generation, a judge or a grading prompt (the shapes of tasks.prompts)."""
+    if graded := _GRADED.search(prompt):
+        reference, first, second = graded.groups()
+        return json.dumps({"A": grade_answer(reference, first), "B": grade_answer(reference, second)})
     source = source_of(prompt)
     if "\nQuestion: " in prompt and "\nAnswer: " in prompt:
         question = prompt.split("\nQuestion: ", 1)[1].split("\nAnswer: ", 1)[0]

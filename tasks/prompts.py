@@ -58,3 +58,20 @@ def judge_prompt(source_text: str, question: str, answer: str) -> str:
         'Reply with JSON only: {"faithfulness": 0.0, "usefulness": 0.0}\n\n'
         f"{ANSWER_STYLE}\n\n<source>\n{source_text}\n</source>\n\nQuestion: {question}\nAnswer: {answer}"
     )
+
+
+GRADE_SYSTEM = ("You grade answers to a question against its reference answer. Judge whether each answer is right, "
+                "not its style or length. Reply with JSON only.")
+
+
+def grade_prompt(question: str, reference: str, first: str, second: str) -> str:
+    """Two answers to one question, graded in one call; the caller decides which model's answer comes first."""
+    return (
+        "Grade answers A and B against the reference answer.\n"
+        "correct: says what the reference says (other words are fine). partially: part of it, or with an error. "
+        "incorrect: wrong, or does not answer the question.\n"
+        'Reply with JSON only: {"A": {"grade": "correct|partially|incorrect", "reason": "one line"}, '
+        '"B": {"grade": "...", "reason": "..."}}\n\n'
+        f"Question: {question}\n<reference>\n{reference}\n</reference>\n"
+        f"<answer_A>\n{first}\n</answer_A>\n<answer_B>\n{second}\n</answer_B>"
+    )
