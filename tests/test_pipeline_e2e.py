@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, qa_dataset
 from tests.servers import free_port
 
 NOISE = ["Traceback", "Error flushing", "CancelledError", "EventsWorker", "Still processing items"]
@@ -42,42 +42,57 @@ def project(tmp_path: Path, sample_pdf_dir: Path, pdf_server) -> Path:
 
 
 def test_collect_and_process_then_rerun_does_nothing_new(project: Path, pdf_server):
+    n = len(list((project / "pdfs").glob("*.pdf")))  # the sample documents
     first = run_cli(project / "config.yaml")
     output = first.stdout + first.stderr
     assert first.returncode == 0, output
     assert not [n for n in NOISE if n in output], output
 
     records = json.loads((project / "data/raw/metadata.json").read_text())
-    assert len(records) == 8  # 3 local files + 5 URLs: every source tried is recorded
-    assert sum(d["source"] == "local" for d in records) == 3
+    assert len(records) == n + 5  # the local files + 5 URLs: every source tried is recorded
+    assert sum(d["source"] == "local" for d in records) == n
     metadata = {d["url"].rsplit("/", 1)[-1]: d for d in records if d["source"] == "url_list"}
     assert {k: metadata[k]["status"] for k in ["html.pdf", "404.pdf", "truncated.pdf", "flaky-500.pdf"]} == {
         "html.pdf": "not_pdf", "404.pdf": "http_error", "truncated.pdf": "ok", "flaky-500.pdf": "ok"}
     ok_shas = {d["sha256"] for d in records if d["status"] == "ok"}
     assert sorted(p.stem for p in (project / "data/raw").glob("*.pdf")) == sorted(ok_shas)
-    assert len(ok_shas) == 4  # 3 sample PDFs (one also fetched by URL, twice via flaky) + the truncated one
+    assert len(ok_shas) == n + 1  # the sample PDFs (one also fetched by URL, twice via flaky) + the truncated one
 
     manifest = {c["sha256"]: c for c in json.loads((project / "data/processed/manifest.json").read_text())}
     truncated = metadata["truncated.pdf"]["sha256"]
     assert manifest[truncated]["status"] == "failed" and manifest[truncated]["error"]
     converted = [sha for sha, c in manifest.items() if c["status"] == "ok"]
-    assert len(converted) == 3 and all(manifest[sha]["heading_source"] == "outline" for sha in converted)
+    assert len(converted) == n and all(manifest[sha]["heading_source"] == "outline" for sha in converted)
     assert all(re.search(r"(?m)^# 1 ", (project / "data/processed" / f"{sha}.md").read_text()) for sha in converted)
 
     chunks = json.loads((project / "data/chunks/chunks.json").read_text())
     assert len(chunks) >= 15
     assert all(20 <= c["tokens"] <= 500 and c["doc_sha256"] in converted and c["section_path"] for c in chunks)
     assert len({c["id"] for c in chunks}) == len(chunks)
-    assert "process: 4 documents, 3 converted, 1 failed" in first.stdout
+    assert f"process: {n + 1} documents, {n} converted, 1 failed" in first.stdout
     assert f"process: skipped {truncated[:12]} " in first.stdout and " at conversion: " in first.stdout
+
+    # stage 4 chose on validation questions and reported on test questions, never the same ones
+    split = qa_dataset(project / "data/qa_dataset")
+    validation, test = {r["id"] for r in split["validation"]}, {r["id"] for r in split["test"]}
+    assert validation and test and not validation & test
+    selection = json.loads((project / "reports/checkpoint_selection.json").read_text())
+    assert selection["split"] == "validation" and selection["eval_examples"] == len(validation)
+    for report in ("eval_baseline.json", "eval_finetuned.json"):
+        assert {p["id"] for p in json.loads((project / "reports" / report).read_text())["predictions"]} == test
+    summary = json.loads((project / "reports/comparison.json").read_text())
+    assert f"4d: {summary['headline']}" in first.stdout and "95 % CI" in summary["headline"]
+    assert summary["headline"] in (project / "reports/index.html").read_text()
+    registration = json.loads((project / "reports/registration.json").read_text())
+    assert registration["status"] == "registered" and registration["promotion"]["rule"] == "ci"
 
     hits_before = len(pdf_server.hits)
     stamps = {p: p.stat().st_mtime_ns for p in (project / "data/processed").glob("*.md")}
     second = run_cli(project / "config.yaml")
     assert second.returncode == 0, second.stdout + second.stderr
     assert len(pdf_server.hits) == hits_before  # nothing downloaded again, failures included
-    assert "8 settled earlier (not fetched again)" in second.stdout
-    assert "4 already done" in second.stdout
+    assert f"{n + 5} settled earlier (not fetched again)" in second.stdout
+    assert f"{n + 1} already done" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in (project / "data/processed").glob("*.md")} == stamps
     assert json.loads((project / "data/chunks/chunks.json").read_text()) == chunks
 
