@@ -47,7 +47,8 @@ def test_two_runs_at_once_share_the_download_and_llm_limits(tmp_path, sample_pdf
                                      env=server.env, capture_output=True, text=True, timeout=120)
             assert created.returncode == 0, created.stdout + created.stderr
         limits = "  download_concurrency_limit: downloads-shared\n  llm_rate_limit: llm-shared\n"
-        configs = [project(tmp_path / name, pdfs.url, sorted(sample_pdfs), llm.url, limits) for name in ("a", "b")]
+        names = sorted(sample_pdfs)[:3]  # three documents are enough to fill both limits
+        configs = [project(tmp_path / name, pdfs.url, names, llm.url, limits) for name in ("a", "b")]
 
         runs = [run(config, server.env, "--end", "3") for config in configs]
         for process in runs:
