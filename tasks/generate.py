@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from aiolimiter import AsyncLimiter
 from prefect.concurrency.asyncio import rate_limit
@@ -237,22 +237,33 @@ async def generate_all(groups: list[Group], call: RateLimitedCaller, cache_dir: 
     return list(outcomes)
 
 
-async def judge_one(source: str, question: str, answer: str, call: RateLimitedCaller, cache_path: Path) -> JudgeScores | None:
-    """Score one pair (LLM-as-judge), cached; an unusable verdict is asked again once, then None."""
+Reply = TypeVar("Reply", bound=BaseModel)
+
+
+async def ask_cached(call: RateLimitedCaller, system: str, prompt: str, schema: type[Reply],
+                     cache_path: Path) -> Reply | None:
+    """A reply valid against ``schema``, cached at ``cache_path``; an unusable one is asked again once, then None.
+
+    An authentication error stops the stage; any other provider error gives None, and nothing is cached.
+    """
     if cache_path.exists():
-        return JudgeScores.model_validate_json(cache_path.read_text(encoding="utf-8"))
-    prompt = judge_prompt(source, question, answer)
+        return schema.model_validate_json(cache_path.read_text(encoding="utf-8"))
     for _ in range(2):
         try:
-            completion = await call(JUDGE_SYSTEM, prompt, JudgeScores)
+            completion = await call(system, prompt, schema)
         except LLMAuthError:
             raise
         except LLMError:
             return None
         try:
-            scores = JudgeScores.model_validate(json.loads(completion.text))
+            reply = schema.model_validate(json.loads(completion.text))
         except (json.JSONDecodeError, ValidationError):
             continue
-        atomic_write_json(cache_path, scores.model_dump())
-        return scores
+        atomic_write_json(cache_path, reply.model_dump())
+        return reply
     return None
+
+
+async def judge_one(source: str, question: str, answer: str, call: RateLimitedCaller, cache_path: Path) -> JudgeScores | None:
+    """Score one pair (LLM-as-judge), cached; an unusable verdict is asked again once, then None."""
+    return await ask_cached(call, JUDGE_SYSTEM, judge_prompt(source, question, answer), JudgeScores, cache_path)

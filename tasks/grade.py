@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from tasks.files import atomic_write_json
-from tasks.generate import RateLimitedCaller
-from tasks.llm import LLMAuthError, LLMError
+from tasks.generate import RateLimitedCaller, ask_cached
 from tasks.paired import compare
 from tasks.prompts import GRADE_SYSTEM, PROMPT_VERSION, grade_prompt
 
@@ -44,29 +41,13 @@ def tuned_first(question_id: str, seed: int) -> bool:
 
 async def grade_question(question: str, reference: str, baseline: str, tuned: str, first: bool,
                          call: RateLimitedCaller, cache_dir: Path) -> tuple[Grade, Grade] | None:
-    """(baseline's grade, fine-tuned's grade), cached; an unusable reply is asked again once, then None."""
+    """(baseline's grade, fine-tuned's grade), cached; None when the grader gave no usable reply (see ask_cached)."""
     shown = (tuned, baseline) if first else (baseline, tuned)
     prompt = grade_prompt(question, reference, *shown)
     key = hashlib.sha256(f"{call.provider.name}|{call.provider.model}|{PROMPT_VERSION}|{prompt}".encode()).hexdigest()
-    path = cache_dir / f"{key[:32]}.json"
-    if path.exists():
-        graded = GradedPair.model_validate_json(path.read_text(encoding="utf-8"))
-    else:
-        graded = None
-        for _ in range(2):
-            try:
-                completion = await call(GRADE_SYSTEM, prompt, GradedPair)
-                graded = GradedPair.model_validate(json.loads(completion.text))
-                break
-            except LLMAuthError:
-                raise
-            except LLMError:
-                return None
-            except (json.JSONDecodeError, ValidationError):
-                continue
-        if graded is None:
-            return None
-        atomic_write_json(path, graded.model_dump())
+    graded = await ask_cached(call, GRADE_SYSTEM, prompt, GradedPair, cache_dir / f"{key[:32]}.json")
+    if graded is None:
+        return None
     return (graded.B, graded.A) if first else (graded.A, graded.B)
 
 
