@@ -263,9 +263,10 @@ def final_eval(config: PipelineConfig) -> dict:
     selection = _read_report(reports_dir / "checkpoint_selection.json")
     made = figures(summary, selection, _read_report(reports_dir / "train_log.json"))
     written = [*write_figures(made, reports_dir), reports_dir / "comparison.md", reports_dir / "index.html"]
-    atomic_write_text(written[-2], comparison_markdown(summary, selection))
+    markdown = comparison_markdown(summary, selection)
+    atomic_write_text(written[-2], markdown)
     write_report(written[-1], summary, selection, made, f"{config.domain} {config.use_case}: fine-tuned vs base")
-    create_markdown_artifact(_sync=True, key="eval-comparison", markdown=comparison_markdown(summary, selection),
+    create_markdown_artifact(_sync=True, key="eval-comparison", markdown=markdown,
                              description="Stage 4: baseline vs fine-tuned on the test set")
     say(f"4d: {summary['headline']}")
     say(f"4d: wrote {', '.join(p.name for p in written)} (open {written[-1]})")

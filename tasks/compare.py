@@ -32,7 +32,7 @@ def summarise(baseline: dict, finetuned: dict, documents: int, resamples: int, s
                      key=lambda c: (c["change"], c["id"]))
     summary = {"split": finetuned.get("split", "test"), "examples": len(ids), "documents": documents,
                "resamples": resamples, "seed": seed, "confidence": confidence, "weights": finetuned["weights"],
-               "metrics": {name: {**paired.model_dump(), "verdict": paired.verdict} for name, paired in stats.items()},
+               "metrics": {name: paired.model_dump() for name, paired in stats.items()},
                "largest_gains": [c for c in reversed(changes) if c["change"] > 0][:5],
                "largest_losses": [c for c in changes if c["change"] < 0][:5]}
     return {**summary, "headline": headline(summary)}
@@ -159,4 +159,4 @@ def selection_margin(scores: dict[str, list[float]], selected: str, resamples: i
         return None
     runner_up = max(others, key=lambda name: (sum(scores[name]), int(name.split("-")[-1])))
     margin = compare(scores[runner_up], scores[selected], resamples, seed, confidence)
-    return {**margin.model_dump(), "verdict": margin.verdict, "runner_up": runner_up}
+    return {**margin.model_dump(), "runner_up": runner_up}

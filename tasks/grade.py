@@ -71,6 +71,6 @@ def grading_summary(ids: list[str], grades: list[tuple[Grade, Grade] | None], gr
     counts = {side: {grade: sum(pair[i].grade == grade for _, pair in graded) for grade in POINTS}
               for i, side in enumerate(("baseline", "fine_tuned"))}
     return {"grader": grader, "offline": offline, "graded": len(graded), "failed": len(ids) - len(graded),
-            "comparison": {**comparison.model_dump(), "verdict": comparison.verdict},
+            "comparison": comparison.model_dump(),
             "description": f"{comparison.delta:+.3f}, {comparison.describe()}", "counts": counts,
             "grades": {qid: {"baseline": b.model_dump(), "fine_tuned": t.model_dump()} for qid, (b, t) in graded}}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 from scipy import stats
 
 Verdict = Literal["better", "worse", "no significant change"]
@@ -35,6 +35,7 @@ class Paired(BaseModel):
     ties: int
     losses: int
 
+    @computed_field  # written with the numbers (model_dump), so every report reads the same word
     @property
     def verdict(self) -> Verdict:
         if self.low is not None and self.low > 0:
