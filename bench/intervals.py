@@ -28,7 +28,7 @@ def simulate(n: int, trials: int, resamples: int, change: float = 0.03) -> dict[
     for trial in range(trials):
         before = rng.beta(2, 3, n)  # skewed and bounded, like per-question scores
         after = before + change + rng.normal(0, 0.1, n)  # no clipping: the true mean change stays `change`
-        c = compare(before, after, resamples, seed=trial)
+        c = compare(before, after, resamples, seed=trial, confidence=0.95)
         low, high = stats.t.interval(0.95, n - 1, loc=np.mean(after - before), scale=stats.sem(after - before))
         ours += c.low <= change <= c.high
         t_cover += low <= change <= high

@@ -55,7 +55,7 @@ class Paired(BaseModel):
 
 
 def compare(before: Sequence[float], after: Sequence[float], resamples: int, seed: int,
-            confidence: float = 0.95) -> Paired:
+            confidence: float) -> Paired:
     """Mean difference ``after - before`` with its paired bootstrap interval and permutation p-value."""
     if len(before) != len(after) or len(before) == 0:
         raise ValueError(f"a paired comparison needs the same questions on both sides ({len(before)} vs {len(after)})")
@@ -84,7 +84,7 @@ def compare(before: Sequence[float], after: Sequence[float], resamples: int, see
 
 
 def compare_all(before: list[dict[str, float]], after: list[dict[str, float]], names: Sequence[str], resamples: int,
-                seed: int, confidence: float = 0.95) -> dict[str, Paired]:
+                seed: int, confidence: float) -> dict[str, Paired]:
     """``compare`` for each metric of per-question score dicts (same questions, same order)."""
     return {name: compare([s[name] for s in before], [s[name] for s in after], resamples, seed, confidence)
             for name in names}
