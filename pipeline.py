@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
-    from flows.config import ConfigError, load_config
+    from core.config import ConfigError, load_config
     from flows.pipeline import STAGES, StageSelectionError, pipeline, preflight, select_stages
 
     if not args.verbose:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from core.inference import generate_answers, load_model
+from core.prompts import system_prompt
 from tasks.base_model import prepare_base_model
-from tasks.inference import generate_answers, load_model
-from tasks.prompts import system_prompt
 from tests.conftest import REPO
 
 QUESTIONS = [

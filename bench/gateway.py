@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from tasks.prompts import system_prompt
+from core.prompts import system_prompt
 from tests.servers import GatewayProcess, VLLMFaults, fake_vllm, free_port
 
 BASE = "bench-base"

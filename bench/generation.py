@@ -17,10 +17,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from core.prompts import GENERATION_SYSTEM, generation_prompt
 from tasks.generate import CallPolicy, QAResponse, RateLimitedCaller, generate_all, group_chunks
 from tasks.llm import GeminiProvider
 from tasks.offline_llm import extractive_pairs
-from tasks.prompts import GENERATION_SYSTEM, generation_prompt
 from tasks.records import Chunk
 from tests.conftest import REPO
 from tests.servers import fake_llm

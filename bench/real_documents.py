@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pypdfium2
 
-from flows.config import load_config
+from core.config import load_config
 from tasks.chunk import chunk_markdown
 from tasks.convert import ConverterSettings, StepFailed, convert_pdf
 from tasks.generate import CallPolicy, RateLimitedCaller, generate_all, group_chunks

@@ -8,7 +8,8 @@ from prefect import flow
 from prefect.artifacts import acreate_table_artifact
 from pydantic import SecretStr
 
-from flows.config import ConfigError, PipelineConfig, Secrets
+from core import artifacts
+from core.config import ConfigError, PipelineConfig, Secrets
 from flows.report import progress_bar, say
 from tasks.download import DownloadPolicy, download_documents, import_local_pdfs, is_settled
 from tasks.records import Document
@@ -49,7 +50,7 @@ def preflight(config: PipelineConfig) -> None:
 async def collect(config: PipelineConfig) -> list[Document]:
     c = config.data_collector
     raw_dir = config.path(config.paths.raw)
-    metadata = RecordIndex(raw_dir / "metadata.json", Document, key="url")
+    metadata = RecordIndex(artifacts.path(config, "metadata"), Document, key="url")
 
     if c.source == "serpapi":
         refs = search_serpapi(c.search_query, serpapi_key(), c.num_results, c.results_per_page, c.pdf_only, c.serpapi_endpoint)

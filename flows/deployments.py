@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.config import load_config
+from core.config import load_config
 from flows.pipeline import pipeline, preflight, select_stages
 
 

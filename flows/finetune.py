@@ -14,17 +14,19 @@ from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact
 
-from flows.config import ConfigError, PipelineConfig, Secrets
+from core import artifacts
+from core.artifacts import MissingStageOutput
+from core.config import ConfigError, PipelineConfig, Secrets
+from core.files import atomic_write_json, atomic_write_text
+from core.prompts import system_prompt
 from flows.report import say
 from flows.threaded import threaded_flow
 from tasks.base_model import prepare_base_model
 from tasks.cache_keys import content_key
 from tasks.compare import comparison_markdown, figures, selection_line, selection_margin, summarise, write_figures
 from tasks.evaluate import evaluate_model, load_questions
-from tasks.files import atomic_write_json, atomic_write_text
 from tasks.generate import RateLimitedCaller
 from tasks.grade import grade_answers, grading_summary
-from tasks.prompts import system_prompt
 from tasks.report_page import write_report
 from tasks.select import NoOpAdapter, adapter_hashes, best_checkpoint, changed_answers, cleanup_checkpoints, install_adapter
 from tasks.tokens import model_ref
@@ -119,7 +121,7 @@ def train_settings(config: PipelineConfig) -> TrainSettings:
 @threaded_flow("baseline-eval")
 def baseline_eval(config: PipelineConfig) -> dict:
     report, cached = _evaluate(config, _base(config), None, _questions(config, "test"), "test")
-    atomic_write_json(config.path(config.paths.reports) / "eval_baseline.json", report)
+    atomic_write_json(artifacts.path(config, "eval_baseline"), report)
     say(f"4a baseline: combined {report['metrics']['combined']:.4f} on {report['examples']} test questions"
         f"{_cached_note(cached)}")
     return report["metrics"]
@@ -133,14 +135,12 @@ def train(config: PipelineConfig) -> dict:
     if config.finetuning.wandb:
         os.environ.setdefault("WANDB_PROJECT", config.finetuning.wandb_project)
     base = _base(config)
-    train_chat = config.path(config.paths.qa_dataset) / "train_chat.jsonl"
-    if not train_chat.exists():
-        raise ConfigError(f"stage 4b has no training data: {train_chat} is missing (run stage 3 first)")
+    train_chat = artifacts.require(config, "train_chat", "4b")
     output_dir = config.path(config.paths.checkpoints)
     settings = train_settings(config)
     fingerprint = hashlib.sha256(f"{base}|{train_chat.read_bytes().hex()}|{settings}".encode()).hexdigest()
     marker = output_dir / "run.json"
-    log_path = config.path(config.paths.reports) / "train_log.json"
+    log_path = artifacts.path(config, "train_log")
     previous = json.loads(marker.read_text()) if marker.exists() else None
     if previous and previous["fingerprint"] == fingerprint and previous.get("completed") and log_path.exists():
         say(f"4b train: already done for this data and these settings (delete {output_dir} to train again)")
@@ -176,16 +176,15 @@ def select_checkpoint(config: PipelineConfig) -> dict:
     """
     records = _questions(config, "validation", config.evaluation.checkpoint_eval_samples)
     key = _selection_key(config, records)
-    report_path = config.path(config.paths.reports) / "checkpoint_selection.json"
     target = config.path(config.paths.lora_weights)
-    previous = json.loads(report_path.read_text()) if report_path.exists() else None
+    previous = artifacts.load_if_present(config, "checkpoint_selection")
     if previous and previous.get("selection_key") == key and adapter_hashes(target) == previous["adapter_sha256"]:
         say(f"4c select: already done for this training run: {previous['selected']} installed in {target}")
         return previous
     base = _base(config)
     found = checkpoints(config.path(config.paths.checkpoints))
     if not found:
-        raise ConfigError(f"stage 4c has no checkpoints in {config.path(config.paths.checkpoints)} (run stage 4b first)")
+        raise MissingStageOutput("4c", config.path(config.paths.checkpoints) / "checkpoint-*", "4b")
     reports = {ckpt.name: _evaluate(config, base, ckpt, records, "validation")[0] for ckpt in found}
     scores = {name: report["metrics"]["combined"] for name, report in reports.items()}
     selected = best_checkpoint(scores)
@@ -206,7 +205,7 @@ def select_checkpoint(config: PipelineConfig) -> dict:
                  "margin": selection_margin(per_question, selected, e.resamples, e.seed, e.confidence),
                  "answers_changed_vs_base": changed, "installed_to": str(target), "adapter_sha256": hashes,
                  "removed_checkpoints": removed, "selection_key": key}
-    atomic_write_json(report_path, selection)
+    atomic_write_json(artifacts.path(config, "checkpoint_selection"), selection)
     say(f"4c select: {selection_line(selection)}; all: " + ", ".join(f"{n} {s:.4f}" for n, s in scores.items())
         + f"; {changed}/{len(records)} answers differ from base")
     return selection
@@ -235,23 +234,19 @@ def _grade(config: PipelineConfig, baseline: dict, tuned: dict) -> dict:
                            e.confidence)
 
 
-def _read_report(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 @threaded_flow("final-eval")
 def final_eval(config: PipelineConfig) -> dict:
     """The adapter on the test set, compared question by question with 4a's baseline on the same questions."""
     reports_dir = config.path(config.paths.reports)
     adapter = config.path(config.paths.lora_weights)
     if not (adapter / "adapter_model.safetensors").exists():
-        raise ConfigError(f"stage 4d has no adapter in {adapter} (run stage 4c first)")
+        raise MissingStageOutput("4d", adapter / "adapter_model.safetensors", "4c")
     records = _questions(config, "test")
     report, cached = _evaluate(config, _base(config), adapter, records, "test")
-    atomic_write_json(reports_dir / "eval_finetuned.json", report)
+    atomic_write_json(artifacts.path(config, "eval_finetuned"), report)
     say(f"4d final: combined {report['metrics']['combined']:.4f} on {report['examples']} test questions"
         f"{_cached_note(cached)}")
-    baseline = _read_report(reports_dir / "eval_baseline.json")
+    baseline = artifacts.load_if_present(config, "eval_baseline")
     if baseline is None:
         say("4d: no baseline report (run stage 4a): no comparison written")
         return report["metrics"]
@@ -259,9 +254,9 @@ def final_eval(config: PipelineConfig) -> dict:
     summary = summarise(baseline, report, len({r["doc_sha256"] for r in records}), e.resamples, e.seed, e.confidence)
     if e.judge:
         summary["judge"] = _grade(config, baseline, report)
-    atomic_write_json(reports_dir / "comparison.json", summary)
-    selection = _read_report(reports_dir / "checkpoint_selection.json")
-    made = figures(summary, selection, _read_report(reports_dir / "train_log.json"))
+    atomic_write_json(artifacts.path(config, "comparison"), summary)
+    selection = artifacts.load_if_present(config, "checkpoint_selection")
+    made = figures(summary, selection, artifacts.load_if_present(config, "train_log"))
     written = [*write_figures(made, reports_dir), reports_dir / "comparison.md", reports_dir / "index.html"]
     markdown = comparison_markdown(summary, selection)
     atomic_write_text(written[-2], markdown)

@@ -10,10 +10,12 @@ from prefect import flow, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.config import ConfigError, PipelineConfig, Secrets
+from core import artifacts
+from core.config import PipelineConfig, Secrets
+from core.files import atomic_write_json, atomic_writer
+from core.prompts import PROMPT_VERSION
 from flows.report import progress_bar, say
 from tasks.dataset import SIDES, QARecord, chat_view, deduplicate, record_id, split_records
-from tasks.files import atomic_write_json, atomic_writer
 from tasks.generate import (
     CallPolicy,
     Group,
@@ -25,7 +27,6 @@ from tasks.generate import (
     judge_one,
 )
 from tasks.llm import GeminiProvider, LLMProvider, OfflineProvider, OpenAICompatibleProvider
-from tasks.prompts import PROMPT_VERSION
 from tasks.questions import problem
 from tasks.records import Chunk
 
@@ -90,10 +91,7 @@ def _cost(config: PipelineConfig, input_tokens: int, output_tokens: int) -> floa
 
 
 def load_chunks(config: PipelineConfig) -> list[Chunk]:
-    path = config.path(config.paths.chunks) / "chunks.json"
-    if not path.exists():
-        raise ConfigError(f"stage 3 has no input: {path} is missing (run stage 2 first)")
-    return [Chunk.model_validate(c) for c in json.loads(path.read_text(encoding="utf-8"))]
+    return [Chunk.model_validate(c) for c in artifacts.load(config, "chunks", "3")]
 
 
 async def _preview(config: PipelineConfig, groups: list[Group], caller: RateLimitedCaller) -> dict:
@@ -166,14 +164,13 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
                     judged_out += 1
             records = kept
 
-        split_file = out_dir / "split.json"
-        previous = json.loads(split_file.read_text(encoding="utf-8")) if split_file.is_file() else {}
+        previous = artifacts.load_if_present(config, "split", {})
         split, sides = split_records(records, g.split.model_dump(), g.seed, previous)
         level = split_level(sides)
         if level != "document":
             say(f"generate: warning: {level}")
         _write_dataset(config, split)
-        atomic_write_json(split_file, {**previous, **sides})
+        atomic_write_json(artifacts.path(config, "split"), {**previous, **sides})
 
         dropped = sum((Counter(r.dropped) for r in results), rejected)
         tokens_in = sum(r.input_tokens for r in results)
@@ -196,7 +193,7 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
                                       "estimated_cost_usd": _cost(config, tokens_in, tokens_out)}},
             "source_documents": sorted({c.doc_sha256 for c in chunks}),
         }
-        atomic_write_json(out_dir / "stats.json", stats)
+        atomic_write_json(artifacts.path(config, "stats"), stats)
         say(f"generate: {len(groups)} groups ({cached} cached, {caller.calls} provider calls), {generated} pairs generated, "
             f"{n_exact + n_near} duplicates, {sum(dropped.values())} dropped, "
             + " / ".join(f"{len(split[side])} {side}" for side in SIDES)
@@ -226,7 +223,7 @@ def _write_dataset(config: PipelineConfig, split: dict[str, list[QARecord]]) -> 
     out_dir = config.path(config.paths.qa_dataset)
     for side, records in split.items():
         atomic_write_json(out_dir / f"{side}.json", [r.model_dump(mode="json") for r in records])
-    with atomic_writer(out_dir / "train_chat.jsonl", "w") as handle:
+    with atomic_writer(artifacts.path(config, "train_chat"), "w") as handle:
         for record in split["train"]:
             handle.write(json.dumps(chat_view(record, config.domain), ensure_ascii=False) + "\n")
     for stale in ("eval.json", "eval_chat.jsonl"):

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from prefect import flow
 
+from core.config import ConfigError, PipelineConfig
 from flows import collect as stage_collect
 from flows import finetune as stage_finetune
 from flows import generate as stage_generate
 from flows import register as stage_register
 from flows.collect import collect
-from flows.config import ConfigError, PipelineConfig
 from flows.finetune import baseline_eval, final_eval, select_checkpoint, train
 from flows.generate import generate
 from flows.process import process, task_runner

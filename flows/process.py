@@ -6,12 +6,14 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.config import ConfigError, PipelineConfig
+from core import artifacts
+from core.artifacts import MissingStageOutput
+from core.config import ConfigError, PipelineConfig
+from core.files import atomic_write_json
 from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
 from tasks.chunk import chunk_documents
 from tasks.convert import ConverterSettings, convert_document
-from tasks.files import atomic_write_json
 from tasks.records import Conversion, Document
 from tasks.store import RecordIndex
 
@@ -44,11 +46,11 @@ def process(config: PipelineConfig) -> dict[str, int]:
     settings = converter_settings(config)
 
     urls: dict[str, str] = {}
-    for document in RecordIndex(raw_dir / "metadata.json", Document, key="url").values():
+    for document in RecordIndex(artifacts.path(config, "metadata"), Document, key="url").values():
         if document.status == "ok" and document.sha256 and (raw_dir / f"{document.sha256}.pdf").is_file():
             urls.setdefault(document.sha256, document.url)
     if not urls:
-        raise ConfigError(f"stage 2 has nothing to process: no collected PDFs in {raw_dir} (run stage 1 first)")
+        raise MissingStageOutput("2", raw_dir / "*.pdf", "1")
 
     manifest = RecordIndex(processed_dir / "manifest.json", Conversion, key="sha256")
 
@@ -78,7 +80,7 @@ def process(config: PipelineConfig) -> dict[str, int]:
         manifest.record(conversion.model_copy(update={"status": "failed" if error else "ok",
                                                       "step": "chunking" if error else None, "error": error}))
     manifest.save()
-    atomic_write_json(config.path(config.paths.chunks) / "chunks.json", [c.model_dump(mode="json") for c in chunks])
+    atomic_write_json(artifacts.path(config, "chunks"), [c.model_dump(mode="json") for c in chunks])
 
     converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
     failed = [c for c in converted if c.status == "failed"]

@@ -6,26 +6,22 @@ already registered (a nightly rerun with no new data mints no new version).
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flows.config import ConfigError, PipelineConfig, Secrets
+from core import artifacts
+from core.config import ConfigError, PipelineConfig, Secrets
+from core.files import atomic_write_json
+from core.naming import next_version_name
 from flows.report import say
 from flows.threaded import threaded_flow
 from tasks.adapter_check import check_servable
 from tasks.compare import paired
-from tasks.files import atomic_write_json
 from tasks.model_card import build_model_card
-from tasks.registry import HubRegistry, LocalRegistry, Registry, next_version_name
+from tasks.registry import HubRegistry, LocalRegistry, Registry
 from tasks.select import ADAPTER_FILES, adapter_hashes
-
-
-def name_stem(config: PipelineConfig) -> str:
-    r = config.registration
-    return f"{r.repo_name or f'{config.domain}-{config.use_case}-{config.finetuning.method}'}-"
 
 
 def _owner(config: PipelineConfig) -> str:
@@ -48,12 +44,6 @@ def preflight(config: PipelineConfig) -> None:
     make_registry(config)  # names the missing owner or token before any work
 
 
-def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"stage 5 needs {path}: run stage 4 first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 class PromotionRefused(Exception):
     """The adapter did not clear ``registration.require_improvement``; nothing was published."""
 
@@ -73,8 +63,7 @@ def promotion_check(rule: str, summary: dict) -> str | None:
 
 
 def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
-    metadata = config.path(config.paths.raw) / "metadata.json"
-    entries = json.loads(metadata.read_text(encoding="utf-8")) if metadata.is_file() else []
+    entries = artifacts.load_if_present(config, "metadata", [])
     by_sha = {e["sha256"]: e for e in entries if e.get("status") == "ok" and e.get("sha256")}
     return [by_sha[sha] for sha in used if sha in by_sha]
 
@@ -82,20 +71,19 @@ def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
 @threaded_flow("register")
 def register(config: PipelineConfig) -> dict:
     adapter = config.path(config.paths.lora_weights)
-    reports = config.path(config.paths.reports)
     check_servable(adapter, config.serving.max_lora_rank)
     weights_sha = adapter_hashes(adapter)["adapter_model.safetensors"]  # complete: check_servable said so
-    selection, summary = _read(reports / "checkpoint_selection.json"), _read(reports / "comparison.json")
-    stats = _read(config.path(config.paths.qa_dataset) / "stats.json")
+    selection, summary = (artifacts.load(config, name, "5") for name in ("checkpoint_selection", "comparison"))
+    stats = artifacts.load(config, "stats", "5")
 
-    registry, stem = make_registry(config), name_stem(config)
-    published = registry.published(stem)
+    registry, stem = make_registry(config), config.adapter_stem()
+    published = registry.published(f"{stem}-")
     same = sorted(name for name, sha in published.items() if sha == weights_sha)
     if same:
         record = {"status": "unchanged", "name": same[-1], "target": config.registration.target,
                   "location": registry.location(same[-1]),
                   "adapter_sha256": weights_sha, "checked_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        atomic_write_json(reports / "registration.json", record)
+        atomic_write_json(artifacts.path(config, "registration"), record)
         say(f"5 register: these weights are already registered as {same[-1]}: no new version")
         return record
 
@@ -126,6 +114,6 @@ def register(config: PipelineConfig) -> dict:
                           for side, key in (("baseline", "before"), ("fine_tuned", "after"))},
               "promotion": {"rule": config.registration.require_improvement, "headline": summary["headline"]},
               "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    atomic_write_json(reports / "registration.json", record)
+    atomic_write_json(artifacts.path(config, "registration"), record)
     say(f"5 register: {name} → {where}")
     return record

@@ -13,20 +13,20 @@ Any failure before the switch removes the newcomer and leaves the previous one s
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 
-from flows.config import ConfigError, PipelineConfig, Secrets
+from core import artifacts
+from core.config import ConfigError, PipelineConfig, Secrets
+from core.files import atomic_write_json
+from core.naming import version_label
 from flows.report import say
 from flows.threaded import threaded_flow
-from serving.settings import ensure_token_file, exposure_error, settings_environment, settings_from_config, version_of
+from serving.settings import ensure_token_file, exposure_error, settings_environment, settings_from_config
 from tasks import containers
 from tasks.containers import ContainerError
-from tasks.files import atomic_write_json
 
 
 class RolloutFailed(RuntimeError):
@@ -111,20 +111,15 @@ def smoke_test(client: httpx.Client, config: PipelineConfig, name: str, base_mod
 @threaded_flow("rollout")
 def rollout(config: PipelineConfig, skip_without_gateway: bool = False) -> dict:
     """``skip_without_gateway``: a full pipeline run on a machine with nothing serving skips (and says so)."""
-    reports = config.path(config.paths.reports)
-    registration_file, eval_file = reports / "registration.json", reports / "eval_finetuned.json"
-    for needed, stage in ((registration_file, "5"), (eval_file, "4d")):
-        if not needed.is_file():
-            raise ConfigError(f"stage 6 needs {needed}: run stage {stage} first")
-    registration = json.loads(registration_file.read_text(encoding="utf-8"))
-    eval_report = json.loads(eval_file.read_text(encoding="utf-8"))
+    registration = artifacts.load(config, "registration", "6")
+    eval_report = artifacts.load(config, "eval_finetuned", "6")
     record: dict = {"adapter": registration["name"], "mode": config.serving.rollout, "gateway": config.serving.gateway_url,
                     "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
     roll = _blue_green if config.serving.rollout == "containers" else _in_gateway
     record = roll(config, registration, eval_report, record, skip_without_gateway)
     if record["status"] == "skipped":
         return record
-    _finish(reports, record)
+    _finish(config, record)
     if record["status"] == "rolled_back":
         raise RolloutFailed(f"{record['error']}; {record['active'] or 'the base model'} is still serving"
                             + (f" (the new gateway's log: docker logs {record['container']})" if "container" in record else ""))
@@ -205,7 +200,7 @@ def _blue_green(config: PipelineConfig, registration: dict, eval_report: dict, r
     def lap(step: str) -> None:
         timings[step] = round(time.perf_counter() - started - sum(timings.values()), 3)
 
-    new = containers.start_gateway(client, gateway_image, name, version_of(name), port,
+    new = containers.start_gateway(client, gateway_image, name, version_label(name), port,
                                    _gateway_environment(config, registration), _gateway_tokens(config))
     record["container"] = new.name
     switching = created_edge = False
@@ -268,6 +263,6 @@ def _unload_from(config: PipelineConfig, url: str, adapter: str, switch_to: str 
         client.delete(f"/admin/adapters/{adapter}", headers=admin)
 
 
-def _finish(reports: Path, record: dict) -> None:
+def _finish(config: PipelineConfig, record: dict) -> None:
     record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    atomic_write_json(reports / "rollout.json", record)
+    atomic_write_json(artifacts.path(config, "rollout"), record)

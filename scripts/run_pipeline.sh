@@ -45,7 +45,7 @@ PY="${VENV_DIR:-.venv}/bin/python"
 PIDFILE=logs/gateway.pid
 
 setting() {  # setting <python expression on the loaded config `c`>
-    "$PY" -c "from flows.config import load_config; c = load_config('$config'); print($1)"
+    "$PY" -c "from core.config import load_config; c = load_config('$config'); print($1)"
 }
 
 need_docker() {

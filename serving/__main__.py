@@ -18,11 +18,11 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 
+from core.prompts import system_prompt
 from serving import settings as gateway_settings
 from serving.app import create_app
 from serving.backends import Backend, LocalBackend, VLLMBackend
 from serving.settings import GatewaySettings, exposure_error, settings_from_config
-from tasks.prompts import system_prompt
 
 
 def make_backend(settings: GatewaySettings) -> Backend:
@@ -48,7 +48,7 @@ def main() -> None:
     host, port = args.host or "127.0.0.1", args.port or 8000
     try:
         if args.config:
-            from flows.config import ConfigError, load_config
+            from core.config import ConfigError, load_config
 
             try:
                 config = load_config(args.config)

@@ -23,12 +23,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.naming import version_label
+from core.prompts import system_prompt
 from serving.backends import Backend, BackendTimeout, BackendUnavailable, UnknownModel
 from serving.logs import Logs, configure_logging
 from serving.metrics import GatewayMetrics
 from serving.routes import admin, public
-from serving.settings import GatewaySettings, version_of
-from tasks.prompts import system_prompt
+from serving.settings import GatewaySettings
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -56,7 +57,7 @@ class GatewayState:
 
     def publish_model_info(self) -> None:
         self.metrics.set_model(self.backend.kind, self.settings.base_model, self.active or "",
-                               version_of(self.active) or "")
+                               version_label(self.active) or "")
 
 
 async def _warm_up(state: GatewayState) -> None:

@@ -183,7 +183,7 @@ class LocalBackend:
         self._model_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        from tasks.inference import load_model
+        from core.inference import load_model
 
         try:
             self.model, self.tokenizer = await asyncio.to_thread(load_model, self.base_model_path)
@@ -248,7 +248,7 @@ class LocalBackend:
     def _generate(self, model: str, questions: list[str], max_tokens: int, temperature: float):
         from contextlib import nullcontext
 
-        from tasks.inference import generate_batch
+        from core.inference import generate_batch
 
         if model == self.base_model:
             context = self.model.disable_adapter() if self.adapters else nullcontext()

@@ -7,7 +7,6 @@ containers get files, so `docker inspect` never shows a token.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import secrets
 from pathlib import Path
@@ -16,13 +15,17 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.files import atomic_write_text
+from core import artifacts
+from core.config import Evaluation, Paths, PipelineConfig, Serving
+from core.files import atomic_write_text
+
+_DEFAULT = {name: field.default for name, field in Serving.model_fields.items()}  # declared once, in core.config
 
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
 
-    backend: Literal["vllm", "local"] = "vllm"
+    backend: Literal["vllm", "local"] = _DEFAULT["backend"]
     domain: str = "general"
     base_model: str = Field("base", description="the base model's name (in vLLM, and in every response)")
     base_model_path: str | None = Field(None, description="local backend: the folder it loads the base model from "
@@ -32,19 +35,19 @@ class GatewaySettings(BaseSettings):
                                      "its folder (local), or its path or Hub id as vLLM sees it")
     adapter_registry: str | None = Field(None, description="the folder /admin/adapters may load adapters from, as the "
                                          "backend sees it (vLLM also takes Hub ids); None: Hub ids only")
-    vllm_url: str = "http://localhost:8001"
-    backend_connections: int = Field(256, gt=0, description="connections kept open to vLLM (the pool's size)")
-    workers: int = Field(1, gt=0, description="uvicorn worker processes (vLLM backend only)")
-    allow_unauthenticated: bool = Field(False, description="serve a non-loopback address without API_TOKEN")
-    request_timeout_s: float = Field(60.0, gt=0)
-    max_question_chars: int = Field(2000, gt=0)
-    default_max_tokens: int = Field(128, gt=0)
-    max_tokens_limit: int = Field(1024, gt=0)
+    vllm_url: str = _DEFAULT["vllm_url"]
+    backend_connections: int = Field(_DEFAULT["backend_connections"], gt=0, description="connections kept open to vLLM (the pool's size)")
+    workers: int = Field(_DEFAULT["workers"], gt=0, description="uvicorn worker processes (vLLM backend only)")
+    allow_unauthenticated: bool = Field(_DEFAULT["allow_unauthenticated"], description="serve a non-loopback address without API_TOKEN")
+    request_timeout_s: float = Field(_DEFAULT["request_timeout_s"], gt=0)
+    max_question_chars: int = Field(_DEFAULT["max_question_chars"], gt=0)
+    default_max_tokens: int = Field(Evaluation.model_fields["max_new_tokens"].default, gt=0)
+    max_tokens_limit: int = Field(_DEFAULT["max_tokens_limit"].vllm, gt=0)
     max_batch_size: int = Field(8, gt=0)
     batch_wait_ms: float = Field(5.0, ge=0)
-    warmup_on_start: bool = True
-    drain_timeout_s: float = Field(30.0, gt=0)
-    logs_dir: Path = Path("logs")
+    warmup_on_start: bool = _DEFAULT["warmup_on_start"]
+    drain_timeout_s: float = Field(_DEFAULT["drain_timeout_s"], gt=0)
+    logs_dir: Path = Paths.model_fields["logs"].default
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
     api_token: SecretStr | None = Field(None, validation_alias=AliasChoices("API_TOKEN", "GATEWAY_API_TOKEN"))
@@ -115,20 +118,11 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve anywhere
 
 
-def version_of(adapter_name: str | None) -> str | None:
-    """``pregnancy-qa-lora-v1.2`` → ``1.2``; None for the base model or an unversioned name."""
-    if adapter_name and "-v" in adapter_name:
-        return adapter_name.rsplit("-v", 1)[1]
-    return None
-
-
-def settings_from_config(config, backend: str | None = None) -> GatewaySettings:
-    """``config``: a loaded pipeline config (flows.config.PipelineConfig)."""
+def settings_from_config(config: PipelineConfig, backend: str | None = None) -> GatewaySettings:
+    """The gateway for what the pipeline made: the adapter stage 4 installed, named as stage 5 registered it."""
     s, f = config.serving, config.finetuning
     kind = backend or s.backend
-    registration = config.path(config.paths.reports) / "registration.json"
-    name = (json.loads(registration.read_text())["name"] if registration.is_file()
-            else f"{config.domain}-{config.use_case}-{f.method}")
+    name = artifacts.load_if_present(config, "registration", {}).get("name") or config.adapter_stem()
     adapter = config.path(config.paths.lora_weights)
     local_name = Path(f.base_model_gguf).name.removesuffix(".gguf") if f.base_model_gguf else f.base_model
     values = {"backend": kind, "domain": config.domain, "base_model": local_name if kind == "local" else f.base_model,

@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.files import atomic_folder
+from core.files import atomic_folder
 from tasks.tokens import packaged_gguf
 
 

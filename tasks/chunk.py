@@ -17,8 +17,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import CacheKeyFnPolicy
 
+from core.files import sha256_file
 from tasks.cache_keys import content_key, source_hash
-from tasks.files import sha256_file
 from tasks.records import Chunk
 from tasks.tokens import TokenCounter, token_counter
 

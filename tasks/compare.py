@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from tasks.files import atomic_write_bytes
+from core.files import atomic_write_bytes
 from tasks.metrics import METRICS
 from tasks.paired import Paired, compare, compare_all
 

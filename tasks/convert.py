@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from core.files import atomic_write_text
 from tasks.clean import clean_markdown, drop_page_furniture
-from tasks.files import atomic_write_text
 from tasks.headings import read_outline, recover_headings, render_markdown
 from tasks.layout import document_lines, with_fonts
 from tasks.records import Conversion

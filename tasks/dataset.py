@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datasketch import MinHash, MinHashLSH
 from pydantic import BaseModel
 
-from tasks.prompts import system_prompt
+from core.prompts import system_prompt
 
 _WORDS = re.compile(r"[a-z0-9]+")
 

@@ -34,7 +34,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import concurrency
 
-from tasks.files import sha256_file
+from core.files import sha256_file
 from tasks.pdfium import open_pdf
 from tasks.records import Document, DownloadStatus, SourceRef, utc_now
 

@@ -46,7 +46,7 @@ def evaluation_key(_context: Any, parameters: dict[str, Any]) -> str:
     return content_key("evaluation", {
         "base": folder_hash(Path(base)) if Path(base).is_dir() else base,
         "adapter": folder_hash(Path(adapter)) if adapter else None,
-        "code": source_hash("tasks.evaluate", "tasks.inference", "tasks.metrics"),
+        "code": source_hash("tasks.evaluate", "core.inference", "tasks.metrics"),
         **{name: value for name, value in parameters.items() if name not in ("base", "adapter")},
     })
 
@@ -65,7 +65,7 @@ def evaluate_model(base: str, adapter: Path | None, eval_records: list[dict], sy
                    batch_size: int, bertscore_model: str, bertscore_layers: int | None,
                    weights: dict[str, float]) -> dict:
     """Generate greedy answers for every eval question and score them."""
-    from tasks.inference import generate_answers, load_model  # torch and the metrics: only when not cached
+    from core.inference import generate_answers, load_model  # torch and the metrics: only when not cached
     from tasks.metrics import score_all
 
     started = time.perf_counter()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import ijson
 
-from tasks.files import atomic_writer
-from tasks.prompts import system_prompt
+from core.files import atomic_writer
+from core.prompts import system_prompt
 
 FORMATS = ("alpaca", "sharegpt", "openai")
 

@@ -22,10 +22,8 @@ from aiolimiter import AsyncLimiter
 from prefect.concurrency.asyncio import rate_limit
 from pydantic import BaseModel, Field, ValidationError
 
-from tasks.files import atomic_write_json
-from tasks.llm import LLMAuthError, LLMError, LLMProvider, TransientLLMError
-from tasks.offline_llm import overlap
-from tasks.prompts import (
+from core.files import atomic_write_json
+from core.prompts import (
     GENERATION_SYSTEM,
     JUDGE_SYSTEM,
     PROMPT_VERSION,
@@ -34,6 +32,8 @@ from tasks.prompts import (
     generation_prompt,
     judge_prompt,
 )
+from tasks.llm import LLMAuthError, LLMError, LLMProvider, TransientLLMError
+from tasks.offline_llm import overlap
 from tasks.records import Chunk
 
 QuestionType = Literal["what", "why", "how", "compare", "explain"]

@@ -17,9 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from core.prompts import GRADE_SYSTEM, PROMPT_VERSION, grade_prompt
 from tasks.generate import RateLimitedCaller, ask_cached
 from tasks.paired import compare
-from tasks.prompts import GRADE_SYSTEM, PROMPT_VERSION, grade_prompt
 
 POINTS = {"correct": 1.0, "partially": 0.5, "incorrect": 0.0}
 

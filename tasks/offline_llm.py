@@ -203,7 +203,7 @@ def grade_answer(reference: str, answer: str) -> dict[str, str]:
 
 
 def respond(prompt: str, n_pairs: int | None = None) -> str:
-    """The JSON reply to a generation, a judge or a grading prompt (the shapes of tasks.prompts)."""
+    """The JSON reply to a generation, a judge or a grading prompt (the shapes of core.prompts)."""
     if graded := _GRADED.search(prompt):
         reference, first, second = graded.groups()
         return json.dumps({"A": grade_answer(reference, first), "B": grade_answer(reference, second)})

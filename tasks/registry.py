@@ -7,7 +7,6 @@ published instead of minting a new version.
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Protocol
@@ -15,7 +14,7 @@ from typing import Protocol
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
-from tasks.files import atomic_folder
+from core.files import atomic_folder
 
 
 class Registry(Protocol):
@@ -27,20 +26,6 @@ class Registry(Protocol):
 
     def location(self, name: str) -> str:
         """Where version ``name`` lives: a folder, or the repo's URL."""
-
-
-def version_of(name: str, prefix: str) -> tuple[int, int] | None:
-    match = re.fullmatch(re.escape(prefix) + r"v(\d+)\.(\d+)", name)
-    return (int(match[1]), int(match[2])) if match else None
-
-
-def next_version_name(existing: list[str], prefix: str, bump: str) -> str:
-    """``prefix`` + the next version: v1.0 first, then a minor (v1.1) or major (v2.0) bump of the highest."""
-    versions = sorted(v for v in (version_of(name, prefix) for name in existing) if v)
-    if not versions:
-        return f"{prefix}v1.0"
-    major, minor = versions[-1]
-    return f"{prefix}v{major + 1}.0" if bump == "major" else f"{prefix}v{major}.{minor + 1}"
 
 
 class LocalRegistry:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from core.files import atomic_write_text
 from tasks.compare import NAMES, count, paired, selection_line
-from tasks.files import atomic_write_text
 
 _TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                          autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)

@@ -21,7 +21,7 @@ from fpdf import FPDF
 from fpdf.outline import OutlineSection
 from PIL import Image
 
-from tasks.files import atomic_write_bytes
+from core.files import atomic_write_bytes
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 _IMAGE = re.compile(r"^!\[(.*?)\]\((.*?)\)$")

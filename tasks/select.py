@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.files import atomic_folder
+from core.files import atomic_folder
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 

@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from tasks.files import append_journal, atomic_write_json, read_journal
+from core.files import append_journal, atomic_write_json, read_journal
 
 M = TypeVar("M", bound=BaseModel)
 

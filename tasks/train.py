@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.files import atomic_write_json
+from core.files import atomic_write_json
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 from tests.conftest import REPO
 
 
@@ -55,7 +55,7 @@ def test_local_profile_inherits_and_overrides():
     ({"data_collector": {"source": "google"}}, "data_collector.source: Input should be 'serpapi' or 'local'"),
     ({"data_collector": {"source": "local"}}, "source 'local' needs local.pdf_dir or local.url_file"),
     ({"finetuning": {"training": {"strategy": "steps"}}}, "finetuning.training: strategy 'steps' needs max_steps"),
-    ({"domain": "Pregnancy Care"}, "domain: String should match pattern"),
+    ({"domain": " ?! "}, "domain: ' ?! ' has no letters or digits to name the adapter after"),
     ({"serving": {"container_ports": [8000, 8011]}}, "serving: serving.container_ports [8000, 8011] must be two ports"),
     ({"serving": {"rollout": "kubernetes"}}, "serving.rollout: Input should be 'in_gateway' or 'containers'"),
 ])

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from core.prompts import system_prompt
 from tasks.export import export
-from tasks.prompts import system_prompt
 from tests.conftest import REPO
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tasks.files import atomic_write_json, atomic_writer
+from core.files import atomic_write_json, atomic_writer
 from tasks.records import Document
 from tasks.store import RecordIndex
 
@@ -39,7 +39,7 @@ def test_journal_survives_a_crash_and_ignores_a_torn_line(tmp_path):
 
 
 def test_atomic_folder_is_all_or_nothing(tmp_path):
-    from tasks.files import atomic_folder
+    from core.files import atomic_folder
 
     target = tmp_path / "adapter"
     with atomic_folder(target) as staging:

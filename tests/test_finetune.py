@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from core.config import ConfigError, load_config
 from flows import finetune
-from flows.config import ConfigError, load_config
 from tasks.select import best_checkpoint, cleanup_checkpoints, install_adapter
 from tests.conftest import REPO
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tasks.prompts import ANSWER_STYLE
+from core.prompts import ANSWER_STYLE
 from tests.servers import GatewayProcess, VLLMFaults, fake_vllm
 
 BASE = "meta-llama/Llama-3.2-3B-Instruct"

@@ -78,7 +78,7 @@ def test_the_default_config_listens_on_loopback_and_a_public_one_is_refused(tmp_
     result = subprocess.run([sys.executable, "-m", "serving", "--config", str(tmp_path / "public.yaml")], cwd=REPO,
                             env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "refusing to serve 0.0.0.0 without a token" in result.stderr
-    from flows.config import load_config
+    from core.config import load_config
 
     assert load_config(REPO / "config.yaml").serving.host == "127.0.0.1"
     assert load_config(REPO / "configs/local.yaml").serving.host == "127.0.0.1"

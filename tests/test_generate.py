@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from core.prompts import ANSWER_STYLE, GENERATION_SYSTEM, system_prompt
 from tasks.dataset import QARecord, chat_view, deduplicate, split_records
 from tasks.generate import CallPolicy, RateLimitedCaller, cache_key, generate_all, group_chunks, judge_one
 from tasks.llm import GeminiProvider, LLMAuthError, OfflineProvider, OpenAICompatibleProvider
-from tasks.prompts import ANSWER_STYLE, GENERATION_SYSTEM, system_prompt
 from tasks.records import Chunk
 from tests.servers import LLMFaults, fake_llm
 

@@ -90,8 +90,8 @@ def test_a_failing_step_fails_one_document_and_the_stage_goes_on(tmp_path: Path,
 
     import tasks.chunk
     import tasks.convert
+    from core.config import load_config
     from flows.collect import collect
-    from flows.config import load_config
     from flows.process import process
 
     shutil.copytree(sample_pdf_dir, tmp_path / "pdfs")

@@ -14,9 +14,9 @@ from huggingface_hub import ModelCard
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from core.naming import next_version_name
 from tasks.adapter_check import AdapterNotServable, check_servable
 from tasks.compare import summarise
-from tasks.registry import next_version_name
 from tests.conftest import REPO
 from tests.servers import FakeHub
 
@@ -36,7 +36,7 @@ def save_adapter(folder: Path, seed: int = 0, **lora) -> Path:
 
 
 def test_versions_start_at_one_and_bump_minor_or_major():
-    stem = "pregnancy-qa-lora-"
+    stem = "pregnancy-qa-lora"
     assert next_version_name([], stem, "minor") == "pregnancy-qa-lora-v1.0"
     existing = ["pregnancy-qa-lora-v1.0", "pregnancy-qa-lora-v1.9", "pregnancy-qa-lora-v1.10", "cardio-qa-lora-v7.0",
                 "pregnancy-qa-lora-v1.2-draft"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from flows.config import ConfigError, Secrets
+from core.config import ConfigError, Secrets
 from tasks.search import SearchError, list_local_sources, search_serpapi
 from tests.servers import fake_serpapi
 

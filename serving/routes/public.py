@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from core.naming import version_label
 from serving.auth import require_token
 from serving.errors import documented, invalid
-from serving.settings import version_of
 
 router = APIRouter()
 
@@ -91,7 +91,7 @@ async def ready(request: Request, response: Response) -> dict:
 async def models(request: Request) -> dict:
     state = request.app.state.gateway
     return {"backend": state.backend.kind, "base_model": state.settings.base_model, "active_adapter": state.active,
-            "adapter_version": version_of(state.active), "loaded": await state.backend.models()}
+            "adapter_version": version_label(state.active), "loaded": await state.backend.models()}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
@@ -131,7 +131,7 @@ async def ask(body: AskRequest, request: Request) -> JSONResponse:
     adapter = model if model != s.base_model else None
     # built here, not through response_model: the schema documents it, a second validation would only cost time
     return JSONResponse({"answer": completion.text, "model": s.base_model, "adapter": adapter,
-                         "adapter_version": version_of(adapter),
+                         "adapter_version": version_label(adapter),
                          "usage": {"prompt_tokens": completion.prompt_tokens,
                                    "completion_tokens": completion.completion_tokens},
                          "latency_ms": round((time.perf_counter() - started) * 1000, 2),

@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from serving.settings import GatewaySettings
+from core.naming import adapter_stem, slug
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -237,23 +237,20 @@ class Registration(_Section):
     require_improvement: Literal["none", "mean", "ci"] = "ci"
 
 
-_GATEWAY = GatewaySettings.model_fields  # the gateway stands alone: its own defaults are the ones declared
-
-
 class TokenLimits(_Section):
     """The largest ``max_tokens`` a request may ask of each backend (the CPU model answers ~10 tokens/s)."""
 
-    vllm: PositiveInt = _GATEWAY["max_tokens_limit"].default
+    vllm: PositiveInt = 1024
     local: PositiveInt = 256
 
 
 class Serving(_Section):
     backend: Literal["vllm", "local"] = "vllm"
     host: str = "127.0.0.1"
-    allow_unauthenticated: bool = _GATEWAY["allow_unauthenticated"].default
+    allow_unauthenticated: bool = False
     admin_token_file: Path = Path("secrets/admin_token")
-    workers: PositiveInt = _GATEWAY["workers"].default
-    backend_connections: PositiveInt = _GATEWAY["backend_connections"].default
+    workers: PositiveInt = 1
+    backend_connections: PositiveInt = 256
     max_tokens_limit: TokenLimits = TokenLimits()
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
     vllm_url: str = "http://localhost:8001"
@@ -298,8 +295,8 @@ class Orchestration(_Section):
 
 
 class PipelineConfig(_Section):
-    domain: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
-    use_case: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "qa"
+    domain: Annotated[str, Field(min_length=1, description="natural language; names use its slug")]
+    use_case: Annotated[str, Field(min_length=1)] = "qa"
     root: Path = Path(".")
     paths: Paths = Paths()
     data_collector: DataCollector = DataCollector()
@@ -310,6 +307,17 @@ class PipelineConfig(_Section):
     registration: Registration = Registration()
     serving: Serving = Serving()
     orchestration: Orchestration = Orchestration()
+
+    @field_validator("domain", "use_case")
+    @classmethod
+    def _has_a_name(cls, value: str) -> str:
+        if not slug(value):
+            raise ValueError(f"{value!r} has no letters or digits to name the adapter after")
+        return value.strip()
+
+    def adapter_stem(self) -> str:
+        """What every registered version is named after: registration.repo_name, else {domain}-{use_case}-{method}."""
+        return self.registration.repo_name or adapter_stem(self.domain, self.use_case, self.finetuning.method)
 
     def path(self, relative: Path) -> Path:
         """Resolve a configured path against ``root`` (absolute paths are kept as they are)."""

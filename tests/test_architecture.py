@@ -1,0 +1,56 @@
+"""Dependencies point one way: pipeline → flows → tasks → core, and serving → core only.
+
+The gateway's image holds core/ and serving/ and nothing else, so an import of flows or tasks
+from serving would fail only there, in a container, at start. These tests fail here first.
+"""
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGES = ("core", "serving", "tasks", "flows")
+ALLOWED = {"core": set(), "serving": {"core"}, "tasks": {"core"}, "flows": {"core", "tasks", "serving"}}
+
+
+def project_imports(package: str) -> dict[str, set[str]]:
+    """file → the project packages it imports (anywhere in the file, functions included)."""
+    found = {}
+    for path in sorted((REPO / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(REPO))] = names & set(PACKAGES)
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_imports_only_what_is_below_it(package):
+    wrong = {file: sorted(names - ALLOWED[package] - {package})
+             for file, names in project_imports(package).items() if names - ALLOWED[package] - {package}}
+    assert wrong == {}, f"{package} may import only {sorted(ALLOWED[package])}"
+
+
+def test_the_gateway_runs_from_core_and_serving_alone():
+    """Importing every gateway module (the CLI too) loads nothing from flows or tasks."""
+    modules = [f"serving.{p.relative_to(REPO / 'serving').with_suffix('').as_posix().replace('/', '.')}"
+               for p in (REPO / "serving").rglob("*.py") if p.name != "__init__.py"]
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "print(sorted({n.split('.')[0] for n in sys.modules} & {'flows', 'tasks'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_gateway_image_copies_core_and_serving_only():
+    copies = [line.split()[1:-1] for line in (REPO / "Dockerfile.api").read_text().splitlines()
+              if line.startswith("COPY")]
+    code = [src for sources in copies for src in sources if src.rstrip("/") in PACKAGES or (src.endswith(".py")
+            and not src.startswith("scripts/"))]
+    assert sorted(code) == ["core/", "serving/"]
