@@ -36,9 +36,11 @@ class GatewaySettings(BaseSettings):
     adapter_registry: str | None = Field(None, description="the folder /admin/adapters may load adapters from, as the "
                                          "backend sees it (vLLM also takes Hub ids); None: Hub ids only")
     vllm_url: str = _DEFAULT["vllm_url"]
-    backend_connections: int = Field(_DEFAULT["backend_connections"], gt=0, description="connections kept open to vLLM (the pool's size)")
+    backend_connections: int = Field(_DEFAULT["backend_connections"], gt=0,
+                                     description="connections kept open to vLLM (the pool's size)")
     workers: int = Field(_DEFAULT["workers"], gt=0, description="uvicorn worker processes (vLLM backend only)")
-    allow_unauthenticated: bool = Field(_DEFAULT["allow_unauthenticated"], description="serve a non-loopback address without API_TOKEN")
+    allow_unauthenticated: bool = Field(_DEFAULT["allow_unauthenticated"],
+                                        description="serve a non-loopback address without API_TOKEN")
     request_timeout_s: float = Field(_DEFAULT["request_timeout_s"], gt=0)
     max_question_chars: int = Field(_DEFAULT["max_question_chars"], gt=0)
     default_max_tokens: int = Field(Evaluation.model_fields["max_new_tokens"].default, gt=0)
