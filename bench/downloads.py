@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from core.config import DataCollector
 from tasks.download import DownloadPolicy, download_documents
 from tasks.records import SourceRef
 from tasks.sample_corpus import render_pdf
@@ -33,7 +34,8 @@ def main() -> None:
     base = render_pdf((REPO / "sample_corpus" / "01-prenatal-care.md").read_text())
     pdfs = {f"doc{i}.pdf": base + f"\n% copy {i}\n".encode() for i in range(args.files)}  # distinct content
     latency = args.latency_ms / 1000
-    policy = DownloadPolicy(max_concurrency=args.concurrency, max_per_host=args.concurrency, allow_private=True)
+    policy = DownloadPolicy.of(DataCollector(max_concurrent_downloads=args.concurrency, max_per_host=args.concurrency,
+                                            allow_private_addresses=True))
 
     with pdf_host(pdfs, latency_s=latency) as server, tempfile.TemporaryDirectory() as tmp:
         refs = [SourceRef(url=f"{server.url}/pdf/{name}", source="bench") for name in pdfs]

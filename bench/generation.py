@@ -13,10 +13,12 @@ import argparse
 import asyncio
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from core.config import DatasetGenerator
 from core.prompts import GENERATION_SYSTEM, generation_prompt
 from tasks.generate import CallPolicy, QAResponse, RateLimitedCaller, generate_all, group_chunks
 from tasks.llm import GeminiProvider
@@ -67,8 +69,8 @@ def main() -> None:
     groups = group_chunks(make_chunks(args.groups), max_tokens=600)
 
     with fake_llm("gemini", KEY, latency_s=args.latency_ms / 1000) as server, tempfile.TemporaryDirectory() as tmp:
-        limited = CallPolicy(max_concurrent=args.concurrency, requests_per_minute=args.rpm)
-        unlimited = CallPolicy(max_concurrent=args.concurrency, requests_per_minute=60_000)
+        limited = CallPolicy.of(DatasetGenerator(max_concurrent_requests=args.concurrency, requests_per_minute=args.rpm))
+        unlimited = replace(limited, requests_per_minute=60_000)
         wall, results, calls = asyncio.run(timed_run(server.url, groups, Path(tmp) / "a", limited))
         rerun_wall, _, rerun_calls = asyncio.run(timed_run(server.url, groups, Path(tmp) / "a", limited))
         free_wall, _, _ = asyncio.run(timed_run(server.url, groups, Path(tmp) / "b", unlimited))

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pypdfium2
 
-from core.config import load_config
+from core.config import DataProcessor, load_config
 from tasks.chunk import chunk_markdown
-from tasks.convert import ConverterSettings, StepFailed, convert_pdf
+from tasks.convert import StepFailed, convert_pdf
 from tasks.generate import CallPolicy, RateLimitedCaller, generate_all, group_chunks
 from tasks.headings import OutlineEntry, read_outline, title_key
 from tasks.llm import OfflineProvider
@@ -159,7 +159,7 @@ def main() -> None:
     p, g = config.data_processor, config.dataset_generator
     count = token_counter(config.finetuning.base_model, config.finetuning.base_model_gguf)
     files = build_real_corpus(args.folder)
-    settings = ConverterSettings(kind="native")
+    settings = DataProcessor(converter="native")
     convert_pdf(REPO / "build" / "sample_pdfs" / "01-prenatal-care.pdf", settings)  # build the converter outside timing
 
     def convert(path: Path, use_outline: bool = True):
@@ -241,7 +241,7 @@ def main() -> None:
           f"{'met' if overhead < GOALS['overhead'] else 'MISSED'})")
 
     groups = group_chunks(all_chunks, g.max_tokens)
-    policy = CallPolicy(max_concurrent=g.max_concurrent_requests, requests_per_minute=None)
+    policy = CallPolicy.of(g)
     caller = RateLimitedCaller(OfflineProvider(), policy)
     with tempfile.TemporaryDirectory() as cache:
         started = time.perf_counter()

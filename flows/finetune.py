@@ -30,7 +30,7 @@ from tasks.grade import grade_answers, grading_summary
 from tasks.report_page import write_report
 from tasks.select import NoOpAdapter, adapter_hashes, best_checkpoint, changed_answers, cleanup_checkpoints, install_adapter
 from tasks.tokens import model_ref
-from tasks.train import TrainSettings, checkpoints, train_lora
+from tasks.train import checkpoints, train_lora
 
 
 def _cpu_has_bf16() -> bool:
@@ -105,19 +105,6 @@ def _cached_note(cached: bool) -> str:
     return " (cached: the same weights, questions and settings were evaluated before)" if cached else ""
 
 
-def train_settings(config: PipelineConfig) -> TrainSettings:
-    f, t = config.finetuning, config.finetuning.training
-    return TrainSettings(
-        r=f.lora.r, alpha=f.lora.alpha, dropout=f.lora.dropout, target_modules=tuple(f.lora.target_modules),
-        quantization=f.quantization, strategy=t.strategy, epochs=t.epochs, max_steps=t.max_steps,
-        batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate, lr_scheduler=t.lr_scheduler, warmup_ratio=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, max_seq_length=t.max_seq_length, optim=t.optim,
-        bf16=t.bf16, gradient_checkpointing=t.gradient_checkpointing, save_steps=t.save_steps,
-        logging_steps=t.logging_steps, seed=t.seed,
-        report_to=("wandb",) if f.wandb else ())
-
-
 @threaded_flow("baseline-eval")
 def baseline_eval(config: PipelineConfig) -> dict:
     report, cached = _evaluate(config, _base(config), None, _questions(config, "test"), "test")
@@ -137,8 +124,9 @@ def train(config: PipelineConfig) -> dict:
     base = _base(config)
     train_chat = artifacts.require(config, "train_chat", "4b")
     output_dir = config.path(config.paths.checkpoints)
-    settings = train_settings(config)
-    fingerprint = hashlib.sha256(f"{base}|{train_chat.read_bytes().hex()}|{settings}".encode()).hexdigest()
+    settings = config.finetuning
+    learned = settings.model_dump_json(include={"quantization", "lora", "training"})  # not tracking, not clean-up
+    fingerprint = hashlib.sha256(f"{base}|{train_chat.read_bytes().hex()}|{learned}".encode()).hexdigest()
     marker = output_dir / "run.json"
     log_path = artifacts.path(config, "train_log")
     previous = json.loads(marker.read_text()) if marker.exists() else None
@@ -213,10 +201,11 @@ def select_checkpoint(config: PipelineConfig) -> dict:
 
 def _grade(config: PipelineConfig, baseline: dict, tuned: dict) -> dict:
     """Correctness of both models' test answers, graded by the stage-3 provider (``evaluation.judge``)."""
-    from flows.generate import call_policy, make_provider
+    from flows.generate import make_provider
+    from tasks.generate import CallPolicy
 
     provider, e = make_provider(config), config.evaluation
-    caller = RateLimitedCaller(provider, call_policy(config))
+    caller = RateLimitedCaller(provider, CallPolicy.of(config.dataset_generator, config.orchestration.llm_rate_limit))
 
     async def grade() -> list:
         try:

@@ -51,19 +51,7 @@ def preflight(config: PipelineConfig) -> None:
         make_provider(config)
 
 
-def call_policy(config: PipelineConfig) -> CallPolicy:
-    """The provider's limits; the offline provider calls no service, so no quota applies to it."""
-    g = config.dataset_generator
-    if g.provider == "offline":
-        return CallPolicy(max_concurrent=g.max_concurrent_requests, requests_per_minute=None, max_retries=0)
-    return CallPolicy(max_concurrent=g.max_concurrent_requests, requests_per_minute=g.requests_per_minute,
-                      tokens_per_minute=g.tokens_per_minute, max_retries=g.max_retries,
-                      backoff_base_s=g.backoff_base_s, backoff_max_s=g.backoff_max_s,
-                      shared_rate_limit=config.orchestration.llm_rate_limit)
-
-
-@task(name="generate-qa-groups", cache_policy=NO_CACHE)
-async def generate_groups(groups: list[Group], caller: RateLimitedCaller, config: PipelineConfig,
+def generate_groups(groups: list[Group], caller: RateLimitedCaller, config: PipelineConfig,
                           on_result=None) -> list[GroupResult]:
     g = config.dataset_generator
     return await generate_all(groups, caller, config.path(config.paths.qa_dataset) / "cache", config.domain,
@@ -118,7 +106,7 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
     chunks = load_chunks(config)
     groups = group_chunks(chunks, g.max_tokens)
     provider = make_provider(config)
-    caller = RateLimitedCaller(provider, call_policy(config))
+    caller = RateLimitedCaller(provider, CallPolicy.of(config.dataset_generator, config.orchestration.llm_rate_limit))
     try:
         if preview:
             return await _preview(config, groups, caller)

@@ -8,20 +8,20 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from core import artifacts
 from core.artifacts import MissingStageOutput
-from core.config import ConfigError, PipelineConfig
+from core.config import ConfigError, DataProcessor, PipelineConfig
 from core.files import atomic_write_json
 from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
 from tasks.chunk import chunk_documents
-from tasks.convert import ConverterSettings, convert_document
+from tasks.convert import convert_document, converter_label
 from tasks.records import Conversion, Document
 from tasks.store import RecordIndex
 
 
-def converter_settings(config: PipelineConfig) -> ConverterSettings:
+def converter_settings(config: PipelineConfig) -> DataProcessor:
+    """The section with its models folder resolved against the config's root."""
     p = config.data_processor
-    return ConverterSettings(kind=p.converter, artifacts_path=config.path(p.artifacts_path) if p.artifacts_path else None,
-                             do_ocr=p.do_ocr, do_table_structure=p.do_table_structure)
+    return p.model_copy(update={"artifacts_path": config.path(p.artifacts_path) if p.artifacts_path else None})
 
 
 def task_runner(config: PipelineConfig):
@@ -56,7 +56,7 @@ def process(config: PipelineConfig) -> dict[str, int]:
 
     def is_done(sha: str) -> bool:
         previous = manifest.get(sha)
-        return (previous is not None and previous.converter == settings.label()
+        return (previous is not None and previous.converter == converter_label(settings)
                 and (previous.status == "failed" or (processed_dir / f"{sha}.md").is_file()))
 
     todo = [sha for sha in urls if not is_done(sha)]

@@ -18,11 +18,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from core.config import DataProcessor
 from core.files import atomic_write_text
 from tasks.clean import clean_markdown, drop_page_furniture
 from tasks.headings import read_outline, recover_headings, render_markdown
@@ -36,16 +37,9 @@ if TYPE_CHECKING:
 RULES_VERSION = 2  # bump when heading recovery or cleaning changes what a conversion produces
 
 
-@dataclass(frozen=True)
-class ConverterSettings:
-    kind: Literal["standard", "native"] = "native"
-    artifacts_path: Path | None = None
-    do_ocr: bool = False
-    do_table_structure: bool = True
-
-    def label(self) -> str:
-        """Recorded in the manifest: a document converted under another label (or older rules) is converted again."""
-        return f"docling-{self.kind}/rules-{RULES_VERSION}"
+def converter_label(settings: DataProcessor) -> str:
+    """Recorded in the manifest: a document converted under another label (or older rules) is converted again."""
+    return f"docling-{settings.converter}/rules-{RULES_VERSION}"
 
 
 class ConverterUnavailable(Exception):
@@ -76,13 +70,13 @@ def run_step(step: str, timings: dict[str, float], function, *args):
         timings[step] = timings.get(step, 0.0) + time.perf_counter() - started
 
 
-def format_options(settings: ConverterSettings) -> PdfFormatOption:
+def format_options(settings: DataProcessor) -> PdfFormatOption:
     """The docling PDF format option for these settings (kept separate so it can be inspected)."""
     # docling is imported when a document is converted, not when a rerun finds every conversion done
     from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions
     from docling.document_converter import NativePdfFormatOption, PdfFormatOption
 
-    if settings.kind == "native":
+    if settings.converter == "native":
         return NativePdfFormatOption(pipeline_options=NativePdfPipelineOptions(
             generate_page_images=False, generate_picture_images=False, parser_threads=1))
     if settings.artifacts_path is not None and not settings.artifacts_path.is_dir():
@@ -97,7 +91,7 @@ def format_options(settings: ConverterSettings) -> PdfFormatOption:
 _local = threading.local()
 
 
-def _converter(settings: ConverterSettings) -> DocumentConverter:
+def _converter(settings: DataProcessor) -> DocumentConverter:
     """One converter per thread and settings: docling converters are costly to build and not shared across threads."""
     cache = getattr(_local, "converters", None)
     if cache is None:
@@ -129,14 +123,14 @@ def _is_model_missing(error: BaseException) -> bool:
     return any(marker in text for marker in ("LocalEntryNotFound", "huggingface", "hf_hub", "artifacts_path"))
 
 
-def docling_document(pdf_path: Path, settings: ConverterSettings):
+def docling_document(pdf_path: Path, settings: DataProcessor):
     """docling's document for one PDF; ``ConverterUnavailable`` when the converter itself cannot run."""
     try:
         return _converter(settings).convert(pdf_path).document
     except ConverterUnavailable:
         raise
     except Exception as error:
-        if settings.kind == "standard" and _is_model_missing(error):
+        if settings.converter == "standard" and _is_model_missing(error):
             raise ConverterUnavailable(
                 "docling's layout model is not available offline: set data_processor.artifacts_path to a folder "
                 "made by `docling-tools models download`, or use data_processor.converter: native "
@@ -150,14 +144,14 @@ def find_headings(lines, pdf_path: Path, use_outline: bool = True):
     return recover_headings(lines if outline else with_fonts(lines, pdf_path), outline)
 
 
-def convert_pdf(pdf_path: Path, settings: ConverterSettings, use_outline: bool = True) -> Converted:
+def convert_pdf(pdf_path: Path, settings: DataProcessor, use_outline: bool = True) -> Converted:
     """Convert one PDF to cleaned Markdown; raises ``StepFailed`` naming the step, ``ConverterUnavailable`` for a bad set-up.
 
     ``use_outline=False`` ignores the PDF's bookmarks (how the benchmark scores typography alone against them).
     """
     timings: dict[str, float] = {}
     document = run_step("conversion", timings, docling_document, pdf_path, settings)
-    if settings.kind != "native":  # the layout model labels headings and page furniture itself
+    if settings.converter != "native":  # the layout model labels headings and page furniture itself
         markdown = run_step("conversion", timings, document.export_to_markdown)
         headings = sum(line.startswith("#") for line in markdown.splitlines())
         text = run_step("cleaning", timings, clean_markdown, markdown)
@@ -170,20 +164,20 @@ def convert_pdf(pdf_path: Path, settings: ConverterSettings, use_outline: bool =
 
 
 @task(name="convert-document", cache_policy=NO_CACHE)
-def convert_document(pdf_path: Path, out_path: Path, settings: ConverterSettings) -> Conversion:
+def convert_document(pdf_path: Path, out_path: Path, settings: DataProcessor) -> Conversion:
     """Convert and clean one PDF into ``out_path``; a failing step becomes a ``failed`` record, never an exception."""
     sha = pdf_path.stem
     try:
         converted = convert_pdf(pdf_path, settings)
     except StepFailed as failure:
-        return Conversion(sha256=sha, status="failed", converter=settings.label(), step=failure.step,
+        return Conversion(sha256=sha, status="failed", converter=converter_label(settings), step=failure.step,
                           error=str(failure)[:500])
     text = converted.markdown
     if not text.strip():
-        return Conversion(sha256=sha, status="failed", converter=settings.label(), pages=converted.pages,
+        return Conversion(sha256=sha, status="failed", converter=converter_label(settings), pages=converted.pages,
                           seconds=converted.seconds, step="cleaning",
                           error="no text left after cleaning (a scanned PDF needs converter: standard with do_ocr: true)")
     atomic_write_text(out_path, text)
-    return Conversion(sha256=sha, status="ok", converter=settings.label(), pages=converted.pages,
+    return Conversion(sha256=sha, status="ok", converter=converter_label(settings), pages=converted.pages,
                       headings=converted.headings, heading_source=converted.heading_source,
                       noise_lines=converted.noise_lines, seconds=round(converted.seconds, 3))

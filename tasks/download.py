@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import ipaddress
 import os
-import random
 import socket
 import tempfile
 from collections import defaultdict
@@ -34,9 +33,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import concurrency
 
+from core.config import DataCollector
 from core.files import sha256_file
 from tasks.pdfium import open_pdf
 from tasks.records import Document, DownloadStatus, SourceRef, utc_now
+from tasks.retry import backoff_delay
 
 PDF_MAGIC = b"%PDF-"
 _CHUNK = 64 * 1024
@@ -45,18 +46,28 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 
 @dataclass(frozen=True)
 class DownloadPolicy:
-    max_concurrency: int = 16
-    max_per_host: int = 4
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
-    max_retries: int = 3
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    max_bytes: int = 50 * 1024 * 1024
-    max_redirects: int = 5
-    allow_private: bool = False
-    user_agent: str = "domain-llm-pipeline/0.1"
-    shared_limit: str | None = None  # a Prefect global concurrency limit bounding every run's downloads together
+    """``data_collector``'s limits in the units the downloader works in, and the shared limit's name."""
+
+    max_concurrency: int
+    max_per_host: int
+    connect_timeout_s: float
+    read_timeout_s: float
+    max_retries: int
+    backoff_base_s: float
+    backoff_max_s: float
+    max_bytes: int
+    max_redirects: int
+    allow_private: bool
+    user_agent: str
+    shared_limit: str | None  # a Prefect global concurrency limit bounding every run's downloads together
+
+    @classmethod
+    def of(cls, c: DataCollector, shared_limit: str | None = None) -> DownloadPolicy:
+        return cls(max_concurrency=c.max_concurrent_downloads, max_per_host=c.max_per_host,
+                   connect_timeout_s=c.connect_timeout_s, read_timeout_s=c.read_timeout_s, max_retries=c.max_retries,
+                   backoff_base_s=c.backoff_base_s, backoff_max_s=c.backoff_max_s,
+                   max_bytes=int(c.max_file_size_mb * 1024 * 1024), max_redirects=c.max_redirects,
+                   allow_private=c.allow_private_addresses, user_agent=c.user_agent, shared_limit=shared_limit)
 
 
 class BlockedAddress(OSError):
@@ -247,11 +258,6 @@ class Downloader:
         if self._session is not None:
             await self._session.close()
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.policy.backoff_max_s)
-        return random.uniform(0, min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2**attempt))
-
     def _shared_slot(self) -> AbstractAsyncContextManager[object]:
         if self.policy.shared_limit is None:
             return nullcontext()
@@ -270,7 +276,8 @@ class Downloader:
                     return Document(url=ref.url, title=ref.title, source=ref.source, status=failure.status,
                                     error=f"{failure.error} (gave up after {attempt + 1} attempts)", attempts=attempt + 1,
                                     retryable=True)
-                await asyncio.sleep(self._backoff(attempt, failure.retry_after))
+                await asyncio.sleep(backoff_delay(attempt, self.policy.backoff_base_s, self.policy.backoff_max_s,
+                                                    failure.retry_after))
                 attempt += 1
             except _Outcome as outcome:
                 return Document(url=ref.url, title=ref.title, source=ref.source, status=outcome.status,

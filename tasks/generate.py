@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from aiolimiter import AsyncLimiter
 from prefect.concurrency.asyncio import rate_limit
 from pydantic import BaseModel, Field, ValidationError
 
+from core.config import DatasetGenerator
 from core.files import atomic_write_json
 from core.prompts import (
     GENERATION_SYSTEM,
@@ -35,6 +35,7 @@ from core.prompts import (
 from tasks.llm import LLMAuthError, LLMError, LLMProvider, TransientLLMError
 from tasks.offline_llm import overlap
 from tasks.records import Chunk
+from tasks.retry import backoff_delay
 
 QuestionType = Literal["what", "why", "how", "compare", "explain"]
 assert set(QUESTION_TYPES) == set(QuestionType.__args__)
@@ -131,13 +132,24 @@ def validate_reply(text: str, source: str, min_overlap: float) -> tuple[list[QAI
 
 @dataclass(frozen=True)
 class CallPolicy:
-    max_concurrent: int = 8
-    requests_per_minute: int | None = 60  # None: no rate limit (the offline provider makes no network call)
-    tokens_per_minute: int | None = None
-    max_retries: int = 4
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    shared_rate_limit: str | None = None  # a Prefect global concurrency limit with slot decay, shared by every run
+    """``dataset_generator``'s limits on calling the provider, and the shared rate limit's name."""
+
+    max_concurrent: int
+    requests_per_minute: int | None  # None: no rate limit (the offline provider makes no network call)
+    tokens_per_minute: int | None
+    max_retries: int
+    backoff_base_s: float
+    backoff_max_s: float
+    shared_rate_limit: str | None  # a Prefect global concurrency limit with slot decay, shared by every run
+
+    @classmethod
+    def of(cls, g: DatasetGenerator, shared_rate_limit: str | None = None) -> CallPolicy:
+        """The provider's limits; the offline provider calls no service, so no quota (or retry) applies to it."""
+        offline = g.provider == "offline"
+        return cls(max_concurrent=g.max_concurrent_requests, requests_per_minute=None if offline else g.requests_per_minute,
+                   tokens_per_minute=None if offline else g.tokens_per_minute, max_retries=0 if offline else g.max_retries,
+                   backoff_base_s=g.backoff_base_s, backoff_max_s=g.backoff_max_s,
+                   shared_rate_limit=None if offline else shared_rate_limit)
 
 
 class RateLimitedCaller:
@@ -173,9 +185,7 @@ class RateLimitedCaller:
                     if attempt == self.policy.max_retries:
                         raise
                     delay = error.retry_after
-            if delay is None:
-                delay = random.uniform(0, min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2**attempt))
-            await asyncio.sleep(min(delay, self.policy.backoff_max_s))
+            await asyncio.sleep(backoff_delay(attempt, self.policy.backoff_base_s, self.policy.backoff_max_s, delay))
         raise AssertionError("unreachable")
 
 

@@ -10,40 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from core.config import Finetuning
 from core.files import atomic_write_json
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    quantization: str = "none"
-    strategy: str = "epoch"
-    epochs: float = 3
-    max_steps: int | None = None
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 4
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_seq_length: int = 1024
-    optim: str = "paged_adamw_32bit"
-    bf16: bool = False
-    gradient_checkpointing: bool = True
-    save_steps: int = 50
-    logging_steps: int = 10
-    seed: int = 42
-    report_to: tuple[str, ...] = field(default_factory=tuple)
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -57,27 +30,29 @@ def to_prompt_completion(record: dict) -> dict:
     return {"prompt": [system, user], "completion": [assistant]}
 
 
-def total_steps(n_examples: int, settings: TrainSettings) -> int:
-    if settings.strategy == "steps":
-        return settings.max_steps
-    per_epoch = math.ceil(n_examples / (settings.batch_size * settings.gradient_accumulation_steps))
-    return max(1, math.ceil(per_epoch * settings.epochs))
+def total_steps(n_examples: int, settings: Finetuning) -> int:
+    t = settings.training
+    if t.strategy == "steps":
+        return t.max_steps
+    per_epoch = math.ceil(n_examples / (t.batch_size * t.gradient_accumulation_steps))
+    return max(1, math.ceil(per_epoch * t.epochs))
 
 
-def _load_model(base: str, settings: TrainSettings):
+def _load_model(base: str, settings: Finetuning):
     import torch
     from transformers import AutoModelForCausalLM
 
+    t = settings.training
     if settings.quantization == "none":
-        return AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if settings.bf16 else torch.float32)
+        return AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if t.bf16 else torch.float32)
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
     quantization = (BitsAndBytesConfig(load_in_8bit=True) if settings.quantization == "8bit" else
                     BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                       bnb_4bit_compute_dtype=torch.bfloat16 if settings.bf16 else torch.float32))
+                                       bnb_4bit_compute_dtype=torch.bfloat16 if t.bf16 else torch.float32))
     model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quantization)
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
 
 
 def within_length(records: list[dict], tokenizer, max_seq_length: int) -> tuple[list[dict], int]:
@@ -90,45 +65,46 @@ def within_length(records: list[dict], tokenizer, max_seq_length: int) -> tuple[
     return kept, len(records) - len(kept)
 
 
-def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: TrainSettings):
+def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Finetuning):
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    t = settings.training
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     records = [json.loads(line) for line in train_chat.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records, too_long = within_length(records, tokenizer, settings.max_seq_length)
+    records, too_long = within_length(records, tokenizer, t.max_seq_length)
     if not records:
-        raise ValueError(f"{train_chat} has no training examples of at most finetuning.max_seq_length="
-                         f"{settings.max_seq_length} tokens ({too_long} longer ones; run stage 3 first or raise it)")
+        raise ValueError(f"{train_chat} has no training examples of at most finetuning.training.max_seq_length="
+                         f"{t.max_seq_length} tokens ({too_long} longer ones; run stage 3 first or raise it)")
     dataset = Dataset.from_list([to_prompt_completion(r) for r in records])
     steps = total_steps(len(records), settings)
     args = SFTConfig(
-        output_dir=str(output_dir), num_train_epochs=settings.epochs, max_steps=steps,
-        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        learning_rate=settings.learning_rate, lr_scheduler_type=settings.lr_scheduler,
-        warmup_steps=math.ceil(steps * settings.warmup_ratio), weight_decay=settings.weight_decay,
-        max_grad_norm=settings.max_grad_norm, max_length=None, padding_free=True, optim=settings.optim,
+        output_dir=str(output_dir), num_train_epochs=t.epochs, max_steps=steps,
+        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=math.ceil(steps * t.warmup_ratio), weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm, max_length=None, padding_free=True, optim=t.optim,
         # transformers refuses bf16 without an accelerator unless told the CPU is meant (preflight checked it can)
-        bf16=settings.bf16, use_cpu=settings.bf16 and not torch.cuda.is_available(),
-        gradient_checkpointing=settings.gradient_checkpointing, save_strategy="steps",
-        save_steps=settings.save_steps, logging_steps=settings.logging_steps,
-        seed=settings.seed, data_seed=settings.seed, report_to=list(settings.report_to) or "none",
+        bf16=t.bf16, use_cpu=t.bf16 and not torch.cuda.is_available(),
+        gradient_checkpointing=t.gradient_checkpointing, save_strategy="steps",
+        save_steps=t.save_steps, logging_steps=t.logging_steps,
+        seed=t.seed, data_seed=t.seed, report_to=["wandb"] if settings.wandb else "none",
         completion_only_loss=True, save_only_model=False, disable_tqdm=False,
     )
-    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM", bias="none")
+    lora = LoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
+                      target_modules=list(settings.lora.target_modules), task_type="CAUSAL_LM", bias="none")
     trainer = SFTTrainer(model=_load_model(base, settings), args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=lora)
     return trainer, too_long
 
 
 @task(name="train-lora", cache_policy=NO_CACHE)
-def train_lora(base: str, train_chat: Path, output_dir: Path, settings: TrainSettings, log_path: Path) -> dict:
+def train_lora(base: str, train_chat: Path, output_dir: Path, settings: Finetuning, log_path: Path) -> dict:
     """Train (resuming from the last checkpoint if there is one); returns the loss history and checkpoints."""
     trainer, too_long = build_trainer(base, train_chat, output_dir, settings)
     resume = checkpoints(output_dir)

@@ -13,12 +13,13 @@ import pytest
 from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions
 from fpdf import FPDF
 
-from tasks.convert import ConverterSettings, ConverterUnavailable, convert_document, format_options
+from core.config import DataProcessor
+from tasks.convert import ConverterUnavailable, convert_document, format_options
 from tasks.headings import OutlineEntry, detect_by_typography, escape_hash_lines, place_outline, title_key
 from tasks.layout import Line
 from tests.conftest import REPO
 
-NATIVE = ConverterSettings(kind="native")
+NATIVE = DataProcessor(converter="native")
 
 
 def test_sample_pdf_converts_with_outline_headings(sample_pdf_dir, tmp_path):
@@ -126,13 +127,14 @@ def test_standard_pipeline_configuration(tmp_path):
     assert isinstance(native, NativePdfPipelineOptions) and not native.generate_page_images
     models = tmp_path / "docling-models"
     models.mkdir()
-    standard = format_options(ConverterSettings(kind="standard", artifacts_path=models, do_table_structure=True)).pipeline_options
+    settings = DataProcessor(converter="standard", artifacts_path=models, do_table_structure=True)
+    standard = format_options(settings).pipeline_options
     assert isinstance(standard, PdfPipelineOptions)
     assert Path(standard.artifacts_path) == models and standard.do_table_structure and not standard.do_ocr
 
 
 def test_standard_pipeline_with_missing_artifacts_folder_says_how_to_fix(sample_pdf_dir, tmp_path):
-    settings = ConverterSettings(kind="standard", artifacts_path=tmp_path / "absent")
+    settings = DataProcessor(converter="standard", artifacts_path=tmp_path / "absent")
     with pytest.raises(ConverterUnavailable, match="docling-tools models download"):
         convert_document.fn(sample_pdf_dir / "01-prenatal-care.pdf", tmp_path / "o.md", settings)
 
@@ -140,7 +142,7 @@ def test_standard_pipeline_with_missing_artifacts_folder_says_how_to_fix(sample_
 def test_standard_pipeline_offline_without_models_fails_the_stage_clearly(sample_pdf_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConverterUnavailable, match="artifacts_path"):
-        convert_document.fn(sample_pdf_dir / "01-prenatal-care.pdf", tmp_path / "o.md", ConverterSettings(kind="standard"))
+        convert_document.fn(sample_pdf_dir / "01-prenatal-care.pdf", tmp_path / "o.md", DataProcessor(converter="standard"))
 
 
 def test_sample_pdfs_render_byte_for_byte_the_same_anywhere_any_time(sample_pdf_dir, tmp_path):

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from core.config import DataCollector
 from tasks.download import DownloadPolicy, download_documents, import_local_pdf, is_still_valid
 from tasks.records import Document, SourceRef
 
-FAST = DownloadPolicy(max_concurrency=8, max_per_host=4, connect_timeout_s=2, read_timeout_s=1, max_retries=2,
-                      backoff_base_s=0.05, backoff_max_s=2, max_bytes=2 * 1024 * 1024, allow_private=True)
+FAST = DownloadPolicy.of(DataCollector(max_concurrent_downloads=8, max_per_host=4, connect_timeout_s=2, read_timeout_s=1,
+                                       max_retries=2, backoff_base_s=0.05, backoff_max_s=2, max_file_size_mb=2,
+                                       allow_private_addresses=True))
 
 
 def fetch(urls: list[str], raw_dir: Path, policy: DownloadPolicy = FAST) -> list[Document]:
@@ -84,7 +87,7 @@ def test_429_waits_for_retry_after(pdf_server, tmp_path):
 
 
 def test_slow_host_times_out_and_is_recorded(pdf_server, tmp_path):
-    policy = DownloadPolicy(**{**FAST.__dict__, "max_retries": 0, "read_timeout_s": 0.3})
+    policy = replace(FAST, max_retries=0, read_timeout_s=0.3)
     [doc] = fetch([pdf_server.url + "/slow.pdf"], tmp_path, policy)
     assert doc.status == "timeout"
 
@@ -104,7 +107,7 @@ def test_only_http_and_https_are_allowed(tmp_path, url, error_part):
 
 
 def test_private_addresses_are_refused_unless_allowed(pdf_server, sample_pdfs, tmp_path):
-    strict = DownloadPolicy(**{**FAST.__dict__, "allow_private": False})
+    strict = replace(FAST, allow_private=False)
     first = next(iter(sample_pdfs))
     by_ip, by_name, via_redirect = fetch([
         f"{pdf_server.url}/pdf/{first}",                       # literal 127.0.0.1

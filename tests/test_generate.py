@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from core.config import DatasetGenerator
 from core.prompts import ANSWER_STYLE, GENERATION_SYSTEM, system_prompt
 from tasks.dataset import QARecord, chat_view, deduplicate, split_records
 from tasks.generate import CallPolicy, RateLimitedCaller, cache_key, generate_all, group_chunks, judge_one
@@ -27,7 +29,8 @@ TEXTS = [
     "Labour is the process by which the baby is born. An epidural is an injection of local anaesthetic into the "
     "lower back. Gas and air is a mixture of oxygen and nitrous oxide.",
 ]
-FAST = CallPolicy(max_concurrent=4, requests_per_minute=6000, max_retries=3, backoff_base_s=0.01, backoff_max_s=2)
+FAST = CallPolicy.of(DatasetGenerator(max_concurrent_requests=4, requests_per_minute=6000, max_retries=3, backoff_base_s=0.01,
+                                      backoff_max_s=2))
 
 
 def chunks(n_docs: int = 3) -> list[Chunk]:
@@ -108,7 +111,7 @@ def test_outage_leaves_failed_groups_uncached_and_a_rerun_does_only_those(tmp_pa
     groups = group_chunks(chunks(), max_tokens=600)
     faults = LLMFaults()
     with fake_llm("gemini", KEY, faults) as server:
-        policy = CallPolicy(max_concurrent=1, requests_per_minute=6000, max_retries=1, backoff_base_s=0.01)
+        policy = replace(FAST, max_concurrent=1, max_retries=1)
         run(gemini(server), groups[:1], tmp_path, policy)  # one group done before the outage
         faults.outage = True
         results, _ = run(gemini(server), groups, tmp_path, policy)

@@ -8,6 +8,7 @@ import re
 import pytest
 from pydantic import SecretStr
 
+from core.config import DatasetGenerator
 from tasks.generate import CallPolicy, RateLimitedCaller
 from tasks.grade import grade_answers, grading_summary, tuned_first
 from tasks.llm import GeminiProvider
@@ -15,7 +16,8 @@ from tasks.offline_llm import grade_answer
 from tests.servers import LLMFaults, fake_llm
 
 KEY = "grade-key"
-FAST = CallPolicy(max_concurrent=4, requests_per_minute=6000, max_retries=2, backoff_base_s=0.01, backoff_max_s=1)
+FAST = CallPolicy.of(DatasetGenerator(max_concurrent_requests=4, requests_per_minute=6000, max_retries=2, backoff_base_s=0.01,
+                                      backoff_max_s=1))
 
 
 def predictions(n: int, answer) -> list[dict]:
