@@ -7,7 +7,10 @@
   python pipeline.py --config configs/local.yaml --start 1 --end 3
   python pipeline.py --config config.yaml --stage 3 --preview
 
-Exit codes: 0 done, 1 a stage failed, 2 bad arguments or configuration, 130 interrupted.
+  python pipeline.py --config my.yaml --check               # validate; show each value and its origin
+
+Exit codes: 0 done, 1 a stage failed (or an earlier stage's output is missing), 2 bad arguments or
+configuration (before any work), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--start", help="first stage of a range (default: 1)")
     parser.add_argument("--end", help="last stage of a range (default: 6)")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config, print every resolved value and where it came from, and exit")
     parser.add_argument("--preview", action="store_true",
                         help="stage 3: generate from a few groups, print pairs and the full-run cost estimate, write no dataset")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's own logs and full tracebacks")
@@ -74,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
-    from core.config import ConfigError, load_config
+    from core.artifacts import MissingStageOutput
+    from core.config import ConfigError, describe, load_config, resolve_config
     from flows.pipeline import STAGES, StageSelectionError, pipeline, preflight, select_stages
 
     if not args.verbose:
@@ -84,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         for stage in STAGES:
             print(f"{stage.key:<3} {stage.name:<14} {stage.summary}")
         print("4   = 4a, 4b, 4c, 4d")
+        return 0
+    if args.check:
+        try:
+            resolved = resolve_config(args.config)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print("\n".join([*(f"notice: {n}" for n in resolved.notices), *describe(resolved),
+                         f"{args.config}: valid"]))
         return 0
     try:
         stages, explicit = select_stages(args.stage, args.start, args.end)
@@ -104,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+        return 2 if isinstance(error, ConfigError) and not isinstance(error, MissingStageOutput) else 1
     return 0
 
 

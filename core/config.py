@@ -9,6 +9,8 @@ come from the environment or ``.env`` (see ``Secrets``).
 from __future__ import annotations
 
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core import seed
 from core.naming import adapter_stem, slug
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -197,8 +200,14 @@ class Finetuning(_Section):
     lora: Lora = Lora()
     training: Training = Training()
     wandb: bool = False
-    wandb_project: str = "domain-llm"
+    wandb_project: str | None = None   # None: the adapter's name stem ({domain slug}-{use_case}-{method})
+    wandb_run_name: str | None = None  # None: W&B picks one
     cleanup_checkpoints: bool = True
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        return "none" if value is None else value
 
 
 class Evaluation(_Section):
@@ -361,24 +370,56 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists and values are leaves)."""
+    found = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            found |= _leaves(value, f"{prefix}{key}.")
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+@dataclass
+class Resolved:
+    """A validated config, where each value came from, and the notices about seed-layout keys."""
+
+    config: PipelineConfig
+    origins: dict[str, str]
+    notices: list[str]
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, str], list[str]]:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: 'inherit' loops back to itself")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
+    if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    try:
+        translation = seed.translate(raw, path.name)
+    except seed.SeedKeyError as error:
+        raise ConfigError(str(error)) from None
+    data = translation.data
     if isinstance(data.get("root"), str) and not Path(data["root"]).is_absolute():
         data["root"] = str((path.parent / data["root"]).resolve())
     parent = data.pop("inherit", None)
+    kind = "inherited from" if seen else "file"
+    origins = {key: f"{kind} {path.name}" + (f" (seed key {translation.aliases[key]})" if key in translation.aliases
+                                               else "")
+               for key in _leaves(data)}
+    for ours, seed_key in translation.aliases.items():  # a moved section (split, weights): its leaves too
+        origins |= {key: f"{kind} {path.name} (seed key {seed_key})" for key in _leaves(data) if key.startswith(ours)}
     if parent is None:
-        return data
-    return _deep_merge(_read_yaml(path.parent / parent, (*seen, path)), data)
+        return data, origins, translation.notices
+    base, base_origins, base_notices = _read_yaml(path.parent / parent, (*seen, path))
+    return _deep_merge(base, data), base_origins | origins, base_notices + translation.notices
 
 
 def format_validation_error(error: ValidationError, source: Path) -> str:
@@ -392,15 +433,41 @@ def format_validation_error(error: ValidationError, source: Path) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: Path) -> PipelineConfig:
-    """Load, merge (``inherit``) and validate a config file.
+def resolve_config(path: Path) -> Resolved:
+    """Load, translate seed-layout keys, merge (``inherit``) and validate a config file, keeping each value's origin.
 
     A relative ``root`` is taken from the folder of the file that sets it; without one, the
     root is the config file's own folder.
     """
-    data = _read_yaml(Path(path))
+    data, origins, notices = _read_yaml(Path(path))
     data.setdefault("root", str(Path(path).resolve().parent))
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, Path(path))) from None
+    return Resolved(config, origins, notices)
+
+
+def describe(resolved: Resolved) -> list[str]:
+    """Every setting as ``key = value   origin`` (origin: a file, an inherited profile, a seed key, or the default),
+    then the secrets: set or not, never their values."""
+    values = _leaves(resolved.config.model_dump(mode="json"))
+    width = max(len(f"{key} = {value}") for key, value in values.items() if len(f"{key} = {value}") < 70)
+    lines = [f"{f'{key} = {value}':<{width}}  {resolved.origins.get(key, 'default')}" for key, value in values.items()]
+    secrets = Secrets()
+    lines.append("secrets (environment or .env; values never shown):")
+    lines += [f"  {name.upper()}: {'set' if getattr(secrets, name) else 'not set'}" for name in Secrets.model_fields]
+    return lines
+
+
+_reported: set[str] = set()
+
+
+def load_config(path: Path) -> PipelineConfig:
+    """The validated config; each seed-layout notice is printed once per process (to stderr)."""
+    resolved = resolve_config(path)
+    for notice in resolved.notices:
+        if notice not in _reported:
+            _reported.add(notice)
+            print(f"config: {notice}", file=sys.stderr)
+    return resolved.config

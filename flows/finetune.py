@@ -120,7 +120,7 @@ def train(config: PipelineConfig) -> dict:
     import os
 
     if config.finetuning.wandb:
-        os.environ.setdefault("WANDB_PROJECT", config.finetuning.wandb_project)
+        os.environ.setdefault("WANDB_PROJECT", config.finetuning.wandb_project or config.adapter_stem())
     base = _base(config)
     train_chat = artifacts.require(config, "train_chat", "4b")
     output_dir = config.path(config.paths.checkpoints)

@@ -51,7 +51,8 @@ def preflight(config: PipelineConfig) -> None:
         make_provider(config)
 
 
-def generate_groups(groups: list[Group], caller: RateLimitedCaller, config: PipelineConfig,
+@task(name="generate-qa-groups", cache_policy=NO_CACHE)
+async def generate_groups(groups: list[Group], caller: RateLimitedCaller, config: PipelineConfig,
                           on_result=None) -> list[GroupResult]:
     g = config.dataset_generator
     return await generate_all(groups, caller, config.path(config.paths.qa_dataset) / "cache", config.domain,

@@ -94,6 +94,7 @@ def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Finet
         gradient_checkpointing=t.gradient_checkpointing, save_strategy="steps",
         save_steps=t.save_steps, logging_steps=t.logging_steps,
         seed=t.seed, data_seed=t.seed, report_to=["wandb"] if settings.wandb else "none",
+        run_name=settings.wandb_run_name,
         completion_only_loss=True, save_only_model=False, disable_tqdm=False,
     )
     lora = LoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
