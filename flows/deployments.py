@@ -16,16 +16,19 @@ from core.config import load_config
 from flows.pipeline import pipeline, preflight, select_stages
 
 
-async def _run(config: str, start: str, end: str, explicit: bool = True, dispatch: bool = True) -> dict:
+Stage = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
+
+
+async def _run(config: str, start: Stage, end: Stage, explicit: bool = True, dispatch: bool = True) -> dict:
     settings = load_config(Path(config))
-    stages = [s.key for s in select_stages(start=start, end=end)[0]]
+    stages = [s.key for s in select_stages(start=str(start), end=str(end))[0]]
     preflight(settings, stages)
     return await pipeline(settings, stages, explicit=explicit, config_path=config, dispatch=dispatch)
 
 
 @flow(name="run-pipeline")
-async def run_pipeline(config: str = "configs/local.yaml", start: str = "1", end: str = "6") -> dict:
-    return await _run(config, start, end, explicit=(start, end) != ("1", "6"))
+async def run_pipeline(config: str = "configs/local.yaml", start: Stage = "1", end: Stage = "6") -> dict:
+    return await _run(config, start, end, explicit=(str(start), str(end)) != ("1", "6"))
 
 
 @flow(name="data-refresh")
@@ -34,7 +37,7 @@ async def data_refresh(config: str = "configs/local.yaml") -> dict:
 
 
 @flow(name="fine-tune")
-async def fine_tune(config: str = "configs/local.yaml", start: str = "4a", end: str = "4d") -> dict:
+async def fine_tune(config: str = "configs/local.yaml", start: Stage = "4a", end: Stage = "4d") -> dict:
     return await _run(config, start, end, dispatch=False)  # this is where stage 4 runs
 
 

@@ -54,3 +54,17 @@ def test_gpu_job_variables_reach_the_container_create_call():
     assert settings["shm_size"] == "16g"
     # a host without GPUs overrides the request per run
     assert "device_requests" not in container_settings({**values, "container_create_kwargs": {}})
+
+
+def test_stage_parameters_take_what_users_type():
+    """`prefect deployment run … --param end=3` sends the number 3: the deployment's schema accepts it."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import ValidationError, validate
+
+    from flows.deployments import fine_tune, run_pipeline
+
+    for flow_, values in ((run_pipeline, {"start": 1, "end": 3}), (fine_tune, {"start": "4b", "end": "4d"})):
+        schema = parameter_schema(flow_.fn).model_dump_for_openapi()
+        validate(values, schema, raise_on_error=True)
+        with pytest.raises(ValidationError):
+            validate({"end": [3]}, schema, raise_on_error=True)
