@@ -15,7 +15,6 @@ from prefect import flow
 from core.config import load_config
 from flows.pipeline import pipeline, preflight, select_stages
 
-
 Stage = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
 
 
