@@ -79,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
-    from core.artifacts import MissingStageOutput
     from core.config import ConfigError, describe, load_config, resolve_config
     from flows.pipeline import STAGES, StageSelectionError, pipeline, preflight, select_stages
 
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) and not isinstance(error, MissingStageOutput) else 1
+        return 2 if isinstance(error, ConfigError) else 1  # MissingStageOutput is not one: exit 1
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     from core.config import PipelineConfig
@@ -34,6 +34,7 @@ OUTPUTS: dict[str, tuple[str, str, str]] = {
 }
 Name = Literal["metadata", "chunks", "train", "train_chat", "validation", "test", "split", "stats", "eval_baseline",
                "train_log", "checkpoint_selection", "eval_finetuned", "comparison", "registration", "rollout"]
+assert set(get_args(Name)) == set(OUTPUTS)
 
 
 class MissingStageOutput(Exception):

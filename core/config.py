@@ -411,11 +411,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any],
         data["root"] = str((path.parent / data["root"]).resolve())
     parent = data.pop("inherit", None)
     kind = "inherited from" if seen else "file"
-    origins = {key: f"{kind} {path.name}" + (f" (seed key {translation.aliases[key]})" if key in translation.aliases
-                                               else "")
-               for key in _leaves(data)}
-    for ours, seed_key in translation.aliases.items():  # a moved section (split, weights): its leaves too
-        origins |= {key: f"{kind} {path.name} (seed key {seed_key})" for key in _leaves(data) if key.startswith(ours)}
+    origins = {}
+    for key in _leaves(data):
+        # a seed key may have become a leaf, or a section (split, weights) whose leaves it set
+        seed_key = next((seed for ours, seed in translation.aliases.items()
+                         if key == ours or key.startswith(f"{ours}.")), None)
+        origins[key] = f"{kind} {path.name}" + (f" (seed key {seed_key})" if seed_key else "")
     if parent is None:
         return data, origins, translation.notices
     base, base_origins, base_notices = _read_yaml(path.parent / parent, (*seen, path))

@@ -9,6 +9,7 @@ an error naming both; a seed value we cannot honour is an error saying what to w
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -68,12 +69,11 @@ def _pop(data: dict, dotted: str) -> tuple[bool, Any]:
     return (True, data.pop(leaf)) if leaf in data else (False, None)
 
 
+_MISSING = object()
+
+
 def _has(data: dict, dotted: str) -> bool:
-    for part in dotted.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return False
-        data = data[part]
-    return True
+    return _get(data, dotted, _MISSING) is not _MISSING
 
 
 def _put(result: Translation, seed_key: str, ours: str, value: Any, source: str) -> None:
@@ -94,7 +94,7 @@ def _put(result: Translation, seed_key: str, ours: str, value: Any, source: str)
 
 def translate(raw: dict[str, Any], source: str) -> Translation:
     """``raw`` (one file's keys) in our layout; ``source`` names the file in messages."""
-    result = Translation(data=_copy(raw))
+    result = Translation(data=copy.deepcopy(raw))
     data = result.data
     for seed_key, ours in RENAMED.items():
         found, value = _pop(data, seed_key)
@@ -182,6 +182,3 @@ def _get(data: dict, dotted: str, default: Any) -> Any:
         data = data[part]
     return data
 
-
-def _copy(value: Any) -> Any:
-    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
