@@ -23,20 +23,33 @@ import sys
 import warnings
 from pathlib import Path
 
-# Prefect's console output is for developers of Prefect; users of this CLI see our summaries.
-# The temporary server's shutdown noise (event flush errors, cancelled tasks) is silenced.
-# Every setting can still be overridden from the environment.
-# Hugging Face libraries' load bars and deprecation notices are hushed the same way; the
-# training progress bar and its loss lines stay.
-for _name, _value in {
+# The CLI prints our summary lines and our progress bars; --verbose shows everything else too.
+# Hushed without it: Prefect's console logs (a developer's view; the UI keeps them), the temporary
+# server's shutdown noise, Hugging Face libraries' notices and load bars, tqdm bars (the GGUF
+# conversion's, the trainer's: 4b draws its own, with the loss), and W&B's banner lines.
+# Every one can still be set from the environment.
+_QUIET = {
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "TRANSFORMERS_VERBOSITY": "error",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-}.items():
-    os.environ.setdefault(_name, _value)
+    "TQDM_DISABLE": "1",
+    "WANDB_SILENT": "true",
+}
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _quiet() -> None:
+    for name, value in _QUIET.items():
+        os.environ.setdefault(name, value)
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+    # bitsandbytes' CPU backend suggests the `kernels` package (a Hub download) for faster 4-bit matmuls
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    # on CPU bitsandbytes runs a paged optimizer unpaged: the same updates (paging only saves GPU memory)
+    warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,13 +84,9 @@ def _hide_engine_tracebacks() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verbose:
-        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO")
     else:
-        logging.getLogger("EventsWorker").setLevel(logging.ERROR)
-        # bitsandbytes' CPU backend suggests the `kernels` package (a Hub download) for faster 4-bit matmuls
-        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*pin_memory.*")
+        _quiet()
 
     from core.config import ConfigError, describe, load_config, resolve_config
     from flows.pipeline import STAGES, StageSelectionError, pipeline, preflight, select_stages

@@ -80,7 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
             plain_runs.append(timed(plain_trainer(Path(tmp) / f"plain{round_}")))
-            ours_runs.append(timed(build_trainer(base, train_chat, Path(tmp) / f"ours{round_}", settings)[0]))
+            ours_runs.append(timed(build_trainer(base, train_chat, Path(tmp) / f"ours{round_}", settings, lambda *_: None)[0]))
     ours, plain = min(ours_runs), min(plain_runs)
 
     tokens = real_tokens_per_step * args.steps

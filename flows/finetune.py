@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from core.artifacts import MissingStageOutput
 from core.config import ConfigError, PipelineConfig, Secrets
 from core.files import atomic_write_json, atomic_write_text
 from core.prompts import system_prompt
-from flows.report import say
+from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
 from tasks.base_model import prepare_base_model
 from tasks.cache_keys import content_key
@@ -30,7 +31,8 @@ from tasks.grade import grade_answers, grading_summary
 from tasks.report_page import write_report
 from tasks.select import NoOpAdapter, adapter_hashes, best_checkpoint, changed_answers, cleanup_checkpoints, install_adapter
 from tasks.tokens import model_ref
-from tasks.train import checkpoints, train_lora
+from tasks.tracking import log_results, wandb_run, where
+from tasks.train import checkpoints, total_steps, train_lora
 
 
 def _cpu_has_bf16() -> bool:
@@ -58,13 +60,8 @@ def preflight(config: PipelineConfig) -> None:
     if needs_bnb and importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError(f"{' and '.join(needs_bnb)}: bitsandbytes is needed and not installed: "
                           "pip install 'bitsandbytes>=0.50' (or quantization: none and optim: adamw_torch)")
-    if f.wandb:
-        if importlib.util.find_spec("wandb") is None:
-            raise ConfigError("finetuning.wandb: true needs the wandb package: pip install wandb")
-        import os
-
-        if Secrets().wandb_api_key is None and os.environ.get("WANDB_MODE") != "offline":
-            raise ConfigError("finetuning.wandb: true needs WANDB_API_KEY (or WANDB_MODE=offline), or set wandb: false")
+    if f.wandb and Secrets().wandb_api_key is None and os.environ.get("WANDB_MODE") != "offline":
+        raise ConfigError("finetuning.wandb: true needs WANDB_API_KEY (or WANDB_MODE=offline), or set wandb: false")
 
 
 def _base(config: PipelineConfig) -> str:
@@ -117,10 +114,6 @@ def baseline_eval(config: PipelineConfig) -> dict:
 @threaded_flow("train")
 def train(config: PipelineConfig) -> dict:
     """LoRA SFT; resumes an interrupted run, starts afresh when the data or settings changed."""
-    import os
-
-    if config.finetuning.wandb:
-        os.environ.setdefault("WANDB_PROJECT", config.finetuning.wandb_project or config.adapter_stem())
     base = _base(config)
     train_chat = artifacts.require(config, "train_chat", "4b")
     output_dir = config.path(config.paths.checkpoints)
@@ -137,21 +130,36 @@ def train(config: PipelineConfig) -> dict:
         say(f"4b: {output_dir} holds checkpoints of other data or settings: starting afresh")
         shutil.rmtree(output_dir)
     atomic_write_json(marker, {"fingerprint": fingerprint, "base": base, "completed": False})
-    summary = train_lora(base, train_chat, output_dir, settings, log_path)
+    examples = sum(1 for line in train_chat.read_text(encoding="utf-8").splitlines() if line.strip())
+    with (wandb_run(config, "train", fingerprint[:12]) as run,  # the trainer's W&B callback logs into this run
+          progress_bar("4b train", total_steps(examples, settings)) as advance):
+        summary = train_lora(base, train_chat, output_dir, settings, log_path, lambda step, steps, loss: advance(
+            completed=step, total=steps, note=None if loss is None else f"loss {loss:.3f}"))
     atomic_write_json(marker, {"fingerprint": fingerprint, "base": base, "completed": True})
     losses = [h["loss"] for h in summary["loss_history"]]
     say(f"4b train: {summary['steps']} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}, "
         f"checkpoints {', '.join(summary['checkpoints'])}"
         + (f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else "")
-        + (f"; {summary['examples_too_long']} examples over max_seq_length left out" if summary["examples_too_long"] else ""))
+        + (f"; {summary['examples_too_long']} examples over max_seq_length left out" if summary["examples_too_long"] else "")
+        + (f"; W&B run {where(run)}" if run else ""))
     return summary
 
 
-def _selection_key(config: PipelineConfig, records: list[dict]) -> str:
-    """The training run (4b's fingerprint), the questions and the eval settings a selection was made from."""
+def _training_run(config: PipelineConfig) -> str | None:
+    """4b's fingerprint of the data and settings it trained with (None before 4b ran)."""
     marker = config.path(config.paths.checkpoints) / "run.json"
-    run = json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
-    return content_key("selection", {"run": run, "records": records, "evaluation": _eval_kwargs(config)})
+    return json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
+
+
+def _tracking_group(config: PipelineConfig) -> str | None:
+    """The W&B group of 4b, 4c and 4d of one training run."""
+    run = _training_run(config)
+    return run[:12] if run else None
+
+
+def _selection_key(config: PipelineConfig, records: list[dict]) -> str:
+    """The training run, the questions and the eval settings a selection was made from."""
+    return content_key("selection", {"run": _training_run(config), "records": records, "evaluation": _eval_kwargs(config)})
 
 
 @threaded_flow("select-checkpoint")
@@ -194,6 +202,11 @@ def select_checkpoint(config: PipelineConfig) -> dict:
                  "answers_changed_vs_base": changed, "installed_to": str(target), "adapter_sha256": hashes,
                  "removed_checkpoints": removed, "selection_key": key}
     atomic_write_json(artifacts.path(config, "checkpoint_selection"), selection)
+    log_results(config, "select", _tracking_group(config),
+                {"selected": selected, "validation/baseline_combined": selection["baseline_score"],
+                 "validation/margin": selection["margin"]["delta"], "validation/answers_changed": changed},
+                [{"checkpoint_step": int(name.rsplit("-", 1)[-1]), "validation/combined": score}
+                 for name, score in scores.items()])
     say(f"4c select: {selection_line(selection)}; all: " + ", ".join(f"{n} {s:.4f}" for n, s in scores.items())
         + f"; {changed}/{len(records)} answers differ from base")
     return selection
@@ -244,6 +257,10 @@ def final_eval(config: PipelineConfig) -> dict:
     if e.judge:
         summary["judge"] = _grade(config, baseline, report)
     atomic_write_json(artifacts.path(config, "comparison"), summary)
+    log_results(config, "final-eval", _tracking_group(config),
+                {f"test/{side}/{name}": stats[key] for name, stats in summary["metrics"].items()
+                 for side, key in (("baseline", "before"), ("fine_tuned", "after"), ("delta", "delta"))}
+                | {f"test/delta/combined_{bound}": summary["metrics"]["combined"][bound] for bound in ("low", "high")})
     selection = artifacts.load_if_present(config, "checkpoint_selection")
     made = figures(summary, selection, artifacts.load_if_present(config, "train_log"))
     written = [*write_figures(made, reports_dir), reports_dir / "comparison.md", reports_dir / "index.html"]

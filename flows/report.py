@@ -25,12 +25,21 @@ def say(message: str) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Callable[[], None]]:
-    """Yield ``advance()``; the bar is drawn only on a terminal and only when there is work."""
+def progress_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(completed=None, total=None, note=None)``: one more done, or ``completed`` of ``total``
+    done; ``note`` (e.g. the latest loss) stays after the description until the next one.
+
+    The bar is drawn only on a terminal and only when there is work.
+    """
     if total == 0 or not _stderr.is_terminal:
-        yield lambda: None
+        yield lambda completed=None, total=None, note=None: None
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=_stderr) as bar:
         task_id = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task_id)
+
+        def advance(completed: int | None = None, total: int | None = None, note: str | None = None) -> None:
+            bar.update(task_id, advance=1 if completed is None else None, completed=completed, total=total,
+                       description=f"{description} {note}" if note else None)
+
+        yield advance

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.config import Finetuning
@@ -65,11 +66,28 @@ def within_length(records: list[dict], tokenizer, max_seq_length: int) -> tuple[
     return kept, len(records) - len(kept)
 
 
-def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Finetuning):
+def _progress_callback(on_step: Callable[[int, int, float | None], None]):
+    """The trainer's progress and its logged losses as ``on_step(step, max_steps, loss)``, instead of the
+    trainer's own bar and printed ``{'loss': …}`` lines."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            on_step(state.global_step, state.max_steps, None)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                on_step(state.global_step, state.max_steps, logs["loss"])
+
+    return Progress()
+
+
+def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Finetuning,
+                  on_step: Callable[[int, int, float | None], None]):
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
     t = settings.training
@@ -95,19 +113,34 @@ def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Finet
         save_steps=t.save_steps, logging_steps=t.logging_steps,
         seed=t.seed, data_seed=t.seed, report_to=["wandb"] if settings.wandb else "none",
         run_name=settings.wandb_run_name,
-        completion_only_loss=True, save_only_model=False, disable_tqdm=False,
+        completion_only_loss=True, save_only_model=False, disable_tqdm=True,
     )
     lora = LoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
                       target_modules=list(settings.lora.target_modules), task_type="CAUSAL_LM", bias="none")
     trainer = SFTTrainer(model=_load_model(base, settings), args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=lora)
+    for printer in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(printer)
+    trainer.add_callback(_progress_callback(on_step))
     return trainer, too_long
 
 
 @task(name="train-lora", cache_policy=NO_CACHE)
-def train_lora(base: str, train_chat: Path, output_dir: Path, settings: Finetuning, log_path: Path) -> dict:
-    """Train (resuming from the last checkpoint if there is one); returns the loss history and checkpoints."""
-    trainer, too_long = build_trainer(base, train_chat, output_dir, settings)
+def train_lora(base: str, train_chat: Path, output_dir: Path, settings: Finetuning, log_path: Path,
+               on_step: Callable[[int, int, float | None], None] = lambda step, steps, loss: None) -> dict:
+    """Train (resuming from the last checkpoint if there is one); returns the loss history and checkpoints.
+
+    ``on_step(step, max_steps, loss)`` follows progress (``loss`` is None between logging steps); each logged
+    loss goes to the run log too (the Prefect UI; the console with ``--verbose``).
+    """
+    logger = get_run_logger()
+
+    def report(step: int, steps: int, loss: float | None) -> None:
+        on_step(step, steps, loss)
+        if loss is not None:
+            logger.info("4b step %d/%d: loss %.4f", step, steps, loss)
+
+    trainer, too_long = build_trainer(base, train_chat, output_dir, settings, report)
     resume = checkpoints(output_dir)
     result = trainer.train(resume_from_checkpoint=str(resume[-1]) if resume else None)
     trainer.save_state()

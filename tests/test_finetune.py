@@ -38,9 +38,13 @@ def test_quantization_and_paged_optimizer_need_bitsandbytes(tmp_path, monkeypatc
     finetune.preflight(config_with(tmp_path, {"quantization": "none", "training": {"optim": "adamw_torch"}}))
 
 
-def test_wandb_without_its_package_or_key_is_explained(tmp_path):
-    with pytest.raises(ConfigError, match=r"finetuning\.wandb: true needs"):
+def test_wandb_without_its_key_is_explained_and_offline_mode_needs_none(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with pytest.raises(ConfigError, match=r"finetuning\.wandb: true needs WANDB_API_KEY \(or WANDB_MODE=offline\)"):
         finetune.preflight(config_with(tmp_path, {"wandb": True}))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    finetune.preflight(config_with(tmp_path, {"wandb": True}))
 
 
 def _checkpoint(folder, step: int, payload: bytes):

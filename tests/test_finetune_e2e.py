@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, qa_dataset
+from tests.wandb_log import offline_runs
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """W&B tracking is on in this project, offline: the runs land in logs/wandb, as `wandb sync` would find them."""
     return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", *args], cwd=root,
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"})
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,8 @@ def project(tmp_path_factory, sample_pdf_dir) -> Path:
     root = tmp_path_factory.mktemp("stage4")
     (root / "config.yaml").write_text(
         f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-        f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n")
+        f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
+        "finetuning:\n  wandb_enabled: true\n  wandb_run_name: nightly\n")  # the seed's key names
     result = cli(root, "--end", "3")
     assert result.returncode == 0, result.stderr
     return root
@@ -85,6 +89,21 @@ def test_stage_four_trains_selects_and_reports(project: Path):
     assert summary["headline"] in (reports / "index.html").read_text()
     for name in ("metric_changes.png", "train_loss.png", "checkpoint_scores.png"):
         assert (reports / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # W&B, offline: one run per step, grouped by the training run, holding what the reports hold
+    runs = {run["job_type"]: run for run in offline_runs(project / "logs")}
+    assert sorted(runs) == ["final-eval", "select", "train"]
+    assert {(r["project"], r["name"]) for r in runs.values()} == {("pregnancy-qa-lora", "nightly")}
+    assert len({r["group"] for r in runs.values()}) == 1 and runs["train"]["group"]
+    logged = [row["train/loss"] for row in runs["train"]["history"] if "train/loss" in row]
+    assert logged == pytest.approx(losses)
+    assert {row["checkpoint_step"]: row["validation/combined"] for row in runs["select"]["history"]} == {
+        int(name.split("-")[1]): score for name, score in selection["scores"].items()}
+    assert runs["select"]["summary"]["selected"] == selection["selected"]
+    final = runs["final-eval"]["summary"]
+    assert final["test/fine_tuned/combined"] == pytest.approx(combined["after"])
+    assert final["test/baseline/rouge_l"] == pytest.approx(summary["metrics"]["rouge_l"]["before"])
+    assert final["test/delta/combined_low"] == pytest.approx(combined["low"])
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
