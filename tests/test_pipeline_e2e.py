@@ -1,4 +1,4 @@
-"""Stages 1-2 end to end through the CLI, as a user runs them: real PDFs, a misbehaving web host, a rerun."""
+"""The whole local pipeline end to end through the CLI, as a user runs it: real PDFs, a misbehaving web host, a rerun."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ import pytest
 from tests.conftest import REPO, qa_dataset
 from tests.servers import free_port
 
-NOISE = ["Traceback", "Error flushing", "CancelledError", "EventsWorker", "Still processing items"]
+NOISE = ["Traceback", "Error flushing", "CancelledError", "EventsWorker", "Still processing items",
+         # other libraries' output: tqdm bars (GGUF conversion, the trainer), the trainer's loss dicts, warnings
+         "it/s]", "Converting and de-quantizing", "{'loss'", "Warning", "wandb:"]
+SCREEN = 24  # lines: a whole local run's output fits one terminal screen
 
 
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -47,6 +50,7 @@ def test_collect_and_process_then_rerun_does_nothing_new(project: Path, pdf_serv
     output = first.stdout + first.stderr
     assert first.returncode == 0, output
     assert not [n for n in NOISE if n in output], output
+    assert len(output.strip().splitlines()) <= SCREEN, output
 
     records = json.loads((project / "data/raw/metadata.json").read_text())
     assert len(records) == n + 5  # the local files + 5 URLs: every source tried is recorded
