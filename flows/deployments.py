@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow
 
 from core.config import load_config
-from flows.pipeline import pipeline, preflight, select_stages
+from flows.pipeline import preflight, run_stages, select_stages
 
 Stage = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
 
@@ -22,7 +22,7 @@ async def _run(config: str, start: Stage, end: Stage, explicit: bool = True, dis
     settings = load_config(Path(config))
     stages = [s.key for s in select_stages(start=str(start), end=str(end))[0]]
     preflight(settings, stages)
-    return await pipeline(settings, stages, explicit=explicit, config_path=config, dispatch=dispatch)
+    return await run_stages(settings, stages, explicit=explicit, config_path=config, dispatch=dispatch)
 
 
 @flow(name="run-pipeline")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect import flow
+from prefect.artifacts import acreate_markdown_artifact
 
 from core.config import ConfigError, PipelineConfig
 from flows import collect as stage_collect
@@ -16,6 +17,7 @@ from flows.finetune import baseline_eval, final_eval, select_checkpoint, train
 from flows.generate import generate
 from flows.process import process, task_runner
 from flows.register import register
+from flows.report import log_failures_once, recording
 from flows.rollout import rollout
 
 
@@ -24,16 +26,17 @@ class Stage:
     key: str
     name: str
     summary: str
+    artifact: str | None = None  # the key of the Prefect artifact the stage publishes
 
 
 STAGES: list[Stage] = [
-    Stage("1", "collect", "search (SerpAPI or local) and download PDFs → data/raw"),
-    Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers → data/chunks"),
-    Stage("3", "generate", "QA pairs from chunks (LLM) → data/qa_dataset"),
+    Stage("1", "collect", "search (SerpAPI or local) and download PDFs → data/raw", "collect-summary"),
+    Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers → data/chunks", "process-summary"),
+    Stage("3", "generate", "QA pairs from chunks (LLM) → data/qa_dataset", "generate-summary"),
     Stage("4a", "baseline-eval", "evaluate the base model → reports/eval_baseline.json"),
     Stage("4b", "train", "LoRA SFT → models/checkpoints"),
     Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights"),
-    Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json"),
+    Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json", "eval-comparison"),
     Stage("5", "register", "versioned registration with a model card → registry, reports/registration.json"),
     Stage("6", "rollout", "load the adapter into the running gateway, smoke test, switch → reports/rollout.json"),
 ]
@@ -124,35 +127,88 @@ async def dispatch_training(deployment: str, config_path: str, start: str, end: 
     return {"deployment": deployment, "flow_run": str(run.id), "state": run.state.name}
 
 
+STAGE_FLOWS = {"1": collect, "2": process, "3": generate, "4a": baseline_eval, "4b": train, "4c": select_checkpoint,
+               "4d": final_eval, "5": register, "6": rollout}
+
+
+async def _run_stage(config: PipelineConfig, key: str, preview: bool, explicit: bool) -> object:
+    if key == "1":
+        documents = await collect(config)
+        return {"sources": len(documents), "ok": sum(d.status == "ok" for d in documents)}
+    if key == "2":
+        return await process.with_options(task_runner=task_runner(config))(config)
+    if key == "3":
+        return await generate(config, preview=preview)
+    if key == "6":
+        return await rollout(config, skip_without_gateway=not explicit)
+    return await STAGE_FLOWS[key](config)
+
+
+async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = False, explicit: bool = True,
+                     config_path: str | None = None, dispatch: bool = True) -> dict[str, object]:
+    """Run ``stages`` in order, as subflows of the calling flow run, which gets the pipeline summary artifact.
+
+    A full run (``explicit=False``) skips the rollout when no gateway is running. With
+    ``orchestration.train_deployment`` set (and ``dispatch``), stage 4 runs as that deployment (the GPU pool)
+    with the same config path, and this waits for it. The deployment itself runs with ``dispatch=False``: it is
+    where the training happens.
+    """
+    log_failures_once()
+    training = [key for key in stages if key.startswith("4")]
+    deployment = config.orchestration.train_deployment if training and dispatch else None
+    if deployment and config_path is None:
+        raise ConfigError("orchestration.train_deployment needs the config file's path to hand to the deployment")
+    # the dispatched stage 4 ("4") runs where 4a-4d would ("4" sorts between "3" and "5")
+    planned = sorted(["4", *(key for key in stages if key not in training)]) if deployment else list(stages)
+    results: dict[str, object] = {}
+    outcomes: dict[str, tuple[str, list[str]]] = {key: ("not run", []) for key in planned}
+    try:
+        for key in planned:
+            with recording() as said:
+                outcomes[key] = ("running", said)
+                if key == "4":
+                    results[key] = await dispatch_training(deployment, config_path, training[0], training[-1])
+                else:
+                    results[key] = await _run_stage(config, key, preview, explicit)
+            outcomes[key] = ("completed", said)
+    except BaseException as error:
+        failed = next(key for key, (outcome, _) in outcomes.items() if outcome == "running")
+        outcomes[failed] = (f"failed: {type(error).__name__}: {error}", outcomes[failed][1])
+        raise
+    finally:
+        await acreate_markdown_artifact(key="pipeline-summary", markdown=summary_markdown(outcomes),
+                                        description="Each stage's outcome and figures, with links to its artifact")
+    return results
+
+
+def summary_markdown(outcomes: dict[str, tuple[str, list[str]]]) -> str:
+    """One row per stage: outcome, what it reported, its own artifact (a link when the UI's address is known)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    names = {stage.key: stage for stage in STAGES}
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    def link(key: str) -> str:
+        artifact = names[key].artifact if key in names else None
+        if artifact is None:
+            return ""
+        return f"[{artifact}]({ui.rstrip('/')}/artifacts/key/{artifact})" if ui else f"`{artifact}`"
+
+    rows = [f"| {key} {names[key].name if key in names else 'fine-tune (deployment)'} | {cell(outcome)} | "
+            f"{cell('; '.join(said))} | {link(key)} |" for key, (outcome, said) in outcomes.items()]
+    failed = [key for key, (outcome, _) in outcomes.items() if outcome.startswith("failed")]
+    verdict = (f"**Stage {failed[0]} failed**: Retry the run (or run the same command again) to resume: "
+               "finished work is kept." if failed else "**Every stage completed.**")
+    return "\n".join(["# Pipeline run", "", verdict, "", "| stage | outcome | figures | artifact |",
+                      "|---|---|---|---|", *rows])
+
+
 @flow(name="pipeline")
 async def pipeline(config: PipelineConfig, stages: list[str], preview: bool = False,
                    explicit: bool = True, config_path: str | None = None,
                    dispatch: bool = True) -> dict[str, object]:
-    """Run ``stages`` in order. A full run (``explicit=False``) skips the rollout when no gateway is running.
-
-    With ``orchestration.train_deployment`` set (and ``dispatch``), stage 4 runs as that deployment (the GPU
-    pool) with the same config path, and this flow waits for it. The deployment itself runs with
-    ``dispatch=False``: it is where the training happens.
-    """
-    results: dict[str, object] = {}
-    training = [key for key in stages if key.startswith("4")]
-    if training and dispatch and config.orchestration.train_deployment:
-        if config_path is None:
-            raise ConfigError("orchestration.train_deployment needs the config file's path to hand to the deployment")
-        results["4"] = await dispatch_training(config.orchestration.train_deployment, config_path,
-                                               training[0], training[-1])
-        stages = [key for key in stages if key not in training]
-    for key in stages:
-        if key == "1":
-            documents = await collect(config)
-            results["1"] = {"sources": len(documents), "ok": sum(d.status == "ok" for d in documents)}
-        elif key == "2":
-            results["2"] = await process.with_options(task_runner=task_runner(config))(config)
-        elif key == "3":
-            results["3"] = await generate(config, preview=preview)
-        elif key == "6":
-            results["6"] = await rollout(config, skip_without_gateway=not explicit)
-        else:
-            results[key] = await {"4a": baseline_eval, "4b": train, "4c": select_checkpoint, "4d": final_eval,
-                                  "5": register}[key](config)
-    return results
+    """The pipeline as a flow run of its own (the CLI); deployments call ``run_stages`` in theirs."""
+    return await run_stages(config, stages, preview, explicit, config_path, dispatch)

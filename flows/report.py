@@ -1,14 +1,17 @@
-"""What a stage tells its user: one-line summaries and progress bars.
+"""What a stage tells its user: one-line summaries, progress bars, artifact tables, failures.
 
 Summaries go to the Prefect run log (visible in the UI) and to stdout (visible on the
-CLI, where Prefect's own console chatter is turned down to warnings). Progress bars go to
-stderr and only on a terminal, so piped output stays clean.
+CLI, where Prefect's own console chatter is turned down to warnings); the pipeline's summary
+artifact collects them per stage. Progress bars go to stderr and only on a terminal, so piped
+output stays clean.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
@@ -16,12 +19,65 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 _stderr = Console(stderr=True)
+_said: ContextVar[list[str] | None] = ContextVar("said", default=None)
 
 
 def say(message: str) -> None:
     print(message, flush=True)
+    if (lines := _said.get()) is not None:
+        lines.append(message)
     with suppress(MissingContextError):
         get_run_logger().info(message)
+
+
+@contextmanager
+def recording() -> Iterator[list[str]]:
+    """Collect what ``say`` prints inside (stage flows too: their threads carry the context along)."""
+    lines: list[str] = []
+    token = _said.set(lines)
+    try:
+        yield lines
+    finally:
+        _said.reset(token)
+
+
+def table_rows(values: dict, prefix: str = "") -> list[dict]:
+    """{"metric", "value"} rows, nested dicts as one row per leaf ("split.train_pairs"): a table the UI shows whole."""
+    rows = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            rows += table_rows(value, f"{prefix}{key}.")
+        else:
+            rows.append({"metric": f"{prefix}{key}",
+                         "value": ", ".join(map(str, value)) if isinstance(value, list | tuple) else value})
+    return rows
+
+
+class _FailureOnce(logging.Filter):
+    """Prefect logs a failure, with the engine's traceback, at every level it passes through (the task, the
+    stage's flow, the pipeline, the deployment's run). Here the first becomes one line naming the error, its
+    traceback a debug record beside it; the repeats are dropped. (Each level's "Finished in state" line stays.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.levelno >= logging.ERROR and record.exc_info else None
+        if error is None:
+            return True
+        if getattr(error, "_logged_once", False):
+            return False
+        error._logged_once = True
+        traceback = logging.makeLogRecord({**record.__dict__, "levelno": logging.DEBUG, "levelname": "DEBUG",
+                                           "msg": f"traceback of {type(error).__name__}", "args": None})
+        logging.getLogger(record.name).handle(traceback)
+        record.msg, record.args, record.exc_info, record.exc_text = f"{type(error).__name__}: {error}", None, None, None
+        return True
+
+
+def log_failures_once() -> None:
+    """Install the filter on Prefect's run loggers (idempotent)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _FailureOnce) for f in logger.filters):
+            logger.addFilter(_FailureOnce())
 
 
 @contextmanager

@@ -12,12 +12,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from collections import Counter
 from collections.abc import Iterable
 
 from datasketch import MinHash, MinHashLSH
 from pydantic import BaseModel
 
-from core.prompts import system_prompt
+from core.config import DatasetGenerator
+from core.prompts import PROMPT_VERSION, system_prompt
+from tasks.generate import Group, GroupResult, JudgeScores, cost_usd
+from tasks.questions import problem
 
 _WORDS = re.compile(r"[a-z0-9]+")
 
@@ -38,6 +42,41 @@ class QARecord(BaseModel):
 
 def record_id(doc_sha256: str, question: str, answer: str) -> str:
     return hashlib.sha256(f"{doc_sha256}|{question}|{answer}".encode()).hexdigest()[:16]
+
+
+def records_from(groups: list[Group], results: list[GroupResult]) -> tuple[list[QARecord], dict[str, str], Counter[str]]:
+    """Each usable pair as a record, the source text it came from (by record id, for the judge), and how many
+    pairs were rejected by reason. Checked here, not when cached: a stricter rule needs no new LLM calls."""
+    records: list[QARecord] = []
+    sources: dict[str, str] = {}
+    rejected: Counter[str] = Counter()
+    for group, result in zip(groups, results, strict=True):
+        for pair in result.pairs:
+            if reason := problem(pair.question, pair.answer):
+                rejected[reason] += 1
+                continue
+            record = QARecord(id=record_id(group.doc_sha256, pair.question, pair.answer), question=pair.question,
+                              answer=pair.answer, type=pair.type, chunk_ids=list(group.chunk_ids),
+                              doc_sha256=group.doc_sha256, url=group.url, provider=result.provider,
+                              model=result.model, prompt_version=result.prompt_version)
+            records.append(record)
+            sources[record.id] = group.text
+    return records, sources, rejected
+
+
+def keep_judged(records: list[QARecord], scores: list[JudgeScores | None],
+                threshold: float) -> tuple[list[QARecord], int, int]:
+    """The records the judge scored at least ``threshold`` on both counts (scores attached); how many it
+    rejected, and how many it could not score (dropped too: unjudged is not judged good)."""
+    kept, rejected, failed = [], 0, 0
+    for record, score in zip(records, scores, strict=True):
+        if score is None:
+            failed += 1
+        elif min(score.faithfulness, score.usefulness) >= threshold:
+            kept.append(record.model_copy(update={"judge": score.model_dump()}))
+        else:
+            rejected += 1
+    return kept, rejected, failed
 
 
 def _normalise(text: str) -> str:
@@ -187,3 +226,46 @@ def chat_view(record: QARecord, domain: str) -> dict:
         {"role": "user", "content": record.question},
         {"role": "assistant", "content": record.answer},
     ]}
+
+
+def split_level(sides: dict[str, str]) -> str:
+    """"document" when every document is whole on one side, else the warning saying which questions share one."""
+    values = set(sides.values())
+    if "chunks" in values:
+        return ("a document is split by chunk (it was the only source document when first split): its test and "
+                "validation questions share a document with training questions")
+    if "held-out" in values:
+        return ("the only held-out document has its questions shared out between validation and test: the test "
+                "questions share a document with those that chose the checkpoint (add source documents)")
+    return "document"
+
+
+def dataset_stats(g: DatasetGenerator, provider: tuple[str, str], chunks: list[str], groups: int, cached: int,
+                  calls: int, results: list[GroupResult], rejected: Counter[str], duplicates: tuple[int, int],
+                  judged: tuple[int, int], split: dict[str, list[QARecord]], level: str) -> dict:
+    """stats.json: where the pairs came from, what was dropped and why, the split, the tokens and their cost.
+
+    ``chunks``: the source document of every chunk; ``duplicates``: (exact, near); ``judged``: (rejected, failed).
+    """
+    dropped = sum((Counter(r.dropped) for r in results), rejected)
+    tokens_in, tokens_out = sum(r.input_tokens for r in results), sum(r.output_tokens for r in results)
+    records = [r for side in SIDES for r in split[side]]
+    return {
+        "provider": provider[0], "model": provider[1], "prompt_version": PROMPT_VERSION,
+        "offline_extractive": provider[0] == "offline",
+        "chunks": len(chunks), "groups": groups, "groups_cached_before_run": cached,
+        "groups_dropped": sum(r.status == "dropped" for r in results),
+        "provider_calls_this_run": calls,
+        "pairs_generated": sum(len(r.pairs) for r in results),
+        "dropped_by_reason": dict(sorted(dropped.items())),
+        "duplicates": {"exact": duplicates[0], "near": duplicates[1]},
+        "judge": {"enabled": g.judge, "threshold": g.judge_threshold, "rejected": judged[0], "failed": judged[1]},
+        "pairs": len(records),
+        "by_type": dict(sorted(Counter(r.type for r in records).items())),
+        "split": {"level": "document" if level == "document" else "chunk", "ratios": g.split.model_dump(),
+                  "seed": g.seed, **{f"{side}_pairs": len(split[side]) for side in SIDES},
+                  **{f"{side}_documents": len({r.doc_sha256 for r in split[side]}) for side in SIDES}},
+        "usage": {provider[0]: {"input_tokens": tokens_in, "output_tokens": tokens_out,
+                                "estimated_cost_usd": cost_usd(g, tokens_in, tokens_out)}},
+        "source_documents": sorted(set(chunks)),
+    }

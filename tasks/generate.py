@@ -56,6 +56,13 @@ class JudgeScores(BaseModel):
     usefulness: float = Field(ge=0, le=1)
 
 
+def cost_usd(g: DatasetGenerator, input_tokens: int, output_tokens: int) -> float:
+    """What the tokens cost at the configured prices (nothing offline)."""
+    if g.provider == "offline":
+        return 0.0
+    return round(input_tokens / 1e6 * g.input_price_per_mtok + output_tokens / 1e6 * g.output_price_per_mtok, 6)
+
+
 @dataclass(frozen=True)
 class Group:
     """Consecutive chunks of one document, sent to the LLM together."""

@@ -1,5 +1,6 @@
 """Deployed for real: a Prefect server, a process worker, `prefect deploy` from prefect.yaml, a provider outage
-in stage 3, `prefect flow-run retry` — and the retry repeats no finished download, conversion or LLM call."""
+in stage 3, `prefect flow-run retry` — and the retry repeats no finished download, conversion or LLM call.
+What the UI shows is read from the same API it reads: the run's summary artifact, the failed task, the logs."""
 
 from __future__ import annotations
 
@@ -28,6 +29,18 @@ def prefect(server: PrefectServer, *args: str, timeout: int = 180) -> subprocess
 
 def flow_run(server: PrefectServer, run_id: str) -> dict:
     return httpx.get(f"{server.api_url}/flow_runs/{run_id}", timeout=10).json()
+
+
+def api(server: PrefectServer, what: str, query: dict) -> list[dict]:
+    return httpx.post(f"{server.api_url}/{what}/filter", json=query, timeout=10).json()
+
+
+def summary_artifact(server: PrefectServer, run_id: str) -> str:
+    """The newest pipeline summary on the deployment's own run (the run a user opens in the UI)."""
+    found = api(server, "artifacts", {"artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": ["pipeline-summary"]}},
+                                      "sort": "CREATED_DESC"})
+    assert found, "the deployment's run has no pipeline-summary artifact"
+    return found[0]["data"]
 
 
 def wait_for(server: PrefectServer, run_id: str, states: set[str], timeout_s: float = 420) -> dict:
@@ -73,11 +86,31 @@ def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(t
             converted = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data/processed").glob("*.md")}
             assert done_before and downloaded and converted
 
+            summary = summary_artifact(server, run_id)
+            assert "**Stage 3 failed**" in summary and "| 1 collect | completed | collect: " in summary
+            assert "| 3 generate | failed: StageIncomplete: " in summary and "| 4a baseline-eval | not run |" in summary
+            # the task whose groups failed is Failed, with the counts; the failure is logged once, without a traceback
+            groups_task = api(server, "task_runs", {"task_runs": {"name": {"like_": "generate-qa-groups"}}})
+            assert [t["state_type"] for t in groups_task] == ["FAILED"]
+            assert "groups failed on transient provider errors" in groups_task[0]["state"]["message"]
+            errors = api(server, "logs", {"logs": {"level": {"ge_": 40}}, "limit": 200})
+            failure = [e["message"] for e in errors if "groups failed on transient" in e["message"]
+                       and not e["message"].startswith("Finished in state")]
+            assert len(failure) == 1 and failure[0].startswith("StageIncomplete: "), failure
+            assert not [e for e in errors if "Traceback" in e["message"]]
+            traceback = api(server, "logs", {"logs": {"level": {"le_": 10}}, "limit": 200})
+            assert any("Traceback" in e["message"] or e["message"].startswith("traceback of StageIncomplete")
+                       for e in traceback)
+
             faults.outage = False
             prefect(server, "flow-run", "retry", run_id)
             finished = wait_for(server, run_id, {"COMPLETED", "FAILED", "CRASHED"})
             assert finished["state_type"] == "COMPLETED", finished["state"]
             retry_prompts = llm.prompts[prompts_before:]
+            assert "**Every stage completed.**" in summary_artifact(server, run_id)
+            stage_3 = api(server, "artifacts", {"artifacts": {"key": {"any_": ["generate-summary"]}}, "sort": "CREATED_DESC"})
+            rows = {row["metric"]: row["value"] for row in json.loads(stage_3[0]["data"])}
+            assert rows["split.level"] == "document" and rows["duplicates.exact"] >= 0  # nested values, one row each
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=30)
