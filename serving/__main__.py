@@ -18,11 +18,10 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 
+from core.gateway import GatewaySettings, ensure_token_file, exposure_error, settings_environment, settings_from_config
 from core.prompts import system_prompt
-from serving import settings as gateway_settings
 from serving.app import create_app
 from serving.backends import Backend, LocalBackend, VLLMBackend
-from serving.settings import GatewaySettings, exposure_error, settings_from_config
 
 
 def make_backend(settings: GatewaySettings) -> Backend:
@@ -56,7 +55,7 @@ def main() -> None:
                 sys.exit(f"error: {error}")
             host, port = args.host or config.serving.host, args.port or config.serving.port
             if not os.environ.get("ADMIN_TOKEN") and not os.environ.get("ADMIN_TOKEN_FILE"):
-                gateway_settings.ensure_token_file(config.path(config.serving.admin_token_file))
+                ensure_token_file(config.path(config.serving.admin_token_file))
             settings = settings_from_config(config, args.backend)
         else:
             settings = GatewaySettings(**({"backend": args.backend} if args.backend else {}))
@@ -69,7 +68,7 @@ def main() -> None:
         uvicorn.run(create_app(settings, make_backend(settings)), **options)
         return
     # the workers rebuild these settings; tokens reach them as they reached this process
-    os.environ.update(gateway_settings.settings_environment(settings))
+    os.environ.update(settings_environment(settings))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     uvicorn.run("serving.__main__:worker_app", factory=True, workers=settings.workers, **options)
 

@@ -23,13 +23,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.gateway import GatewaySettings
 from core.naming import version_label
 from core.prompts import system_prompt
 from serving.backends import Backend, BackendTimeout, BackendUnavailable, UnknownModel
 from serving.logs import Logs, configure_logging
 from serving.metrics import GatewayMetrics
 from serving.routes import admin, public
-from serving.settings import GatewaySettings
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.gateway import GatewaySettings
 from serving.routes.admin import adapter_location, source_pattern
-from serving.settings import GatewaySettings
 from tests.conftest import REPO
 from tests.servers import GatewayProcess
 from tests.test_gateway import ADAPTER, BASE, gateway_env, vllm  # noqa: F401  (the fake vLLM fixture)

@@ -16,10 +16,10 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.gateway import GatewaySettings
 from serving.auth import require_admin_token
 from serving.backends import AdapterLoadFailed
 from serving.errors import documented, invalid
-from serving.settings import GatewaySettings
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin_token)],
                    responses=documented(401, 403, 503, 504))

@@ -1,5 +1,8 @@
 """Gateway settings: from the environment (GATEWAY_*, API_TOKEN, ADMIN_TOKEN), or built from a pipeline config.
 
+In core because two sides share them: the gateway reads them, stage 6 hands them to the gateway
+containers it starts (as GATEWAY_* variables and token files).
+
 Tokens come from a variable or from a file the variable names (API_TOKEN_FILE, ADMIN_TOKEN_FILE):
 containers get files, so `docker inspect` never shows a token.
 """
