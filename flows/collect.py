@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
@@ -12,7 +13,7 @@ from core import artifacts
 from core.config import ConfigError, PipelineConfig, Secrets
 from flows.report import progress_bar, say
 from tasks.download import DownloadPolicy, download_documents, import_local_pdfs, is_settled
-from tasks.records import Document
+from tasks.records import Document, SourceRef
 from tasks.search import list_local_sources, search_serpapi
 from tasks.store import RecordIndex
 
@@ -34,40 +35,17 @@ def preflight(config: PipelineConfig) -> None:
                               + (" (run scripts/setup.sh to render the sample corpus)" if key == "pdf_dir" else ""))
 
 
-@flow(name="collect")
-async def collect(config: PipelineConfig) -> list[Document]:
+def _sources(config: PipelineConfig) -> tuple[list[Path], list[SourceRef]]:
+    """Local PDF files, and the URLs to fetch (search results, or the URL list)."""
     c = config.data_collector
-    raw_dir = config.path(config.paths.raw)
-    metadata = RecordIndex(artifacts.path(config, "metadata"), Document, key="url")
-
     if c.source == "serpapi":
-        refs = search_serpapi(c.search_query, serpapi_key(), c.num_results, c.results_per_page, c.pdf_only, c.serpapi_endpoint)
-        files = []
-    else:
-        files, refs = list_local_sources(
-            config.path(c.local.pdf_dir) if c.local.pdf_dir else None,
-            config.path(c.local.url_file) if c.local.url_file else None)
+        return [], search_serpapi(c.search_query, serpapi_key(), c.num_results, c.results_per_page, c.pdf_only,
+                                  c.serpapi_endpoint)
+    return list_local_sources(config.path(c.local.pdf_dir) if c.local.pdf_dir else None,
+                              config.path(c.local.url_file) if c.local.url_file else None)
 
-    def done(url: str) -> bool:
-        previous = metadata.get(url)
-        return previous is not None and is_settled(previous, raw_dir)
 
-    new_refs = [ref for ref in refs if not done(ref.url)]
-    new_files = [path for path in files if not done(path.resolve().as_uri())]
-    skipped = len(refs) + len(files) - len(new_refs) - len(new_files)
-
-    policy = DownloadPolicy.of(config.data_collector, config.orchestration.download_concurrency_limit)
-    with progress_bar("collect: downloading", len(new_refs) + len(new_files)) as advance:
-        def record(document: Document) -> None:
-            metadata.record(document)
-            advance()
-
-        import_local_pdfs(new_files, raw_dir, policy.max_bytes, on_result=record)
-        await download_documents(new_refs, raw_dir, policy, on_result=record)
-    metadata.save()
-
-    wanted = {ref.url for ref in refs} | {path.resolve().as_uri() for path in files}
-    documents = [d for d in metadata.values() if d.url in wanted]
+async def _report(documents: list[Document], skipped: int) -> None:
     by_status = Counter(d.status for d in documents)
     unique = len({d.sha256 for d in documents if d.status == "ok"})
     failures = "".join(f", {n} {status}" for status, n in sorted(by_status.items()) if status != "ok")
@@ -80,4 +58,30 @@ async def collect(config: PipelineConfig) -> list[Document]:
         description=f"Stage 1: {by_status.get('ok', 0)} of {len(documents)} sources collected; "
                     f"{skipped} skipped as already on disk.",
     )
+
+
+@flow(name="collect")
+async def collect(config: PipelineConfig) -> list[Document]:
+    raw_dir = config.path(config.paths.raw)
+    metadata = RecordIndex(artifacts.path(config, "metadata"), Document, key="url")
+    files, refs = _sources(config)
+
+    def done(url: str) -> bool:
+        previous = metadata.get(url)
+        return previous is not None and is_settled(previous, raw_dir)
+
+    new_refs = [ref for ref in refs if not done(ref.url)]
+    new_files = [path for path in files if not done(path.resolve().as_uri())]
+    policy = DownloadPolicy.of(config.data_collector, config.orchestration.download_concurrency_limit)
+    with progress_bar("collect: downloading", len(new_refs) + len(new_files)) as advance:
+        def record(document: Document) -> None:
+            metadata.record(document)
+            advance()
+
+        import_local_pdfs(new_files, raw_dir, policy.max_bytes, on_result=record)
+        await download_documents(new_refs, raw_dir, policy, on_result=record)
+    metadata.save()
+    wanted = {ref.url for ref in refs} | {path.resolve().as_uri() for path in files}
+    documents = [d for d in metadata.values() if d.url in wanted]
+    await _report(documents, skipped=len(refs) + len(files) - len(new_refs) - len(new_files))
     return documents

@@ -24,12 +24,12 @@ from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
 from tasks.base_model import prepare_base_model
 from tasks.cache_keys import content_key
-from tasks.compare import comparison_markdown, figures, selection_line, selection_margin, summarise, write_figures
+from tasks.compare import comparison_markdown, figures, selection_line, summarise, write_figures
 from tasks.evaluate import evaluate_model, load_questions
 from tasks.generate import RateLimitedCaller
 from tasks.grade import grade_answers, grading_summary
 from tasks.report_page import write_report
-from tasks.select import NoOpAdapter, adapter_hashes, best_checkpoint, changed_answers, cleanup_checkpoints, install_adapter
+from tasks.select import adapter_hashes, choose_checkpoint, cleanup_checkpoints, install_adapter
 from tasks.tokens import model_ref
 from tasks.tracking import log_results, wandb_run, where
 from tasks.train import checkpoints, total_steps, train_lora
@@ -171,44 +171,31 @@ def select_checkpoint(config: PipelineConfig) -> dict:
     with itself and lose the others' scores from the report.
     """
     records = _questions(config, "validation", config.evaluation.checkpoint_eval_samples)
-    key = _selection_key(config, records)
-    target = config.path(config.paths.lora_weights)
+    key, target = _selection_key(config, records), config.path(config.paths.lora_weights)
     previous = artifacts.load_if_present(config, "checkpoint_selection")
     if previous and previous.get("selection_key") == key and adapter_hashes(target) == previous["adapter_sha256"]:
         say(f"4c select: already done for this training run: {previous['selected']} installed in {target}")
         return previous
-    base = _base(config)
-    found = checkpoints(config.path(config.paths.checkpoints))
+    base, found = _base(config), checkpoints(config.path(config.paths.checkpoints))
     if not found:
         raise MissingStageOutput("4c", config.path(config.paths.checkpoints) / "checkpoint-*", "4b")
     reports = {ckpt.name: _evaluate(config, base, ckpt, records, "validation")[0] for ckpt in found}
-    scores = {name: report["metrics"]["combined"] for name, report in reports.items()}
-    selected = best_checkpoint(scores)
-    chosen = next(c for c in found if c.name == selected)
-
-    baseline = _evaluate(config, base, None, records, "validation")[0]
-    changed = changed_answers([p["prediction"] for p in baseline["predictions"]],
-                              [p["prediction"] for p in reports[selected]["predictions"]])
-    if changed == 0:
-        raise NoOpAdapter(f"the selected adapter ({selected}) gives the base model's answer to all {len(records)} "
-                          "validation questions: it learned nothing (check learning_rate, steps, lora.target_modules)")
-    hashes = install_adapter(chosen, target)
-    removed = cleanup_checkpoints(found, chosen, target) if config.finetuning.cleanup_checkpoints else []
     e = config.evaluation
-    per_question = {name: [p["scores"]["combined"] for p in report["predictions"]] for name, report in reports.items()}
-    selection = {"selected": selected, "scores": scores, "metric": "combined", "split": "validation",
-                 "eval_examples": len(records), "baseline_score": baseline["metrics"]["combined"],
-                 "margin": selection_margin(per_question, selected, e.resamples, e.seed, e.confidence),
-                 "answers_changed_vs_base": changed, "installed_to": str(target), "adapter_sha256": hashes,
-                 "removed_checkpoints": removed, "selection_key": key}
+    selection = choose_checkpoint(reports, _evaluate(config, base, None, records, "validation")[0], e.resamples, e.seed,
+                                  e.confidence)
+    chosen = next(c for c in found if c.name == selection["selected"])
+    selection |= {"installed_to": str(target), "adapter_sha256": install_adapter(chosen, target),
+                  "removed_checkpoints": cleanup_checkpoints(found, chosen, target)
+                  if config.finetuning.cleanup_checkpoints else [], "selection_key": key}
     atomic_write_json(artifacts.path(config, "checkpoint_selection"), selection)
     log_results(config, "select", _tracking_group(config),
-                {"selected": selected, "validation/baseline_combined": selection["baseline_score"],
-                 "validation/margin": selection["margin"]["delta"], "validation/answers_changed": changed},
+                {"selected": selection["selected"], "validation/baseline_combined": selection["baseline_score"],
+                 "validation/margin": (selection["margin"] or {}).get("delta"),
+                 "validation/answers_changed": selection["answers_changed_vs_base"]},
                 [{"checkpoint_step": int(name.rsplit("-", 1)[-1]), "validation/combined": score}
-                 for name, score in scores.items()])
-    say(f"4c select: {selection_line(selection)}; all: " + ", ".join(f"{n} {s:.4f}" for n, s in scores.items())
-        + f"; {changed}/{len(records)} answers differ from base")
+                 for name, score in selection["scores"].items()])
+    say(f"4c select: {selection_line(selection)}; all: " + ", ".join(f"{n} {s:.4f}" for n, s in selection["scores"].items())
+        + f"; {selection['answers_changed_vs_base']}/{len(records)} answers differ from base")
     return selection
 
 
@@ -236,10 +223,24 @@ def _grade(config: PipelineConfig, baseline: dict, tuned: dict) -> dict:
                            e.confidence)
 
 
+def _publish_comparison(config: PipelineConfig, summary: dict) -> None:
+    """comparison.md, index.html and the figures in the reports folder, and the eval-comparison artifact."""
+    reports_dir = config.path(config.paths.reports)
+    selection = artifacts.load_if_present(config, "checkpoint_selection")
+    made = figures(summary, selection, artifacts.load_if_present(config, "train_log"))
+    written = [*write_figures(made, reports_dir), reports_dir / "comparison.md", reports_dir / "index.html"]
+    markdown = comparison_markdown(summary, selection)
+    atomic_write_text(written[-2], markdown)
+    write_report(written[-1], summary, selection, made, f"{config.domain} {config.use_case}: fine-tuned vs base")
+    create_markdown_artifact(_sync=True, key="eval-comparison", markdown=markdown,
+                             description="Stage 4: baseline vs fine-tuned on the test set")
+    say(f"4d: {summary['headline']}")
+    say(f"4d: wrote {', '.join(p.name for p in written)} (open {written[-1]})")
+
+
 @threaded_flow("final-eval")
 def final_eval(config: PipelineConfig) -> dict:
     """The adapter on the test set, compared question by question with 4a's baseline on the same questions."""
-    reports_dir = config.path(config.paths.reports)
     adapter = config.path(config.paths.lora_weights)
     if not (adapter / "adapter_model.safetensors").exists():
         raise MissingStageOutput("4d", adapter / "adapter_model.safetensors", "4c")
@@ -261,14 +262,5 @@ def final_eval(config: PipelineConfig) -> dict:
                 {f"test/{side}/{name}": stats[key] for name, stats in summary["metrics"].items()
                  for side, key in (("baseline", "before"), ("fine_tuned", "after"), ("delta", "delta"))}
                 | {f"test/delta/combined_{bound}": summary["metrics"]["combined"][bound] for bound in ("low", "high")})
-    selection = artifacts.load_if_present(config, "checkpoint_selection")
-    made = figures(summary, selection, artifacts.load_if_present(config, "train_log"))
-    written = [*write_figures(made, reports_dir), reports_dir / "comparison.md", reports_dir / "index.html"]
-    markdown = comparison_markdown(summary, selection)
-    atomic_write_text(written[-2], markdown)
-    write_report(written[-1], summary, selection, made, f"{config.domain} {config.use_case}: fine-tuned vs base")
-    create_markdown_artifact(_sync=True, key="eval-comparison", markdown=markdown,
-                             description="Stage 4: baseline vs fine-tuned on the test set")
-    say(f"4d: {summary['headline']}")
-    say(f"4d: wrote {', '.join(p.name for p in written)} (open {written[-1]})")
+    _publish_comparison(config, summary)
     return report["metrics"]

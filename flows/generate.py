@@ -134,12 +134,7 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         judged = (0, 0)
         if g.judge:
             records, *judged = keep_judged(records, await judge_records(records, sources, caller, config), g.judge_threshold)
-        previous = artifacts.load_if_present(config, "split", {})
-        split, sides = split_records(records, g.split.model_dump(), g.seed, previous)
-        if (level := split_level(sides)) != "document":
-            say(f"generate: warning: {level}")
-        _write_dataset(config, split)
-        atomic_write_json(artifacts.path(config, "split"), {**previous, **sides})
+        split, level = _split_and_write(config, records)
         stats = dataset_stats(g, (provider.name, provider.model), [c.doc_sha256 for c in chunks], len(groups), cached,
                               caller.calls, results, rejected, (n_exact, n_near), tuple(judged), split, level)
         atomic_write_json(artifacts.path(config, "stats"), stats)
@@ -152,6 +147,18 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         return stats
     finally:
         await provider.aclose()
+
+
+def _split_and_write(config: PipelineConfig, records: list[QARecord]) -> tuple[dict[str, list[QARecord]], str]:
+    """Split by document (each document keeps the side it had), write the dataset; the split and its level."""
+    g = config.dataset_generator
+    previous = artifacts.load_if_present(config, "split", {})
+    split, sides = split_records(records, g.split.model_dump(), g.seed, previous)
+    if (level := split_level(sides)) != "document":
+        say(f"generate: warning: {level}")
+    _write_dataset(config, split)
+    atomic_write_json(artifacts.path(config, "split"), {**previous, **sides})
+    return split, level
 
 
 def _write_dataset(config: PipelineConfig, split: dict[str, list[QARecord]]) -> None:

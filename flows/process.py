@@ -39,27 +39,22 @@ def task_runner(config: PipelineConfig):
     return DaskTaskRunner(cluster_kwargs={"n_workers": p.workers, "threads_per_worker": 1})
 
 
-@threaded_flow("process")
-def process(config: PipelineConfig) -> dict[str, int]:
+def _downloaded(config: PipelineConfig) -> dict[str, str]:
+    """Stage 1's PDFs on disk: sha256 → the URL it was first found at."""
     raw_dir = config.path(config.paths.raw)
-    processed_dir = config.path(config.paths.processed)
-    settings = converter_settings(config)
-
     urls: dict[str, str] = {}
     for document in RecordIndex(artifacts.path(config, "metadata"), Document, key="url").values():
         if document.status == "ok" and document.sha256 and (raw_dir / f"{document.sha256}.pdf").is_file():
             urls.setdefault(document.sha256, document.url)
     if not urls:
         raise MissingStageOutput("2", raw_dir / "*.pdf", "1")
+    return urls
 
-    manifest = RecordIndex(processed_dir / "manifest.json", Conversion, key="sha256")
 
-    def is_done(sha: str) -> bool:
-        previous = manifest.get(sha)
-        return (previous is not None and previous.converter == converter_label(settings)
-                and (previous.status == "failed" or (processed_dir / f"{sha}.md").is_file()))
-
-    todo = [sha for sha in urls if not is_done(sha)]
+def _convert(config: PipelineConfig, todo: list[str], manifest: RecordIndex[Conversion]) -> None:
+    """Convert ``todo`` in parallel (the flow's task runner), recording each as it finishes."""
+    raw_dir, processed_dir = config.path(config.paths.raw), config.path(config.paths.processed)
+    settings = converter_settings(config)
     with progress_bar("process: converting", len(todo)) as advance:
         futures = [convert_document.submit(raw_dir / f"{sha}.pdf", processed_dir / f"{sha}.md", settings) for sha in todo]
         for future in as_completed(futures):
@@ -67,10 +62,12 @@ def process(config: PipelineConfig) -> dict[str, int]:
             advance()
     manifest.save()
 
-    # converted documents are chunked again on every run (cached by content): a chunking failure is not final
-    converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
-    markdown = [c for c in converted
-                if (c.status == "ok" or c.step == "chunking") and (processed_dir / f"{c.sha256}.md").is_file()]
+
+def _chunk(config: PipelineConfig, urls: dict[str, str], manifest: RecordIndex[Conversion]) -> dict[str, int]:
+    """Chunk every converted document again (cached by content: a chunking failure is not final); write chunks.json."""
+    processed_dir = config.path(config.paths.processed)
+    markdown = [c for c in (manifest.get(sha) for sha in urls) if c is not None
+                and (c.status == "ok" or c.step == "chunking") and (processed_dir / f"{c.sha256}.md").is_file()]
     chunks, counts, chunk_failures = chunk_documents.with_options(result_storage=config.result_storage())(
         [(c.sha256, processed_dir / f"{c.sha256}.md", urls[c.sha256]) for c in markdown],
         config.finetuning.base_model, config.finetuning.base_model_gguf,
@@ -81,13 +78,12 @@ def process(config: PipelineConfig) -> dict[str, int]:
                                                       "step": "chunking" if error else None, "error": error}))
     manifest.save()
     atomic_write_json(artifacts.path(config, "chunks"), [c.model_dump(mode="json") for c in chunks])
+    return counts
 
-    converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
-    failed = [c for c in converted if c.status == "failed"]
-    summary = {"documents": len(urls), "converted": len(converted) - len(failed), "failed": len(failed),
-               "already_done": len(urls) - len(todo), **counts}
+
+def _report(urls: dict[str, str], converted: list[Conversion], summary: dict[str, int]) -> None:
     say("process: " + ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.items()))
-    for conversion in failed:
+    for conversion in (c for c in converted if c.status == "failed"):
         say(f"process: skipped {conversion.sha256[:12]} ({urls[conversion.sha256]}) at {conversion.step}: {conversion.error}")
     create_table_artifact(
         _sync=True,  # see flows.threaded
@@ -98,4 +94,25 @@ def process(config: PipelineConfig) -> dict[str, int]:
                for c in converted],
         description="Stage 2: " + ", ".join(f"{key}={value}" for key, value in summary.items()),
     )
+
+
+@threaded_flow("process")
+def process(config: PipelineConfig) -> dict[str, int]:
+    processed_dir, label = config.path(config.paths.processed), converter_label(converter_settings(config))
+    urls = _downloaded(config)
+    manifest = RecordIndex(processed_dir / "manifest.json", Conversion, key="sha256")
+
+    def is_done(sha: str) -> bool:
+        previous = manifest.get(sha)
+        return (previous is not None and previous.converter == label
+                and (previous.status == "failed" or (processed_dir / f"{sha}.md").is_file()))
+
+    todo = [sha for sha in urls if not is_done(sha)]
+    _convert(config, todo, manifest)
+    counts = _chunk(config, urls, manifest)
+    converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
+    failed = sum(c.status == "failed" for c in converted)
+    summary = {"documents": len(urls), "converted": len(converted) - failed, "failed": failed,
+               "already_done": len(urls) - len(todo), **counts}
+    _report(urls, converted, summary)
     return summary

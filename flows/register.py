@@ -6,8 +6,6 @@ already registered (a nightly rerun with no new data mints no new version).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from flows.threaded import threaded_flow
 from tasks.adapter_check import check_servable
 from tasks.compare import paired
 from tasks.model_card import build_model_card
-from tasks.registry import HubRegistry, LocalRegistry, Registry
+from tasks.registry import HubRegistry, LocalRegistry, Registry, publish_version
 from tasks.select import ADAPTER_FILES, adapter_hashes
 
 
@@ -68,52 +66,47 @@ def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
     return [by_sha[sha] for sha in used if sha in by_sha]
 
 
-@threaded_flow("register")
-def register(config: PipelineConfig) -> dict:
-    adapter = config.path(config.paths.lora_weights)
-    check_servable(adapter, config.serving.max_lora_rank)
-    weights_sha = adapter_hashes(adapter)["adapter_model.safetensors"]  # complete: check_servable said so
-    selection, summary = (artifacts.load(config, name, "5") for name in ("checkpoint_selection", "comparison"))
-    stats = artifacts.load(config, "stats", "5")
-
-    registry, stem = make_registry(config), config.adapter_stem()
-    published = registry.published(f"{stem}-")
-    same = sorted(name for name, sha in published.items() if sha == weights_sha)
-    if same:
-        record = {"status": "unchanged", "name": same[-1], "target": config.registration.target,
-                  "location": registry.location(same[-1]),
-                  "adapter_sha256": weights_sha, "checked_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        atomic_write_json(artifacts.path(config, "registration"), record)
-        say(f"5 register: these weights are already registered as {same[-1]}: no new version")
-        return record
-
-    if refusal := promotion_check(config.registration.require_improvement, summary):
-        raise PromotionRefused(refusal)
-    name = next_version_name(list(published), stem, config.registration.version_bump)
+def _card(config: PipelineConfig, name: str, weights_sha: str, summary: dict, selection: dict, stats: dict) -> str:
     f = config.finetuning
     training = {"r": f.lora.r, "alpha": f.lora.alpha, "dropout": f.lora.dropout,
                 "target_modules": ", ".join(f.lora.target_modules), "quantization": f.quantization,
                 **{k: v for k, v in f.training.model_dump().items() if v is not None}}
-    card = build_model_card(
+    return str(build_model_card(
         name=name, domain=config.domain, use_case=config.use_case, method=f.method,
         base_model=f"{f.base_model} (converted from {f.base_model_gguf})" if f.base_model_gguf else f.base_model,
         base_is_hub_id=not config.path(Path(f.base_model)).exists(), license=config.registration.license,
         adapter_sha256=weights_sha, summary=summary, selection=selection, training=training,
-        dataset_stats=stats, sources=_sources(config, stats.get("source_documents", [])))
-    staging = Path(tempfile.mkdtemp(prefix="register-"))
-    try:
-        for file in ADAPTER_FILES:
-            shutil.copy2(adapter / file, staging / file)
-        (staging / "README.md").write_text(str(card), encoding="utf-8")
-        where = registry.publish(name, staging, f"{name}: {summary['headline']}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    record = {"status": "registered", "name": name, "target": config.registration.target, "location": where,
+        dataset_stats=stats, sources=_sources(config, stats.get("source_documents", []))))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@threaded_flow("register")
+def register(config: PipelineConfig) -> dict:
+    adapter, r = config.path(config.paths.lora_weights), config.registration
+    check_servable(adapter, config.serving.max_lora_rank)
+    weights_sha = adapter_hashes(adapter)["adapter_model.safetensors"]  # complete: check_servable said so
+    selection, summary, stats = (artifacts.load(config, name, "5") for name in ("checkpoint_selection", "comparison", "stats"))
+    registry, stem = make_registry(config), config.adapter_stem()
+    published = registry.published(f"{stem}-")
+    if same := sorted(name for name, sha in published.items() if sha == weights_sha):
+        record = {"status": "unchanged", "name": same[-1], "target": r.target, "location": registry.location(same[-1]),
+                  "adapter_sha256": weights_sha, "checked_at": _now()}
+        atomic_write_json(artifacts.path(config, "registration"), record)
+        say(f"5 register: these weights are already registered as {same[-1]}: no new version")
+        return record
+    if refusal := promotion_check(r.require_improvement, summary):
+        raise PromotionRefused(refusal)
+    name = next_version_name(list(published), stem, r.version_bump)
+    where = publish_version(registry, name, adapter, ADAPTER_FILES, _card(config, name, weights_sha, summary, selection, stats),
+                            f"{name}: {summary['headline']}")
+    record = {"status": "registered", "name": name, "target": r.target, "location": where,
               "adapter_sha256": weights_sha, "previous_versions": sorted(published),
-              "metrics": {side: {name: m[key] for name, m in summary["metrics"].items()}
+              "metrics": {side: {metric: m[key] for metric, m in summary["metrics"].items()}
                           for side, key in (("baseline", "before"), ("fine_tuned", "after"))},
-              "promotion": {"rule": config.registration.require_improvement, "headline": summary["headline"]},
-              "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
+              "promotion": {"rule": r.require_improvement, "headline": summary["headline"]}, "registered_at": _now()}
     atomic_write_json(artifacts.path(config, "registration"), record)
     say(f"5 register: {name} → {where}")
     return record

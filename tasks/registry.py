@@ -8,6 +8,7 @@ published instead of minting a new version.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,23 @@ class Registry(Protocol):
 
     def location(self, name: str) -> str:
         """Where version ``name`` lives: a folder, or the repo's URL."""
+
+
+def publish_version(registry: Registry, name: str, adapter: Path, files: tuple[str, ...], card: str,
+                    message: str) -> str:
+    """Publish ``files`` of ``adapter`` with ``card`` as README.md under ``name``; returns its location.
+
+    The files are gathered in a staging folder first, so the registry receives exactly them, and that folder
+    never outlives the call.
+    """
+    staging = Path(tempfile.mkdtemp(prefix="register-"))
+    try:
+        for file in files:
+            shutil.copy2(adapter / file, staging / file)
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        return registry.publish(name, staging, message)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class LocalRegistry:

@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from core.files import atomic_folder
+from tasks.compare import selection_margin
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -64,3 +65,21 @@ def cleanup_checkpoints(checkpoints: list[Path], keep: Path, installed: Path) ->
 
 def changed_answers(baseline: list[str], tuned: list[str]) -> int:
     return sum(a.strip() != b.strip() for a, b in zip(baseline, tuned, strict=True))
+
+
+def choose_checkpoint(reports: dict[str, dict], baseline: dict, resamples: int, seed: int, confidence: float) -> dict:
+    """The best checkpoint by validation score, its margin over the runner-up, and how many answers it changes
+    from the base model's (``baseline``: the base model on the same questions). Raises NoOpAdapter when none."""
+    scores = {name: report["metrics"]["combined"] for name, report in reports.items()}
+    selected = best_checkpoint(scores)
+    changed = changed_answers([p["prediction"] for p in baseline["predictions"]],
+                              [p["prediction"] for p in reports[selected]["predictions"]])
+    if changed == 0:
+        raise NoOpAdapter(f"the selected adapter ({selected}) gives the base model's answer to all "
+                          f"{baseline['examples']} validation questions: it learned nothing (check learning_rate, steps, "
+                          "lora.target_modules)")
+    per_question = {name: [p["scores"]["combined"] for p in report["predictions"]] for name, report in reports.items()}
+    return {"selected": selected, "scores": scores, "metric": "combined", "split": "validation",
+            "eval_examples": baseline["examples"], "baseline_score": baseline["metrics"]["combined"],
+            "margin": selection_margin(per_question, selected, resamples, seed, confidence),
+            "answers_changed_vs_base": changed}
