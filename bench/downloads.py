@@ -17,11 +17,11 @@ from pathlib import Path
 import requests
 
 from core.config import DataCollector
+from harness.pdf_host import pdf_host
+from harness.project import REPO
 from tasks.download import DownloadPolicy, download_documents
 from tasks.records import SourceRef
 from tasks.sample_corpus import render_pdf
-from tests.conftest import REPO
-from tests.servers import pdf_host
 
 
 def main() -> None:

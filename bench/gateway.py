@@ -26,7 +26,9 @@ from pathlib import Path
 import httpx
 
 from core.prompts import system_prompt
-from tests.servers import GatewayProcess, VLLMFaults, fake_vllm, free_port
+from harness.gateway import GatewayProcess
+from harness.loopback import free_port
+from harness.vllm import VLLMFaults, fake_vllm
 
 BASE = "bench-base"
 SCRIPT = Path(__file__).with_name("wrk_post.lua")

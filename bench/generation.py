@@ -20,12 +20,12 @@ from pydantic import SecretStr
 
 from core.config import DatasetGenerator
 from core.prompts import GENERATION_SYSTEM, generation_prompt
+from harness.llm import fake_llm
+from harness.project import REPO
 from tasks.generate import CallPolicy, QAResponse, RateLimitedCaller, generate_all, group_chunks
 from tasks.llm import GeminiProvider
 from tasks.offline_llm import extractive_pairs
 from tasks.records import Chunk
-from tests.conftest import REPO
-from tests.servers import fake_llm
 
 KEY = "bench-key"
 

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import REPO
-from tests.servers import DockerEngine, cpu_torch_buildargs
+from harness.docker import DockerEngine, cpu_torch_buildargs
+from harness.project import REPO
 
 
 def build(client, context: Path, dockerfile: str, tag: str, nocache: bool, buildargs: dict[str, str]) -> tuple[float, int]:

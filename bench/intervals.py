@@ -17,8 +17,8 @@ import json
 import numpy as np
 from scipy import stats
 
+from harness.project import REPO
 from tasks.paired import compare
-from tests.conftest import REPO
 
 
 def simulate(n: int, trials: int, resamples: int, change: float = 0.03) -> dict[str, float]:

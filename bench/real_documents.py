@@ -33,6 +33,8 @@ from pathlib import Path
 import pypdfium2
 
 from core.config import DataProcessor, load_config
+from harness.project import REPO
+from harness.real_corpus import build_real_corpus
 from tasks.chunk import chunk_markdown
 from tasks.convert import StepFailed, convert_pdf
 from tasks.generate import CallPolicy, RateLimitedCaller, generate_all, group_chunks
@@ -41,8 +43,6 @@ from tasks.llm import OfflineProvider
 from tasks.pdfium import open_pdf
 from tasks.questions import problem
 from tasks.tokens import token_counter
-from tests.conftest import REPO
-from tests.real_corpus import build_real_corpus
 
 GOALS = {"outline": 0.90, "typography": 0.70, "noise": 0.01, "overhead": 0.15}
 

@@ -13,31 +13,26 @@ same stages on a cold project. Goal: rerun < 5 % of the first run.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from harness.prefect_server import PrefectServer
+from harness.project import REPO, run_pipeline, write_profile
 from tasks.sample_corpus import build_corpus
-from tests.conftest import REPO
-from tests.servers import PrefectServer
 
 
 def make_project(root: Path, pdfs: list[Path]) -> Path:
     (root / "pdfs").mkdir(parents=True)
     for pdf in pdfs:
         shutil.copy(pdf, root / "pdfs" / pdf.name)
-    config = root / "config.yaml"
-    config.write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-                      "data_collector:\n  local:\n    pdf_dir: pdfs\n")
-    return config
+    return write_profile(root, {"data_collector": {"local": {"pdf_dir": "pdfs"}}})
 
 
 def timed(config: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", str(config), *args],
-                            cwd=config.parent, env=env, capture_output=True, text=True, timeout=3600)
+    result = run_pipeline(config, *args, env=env, timeout=3600)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"pipeline.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")

@@ -13,12 +13,18 @@ adapter to the same stack; the rollout is the real `pipeline.py --stage 6`.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from tests.servers import DockerEngine, LoadGenerator, VLLMFaults, fake_vllm, free_port
+from harness.docker import DockerEngine, build_image
+from harness.gateway import ADMIN_TOKEN, LoadGenerator
+from harness.loopback import free_port
+from harness.project import rollout_project, run_pipeline
+from harness.vllm import VLLMFaults, fake_vllm
 
 MODEL = "meta-llama/Llama-3.2-3B-Instruct"
 CLIENTS = 16
@@ -26,6 +32,10 @@ CLIENTS = 16
 
 def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98] * 1000
+
+
+def rollout(root: Path) -> subprocess.CompletedProcess[str]:
+    return run_pipeline(root / "config.yaml", "--stage", "6", env={**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN}, timeout=300)
 
 
 def failed(load: LoadGenerator) -> int:
@@ -36,14 +46,12 @@ def main() -> None:
     import docker
 
     from tasks import containers
-    from tests.test_containers import build
-    from tests.test_rollout import project, rollout
 
     with DockerEngine() as engine, tempfile.TemporaryDirectory() as tmp, \
             fake_vllm(MODEL, VLLMFaults(latency_s=0.02)) as vllm:
         client = docker.DockerClient(base_url=engine.host, timeout=600)
         for dockerfile, tag in (("Dockerfile.api", "domain-llm-gateway:bench"), ("Dockerfile.edge", "domain-llm-edge:bench")):
-            build(client, dockerfile, tag)
+            build_image(client, dockerfile, tag)
         public = free_port()
         edge = f"http://127.0.0.1:{public}"
         serving = {"rollout": "containers", "docker_host": engine.host, "host": "127.0.0.1", "port": public,
@@ -51,12 +59,12 @@ def main() -> None:
                    "edge_image": "domain-llm-edge:bench", "container_ports": [free_port(), free_port()]}
         root = Path(tmp)
         try:
-            first = rollout(project(root, "bench-qa-lora-v1.0", serving, finetuning={"base_model": MODEL}))
+            first = rollout(rollout_project(root, "bench-qa-lora-v1.0", serving, finetuning={"base_model": MODEL}))
             assert first.returncode == 0, first.stderr
 
             with LoadGenerator(edge, CLIENTS) as steady:
                 time.sleep(5)
-            project(root, "bench-qa-lora-v1.1", serving, finetuning={"base_model": MODEL})
+            rollout_project(root, "bench-qa-lora-v1.1", serving, finetuning={"base_model": MODEL})
             with LoadGenerator(edge, CLIENTS) as blue_green:
                 started = time.perf_counter()
                 result = rollout(root)

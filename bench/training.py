@@ -20,9 +20,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from core.config import Finetuning, Training
+from harness.project import REPO
 from tasks.base_model import prepare_base_model
 from tasks.train import build_trainer
-from tests.conftest import REPO
 
 
 def plain_dataset(tokenizer, records: list[dict]) -> list[dict]:

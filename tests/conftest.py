@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from harness.pdf_host import pdf_host
+from harness.project import REPO
+from harness.real_corpus import build_real_corpus
 from tasks.sample_corpus import build_corpus
-from tests.real_corpus import build_real_corpus
-from tests.servers import pdf_host
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def qa_dataset(folder: Path) -> dict[str, list[dict]]:
-    """Stage 3's records, by side: train, validation, test."""
-    return {side: json.loads((folder / f"{side}.json").read_text()) for side in ("train", "validation", "test")}
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +21,7 @@ def sample_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Debian's documentation PDFs plus a truncated and an HTML-as-PDF file (tests/real_corpus.py)."""
+    """Debian's documentation PDFs plus a truncated and an HTML-as-PDF file (harness/real_corpus.py)."""
     folder = tmp_path_factory.mktemp("real_pdfs")
     build_real_corpus(folder)
     return folder

@@ -1,4 +1,5 @@
-"""Dependencies point one way: pipeline → flows → tasks → core, and serving → core only.
+"""Dependencies point one way: pipeline → flows → tasks → core, and serving → core only; the test
+harness (fake services, project helpers) is used by tests and benchmarks, never by the product.
 
 The gateway's image holds core/ and serving/ and nothing else, so an import of flows or tasks
 from serving would fail only there, in a container, at start. These tests fail here first.
@@ -10,10 +11,11 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from harness.project import REPO
 
-PACKAGES = ("core", "serving", "tasks", "flows")
-ALLOWED = {"core": set(), "serving": {"core"}, "tasks": {"core"}, "flows": {"core", "tasks", "serving"}}
+PACKAGES = ("core", "serving", "tasks", "flows", "harness")
+ALLOWED = {"core": set(), "serving": {"core"}, "tasks": {"core"}, "flows": {"core", "tasks"},
+           "harness": {"core", "tasks", "serving", "flows"}}
 
 
 def project_imports(package: str) -> dict[str, set[str]]:

@@ -1,4 +1,4 @@
-"""Each cleaning rule on snippets as docling emits them from real PDFs (Debian's manuals, see tests/real_corpus.py)."""
+"""Each cleaning rule on snippets as docling emits them from real PDFs (Debian's manuals, see harness/real_corpus.py)."""
 
 from __future__ import annotations
 

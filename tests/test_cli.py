@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from harness.project import REPO, run_pipeline, write_profile
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -42,11 +42,9 @@ def test_config_errors_exit_2_before_any_work(tmp_path):
 
 
 def test_serpapi_without_key_is_one_clear_line(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text(f"inherit: {REPO / 'config.yaml'}\nroot: .\n")
+    config = write_profile(tmp_path, inherit=REPO / "config.yaml")
     env = {k: v for k, v in __import__("os").environ.items() if k != "SERP_API_KEY"}
-    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", str(config), "--stage", "1"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+    result = run_pipeline(config, "--stage", "1", env=env, timeout=180)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: SERP_API_KEY is not set")
     assert "Traceback" not in result.stderr

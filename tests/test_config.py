@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from core.config import ConfigError, load_config
-from tests.conftest import REPO
+from harness.project import REPO
 
 
 def write(tmp_path: Path, data: dict, name: str = "c.yaml") -> Path:

@@ -11,8 +11,11 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import REPO
-from tests.servers import DockerEngine, cpu_torch_buildargs, fake_vllm, free_port
+from harness.docker import DockerEngine, build_image, cpu_torch_buildargs
+from harness.gateway import ADMIN_TOKEN
+from harness.loopback import free_port
+from harness.project import REPO, rollout_project, run_pipeline, write_profile
+from harness.vllm import fake_vllm
 
 LABEL = "domain-llm.test"
 MODEL = "meta-llama/Llama-3.2-3B-Instruct"
@@ -38,10 +41,8 @@ def docker_client(docker_host):
         client.close()
 
 
-def build(client, dockerfile: str, tag: str, **buildargs: str):
-    image, _ = client.images.build(path=str(REPO), dockerfile=dockerfile, tag=tag, rm=True, network_mode="host",
-                                   buildargs={"BASE_IMAGE": DockerEngine.BASE_IMAGE, **buildargs})
-    return image
+def rollout(root):
+    return run_pipeline(root / "config.yaml", "--stage", "6", env={**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN}, timeout=300)
 
 
 def wait_ready(url: str, container, timeout_s: float = 120) -> None:
@@ -113,9 +114,8 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
     import io
     import json
 
+    from harness.gateway import LoadGenerator
     from tasks import containers
-    from tests.servers import LoadGenerator
-    from tests.test_rollout import project, rollout
 
     v1, v2, broken = ADAPTER, "pregnancy-qa-lora-v1.1", "pregnancy-qa-lora-v1.2"
     public, blue, green = free_port(), free_port(), free_port()
@@ -132,13 +132,11 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
         serving = {"rollout": "containers", "docker_host": docker_host, "host": "127.0.0.1", "port": public,
                    "gateway_url": edge_url, "vllm_url": vllm.url, "container_ports": [blue, green], "drain_timeout_s": 20}
         try:
-            first = rollout(project(tmp_path, v1, serving, finetuning={"base_model": MODEL}))
+            first = rollout(rollout_project(tmp_path, v1, serving, finetuning={"base_model": MODEL}))
             assert first.returncode == 0, first.stderr
             assert httpx.get(f"{edge_url}/models").json()["active_adapter"] == v1
             assert served_port() == blue
             # tokens reach the container as files only its user reads; `docker inspect` shows where, not what
-            from tests.test_rollout import ADMIN_TOKEN
-
             gateway = docker_client.containers.get(f"domain-llm-gateway-{v1}-{blue}")
             assert "ADMIN_TOKEN_FILE=/run/secrets/admin_token" in gateway.attrs["Config"]["Env"]
             assert ADMIN_TOKEN not in json.dumps(gateway.attrs)
@@ -149,7 +147,7 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
             for path in ("/admin/adapters", "/%61dmin/adapters", "//admin/adapters", "/ADMIN/adapters", "/admin"):
                 assert httpx.get(f"{edge_url}{path}", headers=admin).status_code == 404, path  # the edge never forwards
 
-            root = project(tmp_path, v2, serving, finetuning={"base_model": MODEL})
+            root = rollout_project(tmp_path, v2, serving, finetuning={"base_model": MODEL})
             with LoadGenerator(edge_url, concurrency=8) as load:
                 result = rollout(root)
                 deadline = time.monotonic() + 30
@@ -177,13 +175,13 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
             docker_client.images.build(fileobj=io.BytesIO(b"FROM domain-llm-gateway:latest\nLABEL rebuilt=1\n"),
                                        tag="domain-llm-gateway:rebuilt", rm=True)
             serving["gateway_image"] = "domain-llm-gateway:rebuilt"
-            rebuilt = rollout(project(tmp_path, v2, serving, finetuning={"base_model": MODEL}))
+            rebuilt = rollout(rollout_project(tmp_path, v2, serving, finetuning={"base_model": MODEL}))
             assert rebuilt.returncode == 0, rebuilt.stderr
             assert list(gateways("running")) == [f"domain-llm-gateway-{v2}-{blue}"]
             assert served_port() == blue and set(vllm.adapters) == {v2}
 
             vllm.faults.empty_answers.add(broken)
-            root = project(tmp_path, broken, serving, finetuning={"base_model": MODEL})
+            root = rollout_project(tmp_path, broken, serving, finetuning={"base_model": MODEL})
             with LoadGenerator(edge_url, concurrency=8) as load:
                 failed = rollout(root)
             assert failed.returncode == 1
@@ -205,12 +203,11 @@ def test_serve_starts_the_compose_stack_and_the_first_gateway_container_and_stop
     vLLM and Prometheus images are swapped (VLLM_IMAGE, PROMETHEUS_IMAGE) for a stand-in vLLM and Debian's
     Prometheus built here; every port comes from the config."""
     from tasks import containers
-    from tests.test_rollout import project
 
-    build(docker_client, "tests/images/vllm-standin.Dockerfile", "domain-llm-vllm-standin:test")
-    build(docker_client, "tests/images/prometheus.Dockerfile", "domain-llm-prometheus:test")
+    build_image(docker_client, "tests/images/vllm-standin.Dockerfile", "domain-llm-vllm-standin:test")
+    build_image(docker_client, "tests/images/prometheus.Dockerfile", "domain-llm-prometheus:test")
     public, vllm_port, prometheus_port, blue, green = (free_port() for _ in range(5))
-    root = project(tmp_path, ADAPTER, {
+    root = rollout_project(tmp_path, ADAPTER, {
         "rollout": "containers", "docker_host": docker_host, "host": "127.0.0.1", "port": public,
         "gateway_url": f"http://127.0.0.1:{public}", "vllm_port": vllm_port, "vllm_url": f"http://127.0.0.1:{vllm_port}",
         "vllm_gpus": "none", "prometheus_port": prometheus_port, "container_ports": [blue, green], "backend_registry_dir": None},
@@ -272,15 +269,15 @@ def test_a_docker_pool_runs_the_data_refresh_in_the_project_image(docker_host, d
     its outputs land in the mounted project; with the template's GPU request the container asks for NVIDIA GPUs."""
     import json
 
-    from tests.servers import PrefectServer
+    from harness.prefect_server import PrefectServer
 
     assert training_image.attrs["Config"]["User"] == "trainer"
     project = tmp_path / "project"
     (project / "pdfs").mkdir(parents=True)
     for pdf in sample_pdf_dir.glob("*.pdf"):
         (project / "pdfs" / pdf.name).write_bytes(pdf.read_bytes())
-    (project / "config.yaml").write_text("inherit: /app/configs/local.yaml\nroot: /project\n"
-                                         "data_collector:\n  local:\n    pdf_dir: /project/pdfs\n")
+    write_profile(project, {"data_collector": {"local": {"pdf_dir": "/project/pdfs"}}}, inherit="/app/configs/local.yaml",
+                  root="/project")  # as the container sees it
     os.chmod(project, 0o777)  # the container runs as uid 10001
     spec = tmp_path / "prefect.yaml"
     spec.write_text(json.dumps({

@@ -14,10 +14,10 @@ from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipe
 from fpdf import FPDF
 
 from core.config import DataProcessor
+from harness.project import REPO
 from tasks.convert import ConverterUnavailable, convert_document, format_options
 from tasks.headings import OutlineEntry, detect_by_typography, escape_hash_lines, place_outline, title_key
 from tasks.layout import Line
-from tests.conftest import REPO
 
 NATIVE = DataProcessor(converter="native")
 

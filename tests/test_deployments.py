@@ -12,7 +12,7 @@ import yaml
 from prefect.client.schemas.schedules import CronSchedule
 from prefect_docker.worker import DockerWorker, DockerWorkerJobConfiguration
 
-from tests.conftest import REPO
+from harness.project import REPO
 
 PREFECT_YAML = yaml.safe_load((REPO / "prefect.yaml").read_text())
 GPU_TEMPLATE = json.loads((REPO / "deployments" / "gpu-docker-pool.json").read_text())

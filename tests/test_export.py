@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from core.prompts import system_prompt
+from harness.project import REPO
 from tasks.export import export
-from tests.conftest import REPO
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import yaml
 
 from core.config import ConfigError, load_config
 from flows import finetune
+from harness.project import REPO
 from tasks.select import best_checkpoint, cleanup_checkpoints, install_adapter
-from tests.conftest import REPO
 
 
 def config_with(tmp_path, finetuning: dict):

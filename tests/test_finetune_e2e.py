@@ -10,24 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, qa_dataset
+from harness.project import REPO, qa_dataset, run_pipeline, write_profile
 from tests.wandb_log import offline_runs
 
 
-def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(root: Path, *args: str, config: str = "config.yaml", env: dict[str, str] | None = None):
     """W&B tracking is on in this project, offline: the runs land in logs/wandb, as `wandb sync` would find them."""
-    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", *args], cwd=root,
-                          capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"})
+    return run_pipeline(root / config, *args, env={**(os.environ if env is None else env), "WANDB_MODE": "offline"})
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, sample_pdf_dir) -> Path:
     root = tmp_path_factory.mktemp("stage4")
-    (root / "config.yaml").write_text(
-        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-        f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
-        "finetuning:\n  wandb_enabled: true\n  wandb_run_name: nightly\n")  # the seed's key names
+    write_profile(root, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}},
+                         "finetuning": {"wandb_enabled": True, "wandb_run_name": "nightly"}})  # the seed's key names
     result = cli(root, "--end", "3")
     assert result.returncode == 0, result.stderr
     return root
@@ -124,9 +120,8 @@ def test_stage_four_trains_selects_and_reports(project: Path):
 
 
 def test_the_offline_grader_joins_the_report_labelled_as_what_it_is(project: Path):
-    (project / "judge.yaml").write_text("inherit: config.yaml\nevaluation:\n  judge: true\n")
-    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "judge.yaml", "--stage", "4d"],
-                            cwd=project, capture_output=True, text=True, timeout=900)
+    write_profile(project, {"evaluation": {"judge": True}}, name="judge.yaml", inherit="config.yaml", root=None)
+    result = cli(project, "--stage", "4d", config="judge.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(cached: the same weights, questions and settings were evaluated before)" in result.stdout
     judge = json.loads((project / "reports/comparison.json").read_text())["judge"]
@@ -157,8 +152,7 @@ def test_another_clone_gets_the_same_split_and_scores(project: Path, tmp_path: P
     rendered = subprocess.run([sys.executable, "-m", "tasks.sample_corpus", str(REPO / "sample_corpus"), str(pdfs)],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
     assert rendered.returncode == 0, rendered.stderr
-    (tmp_path / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-                                          f"data_collector:\n  local:\n    pdf_dir: {pdfs}\n")
+    write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(pdfs)}}})
     result = cli(tmp_path, "--end", "4a")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "data/qa_dataset/split.json").read_bytes() == (project / "data/qa_dataset/split.json").read_bytes()
@@ -172,9 +166,7 @@ def test_another_clone_gets_the_same_split_and_scores(project: Path, tmp_path: P
 def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project: Path):
     import httpx
 
-    from tests.servers import GatewayProcess
-
-    # the gateway starts on the base model; stage 6 loads the registered adapter into it and switches
+    from harness.gateway import GatewayProcess
     with GatewayProcess({"GATEWAY_ADAPTER_NAME": ""}, args=("--config", "config.yaml", "--backend", "local"),
                         cwd=str(project)) as gateway:
         gateway.wait_ready()
@@ -195,20 +187,18 @@ def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project:
 
 def test_evaluations_are_shared_through_a_result_storage_block(project: Path, tmp_path: Path):
     """Machines of a pool share finished evaluations when the result storage is a filesystem block they all reach."""
-    from tests.servers import PrefectServer
+    from harness.prefect_server import PrefectServer
 
     shared = tmp_path / "pool-results"
-    (project / "pool.yaml").write_text("inherit: config.yaml\norchestration:\n"
-                                       "  result_storage_block: local-file-system/pool-results\n")
+    write_profile(project, {"orchestration": {"result_storage_block": "local-file-system/pool-results"}},
+                  name="pool.yaml", inherit="config.yaml", root=None)
     with PrefectServer(tmp_path / "prefect") as server:
         # a folder every machine mounts; on a real pool a remote-file-system block (s3://, gcs://...) does the same
         saved = subprocess.run([sys.executable, "-c", "from prefect.filesystems import LocalFileSystem; "
                                 f"LocalFileSystem(basepath={str(shared)!r}).save('pool-results')"],
                                env=server.env, capture_output=True, text=True, timeout=120)
         assert saved.returncode == 0, saved.stderr[-2000:]
-        runs = [subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "pool.yaml", "--stage", "4a"],
-                               cwd=project, env={**server.env, "PYTHONUNBUFFERED": "1"}, capture_output=True,
-                               text=True, timeout=900) for _ in range(2)]
+        runs = [cli(project, "--stage", "4a", config="pool.yaml", env=server.env) for _ in range(2)]
     assert [run.returncode for run in runs] == [0, 0], runs[-1].stderr[-3000:]
     # the local folder's cached baseline is not the block's: the first run evaluates, into the block's storage
     assert "(cached" not in runs[0].stdout and "(cached" in runs[1].stdout

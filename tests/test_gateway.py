@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from core.prompts import ANSWER_STYLE
-from tests.servers import GatewayProcess, VLLMFaults, fake_vllm
+from harness.gateway import GatewayProcess
+from harness.vllm import VLLMFaults, fake_vllm
 
 BASE = "meta-llama/Llama-3.2-3B-Instruct"
 ADAPTER = "pregnancy-qa-lora-v1.0"
@@ -181,7 +182,7 @@ def test_the_live_checks_pass_against_a_running_gateway(vllm, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from harness.project import REPO
 
     with GatewayProcess(gateway_env(vllm.url, tmp_path, API_TOKEN="t0ken")) as gw:
         gw.wait_ready()
@@ -197,7 +198,7 @@ def test_alert_rules_and_scrape_config_use_metrics_the_gateway_exports(vllm, tmp
 
     import yaml
 
-    from tests.conftest import REPO
+    from harness.project import REPO
 
     rules = yaml.safe_load((REPO / "deployments/alerts.yml").read_text())
     scrape = yaml.safe_load((REPO / "deployments/prometheus.yml").read_text())

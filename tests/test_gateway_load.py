@@ -19,9 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.gateway import GatewayProcess
+from harness.project import REPO
+from harness.vllm import VLLMFaults, fake_vllm
 from serving.logs import configure_logging
-from tests.conftest import REPO
-from tests.servers import GatewayProcess, VLLMFaults, fake_vllm
 from tests.test_gateway import ADAPTER, BASE, gateway_env, metric
 
 CLIENTS = 64

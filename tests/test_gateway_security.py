@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.gateway import GatewaySettings
+from harness.gateway import GatewayProcess
+from harness.project import REPO, run_pipeline, write_profile
 from serving.routes.admin import adapter_location, source_pattern
-from tests.conftest import REPO
-from tests.servers import GatewayProcess
 from tests.test_gateway import ADAPTER, BASE, gateway_env, vllm  # noqa: F401  (the fake vLLM fixture)
 
 API, ADMIN = "api-t0ken", "adm1n-t0ken"
@@ -73,9 +73,8 @@ def test_a_public_address_without_an_api_token_is_refused_with_the_fix(tmp_path,
 
 
 def test_the_default_config_listens_on_loopback_and_a_public_one_is_refused(tmp_path):
-    (tmp_path / "public.yaml").write_text(f"inherit: {REPO / 'configs/local.yaml'}\nroot: {tmp_path}\n"
-                                          "serving:\n  host: 0.0.0.0\n")
-    result = subprocess.run([sys.executable, "-m", "serving", "--config", str(tmp_path / "public.yaml")], cwd=REPO,
+    public = write_profile(tmp_path, {"serving": {"host": "0.0.0.0"}}, name="public.yaml", root=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "serving", "--config", str(public)], cwd=REPO,
                             env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "refusing to serve 0.0.0.0 without a token" in result.stderr
     from core.config import load_config
@@ -88,11 +87,8 @@ def test_stage_6_will_not_put_the_edge_on_a_public_address_without_a_token(tmp_p
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/registration.json").write_text('{"name": "x-qa-lora-v1.0", "target": "local", "location": "."}')
     (tmp_path / "reports/eval_finetuned.json").write_text('{"predictions": [], "settings": {"max_new_tokens": 8}}')
-    (tmp_path / "config.yaml").write_text(f"inherit: {REPO / 'config.yaml'}\nroot: .\n"
-                                          "serving:\n  host: 0.0.0.0\n  rollout: containers\n")
-    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--stage", "6"],
-                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-                            capture_output=True, text=True, timeout=300)
+    config = write_profile(tmp_path, {"serving": {"host": "0.0.0.0", "rollout": "containers"}}, inherit=REPO / "config.yaml")
+    result = run_pipeline(config, "--stage", "6", env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=300)
     assert result.returncode != 0 and "refusing to serve 0.0.0.0 without a token" in result.stderr
 
 

@@ -14,11 +14,11 @@ from pydantic import SecretStr
 
 from core.config import DatasetGenerator
 from core.prompts import ANSWER_STYLE, GENERATION_SYSTEM, system_prompt
+from harness.llm import LLMFaults, fake_llm
 from tasks.dataset import QARecord, chat_view, deduplicate, split_records
 from tasks.generate import CallPolicy, RateLimitedCaller, cache_key, generate_all, group_chunks, judge_one
 from tasks.llm import GeminiProvider, LLMAuthError, OfflineProvider, OpenAICompatibleProvider
 from tasks.records import Chunk
-from tests.servers import LLMFaults, fake_llm
 
 KEY = "gemini-test-key"
 TEXTS = [

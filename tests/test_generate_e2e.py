@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.llm import fake_llm
+from harness.project import REPO, qa_dataset, run_pipeline, write_profile
 from tasks.offline_llm import MODEL_NAME
-from tests.conftest import REPO, qa_dataset
-from tests.servers import fake_llm
 
 KEY = "e2e-gemini-key"
 
@@ -23,21 +23,17 @@ KEY = "e2e-gemini-key"
 def chunked(tmp_path_factory, sample_pdf_dir) -> Path:
     """A project folder with stages 1-2 done on the sample corpus (small groups: many LLM calls)."""
     root = tmp_path_factory.mktemp("stage3")
-    (root / "config.yaml").write_text(
-        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-        f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
-        "dataset_generator:\n  max_tokens: 150\n")
-    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--end", "2"],
-                            cwd=root, capture_output=True, text=True, timeout=300)
+    config = write_profile(root, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}},
+                                  "dataset_generator": {"max_tokens": 150}})
+    result = run_pipeline(config, "--end", "2", timeout=300)
     assert result.returncode == 0, result.stderr
     return root
 
 
 def gemini_config(root: Path, url: str, name: str) -> Path:
-    path = root / name
-    path.write_text(f"inherit: config.yaml\nroot: .\ndataset_generator:\n  provider: gemini\n  base_url: {url}\n"
-                    "  max_concurrent_requests: 2\n  requests_per_minute: 6000\n  backoff_base_s: 0.05\n")
-    return path
+    return write_profile(root, {"dataset_generator": {"provider": "gemini", "base_url": url, "max_concurrent_requests": 2,
+                                                      "requests_per_minute": 6000, "backoff_base_s": 0.05}},
+                         name=name, inherit="config.yaml")
 
 
 def run_stage3(config: Path, *extra: str) -> subprocess.Popen:
@@ -49,8 +45,7 @@ def run_stage3(config: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_offline_stage_three_writes_a_complete_dataset(chunked: Path):
-    result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--stage", "3"],
-                            cwd=chunked, capture_output=True, text=True, timeout=300)
+    result = run_pipeline(chunked / "config.yaml", "--stage", "3", timeout=300)
     assert result.returncode == 0, result.stderr
     out = chunked / "data/qa_dataset"
     stats = json.loads((out / "stats.json").read_text())
@@ -122,12 +117,10 @@ def test_a_refresh_with_a_new_document_keeps_every_earlier_document_on_its_side(
     (tmp_path / "pdfs").mkdir()
     for pdf in pdfs[:2]:
         (tmp_path / "pdfs" / pdf.name).write_bytes(pdf.read_bytes())
-    (tmp_path / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-                                          "data_collector:\n  local:\n    pdf_dir: pdfs\n")
+    write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": "pdfs"}}})
 
     def refresh() -> tuple[dict[str, str], dict, dict[str, list[dict]]]:
-        result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--end", "3"],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        result = run_pipeline(tmp_path / "config.yaml", "--end", "3", timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         out = tmp_path / "data/qa_dataset"
         return json.loads((out / "split.json").read_text()), json.loads((out / "stats.json").read_text()), qa_dataset(out)

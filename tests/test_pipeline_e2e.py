@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, qa_dataset
-from tests.servers import free_port
+from harness.loopback import free_port
+from harness.project import qa_dataset, run_pipeline, write_profile
 
 NOISE = ["Traceback", "Error flushing", "CancelledError", "EventsWorker", "Still processing items",
          # other libraries' output: tqdm bars (GGUF conversion, the trainer), the trainer's loss dicts, warnings
          "it/s]", "Converting and de-quantizing", "{'loss'", "Warning", "wandb:"]
 SCREEN = 24  # lines: a whole local run's output fits one terminal screen
-
-
-def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", str(config), *args],
-                          cwd=config.parent, capture_output=True, text=True, timeout=400, env=env)
 
 
 @pytest.fixture
@@ -35,18 +26,17 @@ def project(tmp_path: Path, sample_pdf_dir: Path, pdf_server) -> Path:
             f"{pdf_server.url}/html.pdf", f"{pdf_server.url}/status/404.pdf",
             f"{pdf_server.url}/truncated.pdf", f"{pdf_server.url}/flaky-500.pdf"]
     (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
-    (tmp_path / "config.yaml").write_text(
-        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-        "data_collector:\n  local:\n    pdf_dir: pdfs\n    url_file: urls.txt\n"
-        "  allow_private_addresses: true\n  backoff_base_s: 0.05\n"
+    write_profile(tmp_path, {
+        "data_collector": {"local": {"pdf_dir": "pdfs", "url_file": "urls.txt"}, "allow_private_addresses": True,
+                           "backoff_base_s": 0.05},
         # no gateway runs there (whatever listens on this machine's :8000 is not this test's business)
-        f"serving:\n  gateway_url: http://127.0.0.1:{free_port()}\n")
+        "serving": {"gateway_url": f"http://127.0.0.1:{free_port()}"}})
     return tmp_path
 
 
 def test_collect_and_process_then_rerun_does_nothing_new(project: Path, pdf_server):
     n = len(list((project / "pdfs").glob("*.pdf")))  # the sample documents
-    first = run_cli(project / "config.yaml")
+    first = run_pipeline(project / "config.yaml")
     output = first.stdout + first.stderr
     assert first.returncode == 0, output
     assert not [n for n in NOISE if n in output], output
@@ -92,7 +82,7 @@ def test_collect_and_process_then_rerun_does_nothing_new(project: Path, pdf_serv
 
     hits_before = len(pdf_server.hits)
     stamps = {p: p.stat().st_mtime_ns for p in (project / "data/processed").glob("*.md")}
-    second = run_cli(project / "config.yaml")
+    second = run_pipeline(project / "config.yaml")
     assert second.returncode == 0, second.stdout + second.stderr
     assert len(pdf_server.hits) == hits_before  # nothing downloaded again, failures included
     assert f"{n + 5} settled earlier (not fetched again)" in second.stdout
@@ -102,8 +92,7 @@ def test_collect_and_process_then_rerun_does_nothing_new(project: Path, pdf_serv
 
 
 def test_stage_two_alone_without_stage_one_says_what_to_do(tmp_path: Path):
-    (tmp_path / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n")
-    result = run_cli(tmp_path / "config.yaml", "--stage", "2")
+    result = run_pipeline(write_profile(tmp_path), "--stage", "2")
     assert result.returncode == 1  # the configuration is fine; an earlier stage's output is missing
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: stage 2 needs {tmp_path / 'data/raw' / '*.pdf'}: run stage 1 first "

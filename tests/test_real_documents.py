@@ -1,4 +1,4 @@
-"""Stages 1–3 of the local profile on PDFs no one on this project wrote (tests/real_corpus.py), as a user runs them."""
+"""Stages 1–3 of the local profile on PDFs no one on this project wrote (harness/real_corpus.py), as a user runs them."""
 
 from __future__ import annotations
 
@@ -7,19 +7,17 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from harness.project import qa_dataset, run_pipeline, write_profile
+from harness.real_corpus import HTML_AS_PDF, TRUNCATED
 from tasks.questions import problem
-from tests.conftest import REPO, qa_dataset
-from tests.real_corpus import HTML_AS_PDF, TRUNCATED
-from tests.test_pipeline_e2e import NOISE, run_cli
+from tests.test_pipeline_e2e import NOISE
 
 DOT_LEADERS = re.compile(r"(?:\.\s?){4,}\s*\d")
 
 
 def test_real_pdfs_run_through_stages_one_to_three(tmp_path: Path, real_pdf_dir: Path):
-    (tmp_path / "config.yaml").write_text(
-        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-        f"data_collector:\n  local:\n    pdf_dir: {real_pdf_dir}\n")
-    done = run_cli(tmp_path / "config.yaml", "--start", "1", "--end", "3")
+    config = write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(real_pdf_dir)}}})
+    done = run_pipeline(config, "--start", "1", "--end", "3")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert not [n for n in NOISE if n in output], output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,10 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from core.naming import next_version_name
+from harness.hub import FakeHub
+from harness.project import run_pipeline, write_profile
 from tasks.adapter_check import AdapterNotServable, check_servable
 from tasks.compare import summarise
-from tests.conftest import REPO
-from tests.servers import FakeHub
 
 METRICS = {"rouge_1": 0.3, "rouge_2": 0.2, "rouge_l": 0.3, "bertscore_f1": 0.5, "token_f1": 0.3, "combined": 0.38}
 WEIGHTS = {"bertscore_f1": 0.4, "rouge_l": 0.3, "token_f1": 0.2, "rouge_1": 0.1}
@@ -89,15 +88,13 @@ def make_project(root: Path, registration: dict, seed: int = 0, deltas: list[flo
     (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
     (root / "data" / "raw" / "metadata.json").write_text(json.dumps([
         {"url": "https://example.org/guide.pdf", "title": "Prenatal guide", "sha256": "a" * 64, "status": "ok"}]))
-    (root / "config.yaml").write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-                                      + "registration:\n" + "".join(f"  {k}: {v}\n" for k, v in registration.items()))
+    write_profile(root, {"registration": registration})
     return root
 
 
 def register(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_USERNAME")}
-    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--stage", "5"],
-                          cwd=root, capture_output=True, text=True, timeout=300, env={**clean, **env})
+    return run_pipeline(root / "config.yaml", "--stage", "5", env={**clean, **env}, timeout=300)
 
 
 def test_local_registry_versions_cards_and_recognises_unchanged_weights(tmp_path):

@@ -5,42 +5,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import REPO
-from tests.servers import GatewayProcess, LoadGenerator, fake_vllm
+from harness.gateway import ADMIN_TOKEN, GatewayProcess, LoadGenerator
+from harness.project import rollout_project as project
+from harness.project import run_pipeline
+from harness.vllm import fake_vllm
 from tests.test_gateway import ADAPTER, BASE, gateway_env
 
 NEW = "pregnancy-qa-lora-v1.1"
 
 
-def project(root: Path, name: str, serving: dict, **sections: dict) -> Path:
-    """A project whose stage 5 registered ``name`` and whose 4d measured five answers; ``serving`` as given."""
-    reports = root / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    (reports / "registration.json").write_text(json.dumps({
-        "status": "registered", "name": name, "target": "local", "location": str(root / "models/registry" / name)}))
-    (reports / "eval_finetuned.json").write_text(json.dumps({
-        "settings": {"max_new_tokens": 64},
-        "predictions": [{"question": f"What is item {i}?", "prediction": f"Item {i} is a thing."} for i in range(5)]}))
-    (root / "config.yaml").write_text(json.dumps({
-        "inherit": str(REPO / "configs" / "local.yaml"), "root": ".",
-        "serving": {"backend_registry_dir": "/models/registry", "smoke_questions": 3, **serving}, **sections}))
-    return root
-
-
-ADMIN_TOKEN = "adm1n-t0ken"
-
-
 def rollout(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--stage", "6"],
-                          cwd=root, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN})
+    return run_pipeline(root / "config.yaml", "--stage", "6", env={**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN}, timeout=300)
 
 
 @pytest.fixture

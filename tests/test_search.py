@@ -6,8 +6,8 @@ import pytest
 from pydantic import SecretStr
 
 from core.config import ConfigError, Secrets
+from harness.serpapi import fake_serpapi
 from tasks.search import SearchError, list_local_sources, search_serpapi
-from tests.servers import fake_serpapi
 
 KEY = "test-key-1234567890"
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from core.config import ConfigError, load_config, resolve_config
 from core.naming import slug
-from tests.conftest import REPO, qa_dataset
+from harness.project import REPO, qa_dataset
 
 SEED = REPO / "tests" / "fixtures" / "seed_config.yaml"
 

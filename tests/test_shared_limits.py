@@ -8,24 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
-from tests.servers import PrefectServer, fake_llm, pdf_host
+from harness.llm import fake_llm
+from harness.pdf_host import pdf_host
+from harness.prefect_server import PrefectServer
+from harness.project import REPO, write_profile
 
 KEY = "shared-limits-gemini-key"
 
 
-def project(root: Path, pdf_url: str, names: list[str], llm_url: str, limits: str) -> Path:
+def project(root: Path, pdf_url: str, names: list[str], llm_url: str, limits: dict[str, str]) -> Path:
     root.mkdir()
     (root / "urls.txt").write_text("".join(f"{pdf_url}/pdf/{name}?copy={copy}\n" for name in names for copy in (1, 2)))
-    config = root / "config.yaml"
-    config.write_text(
-        f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: .\n"
-        "data_collector:\n  local:\n    pdf_dir: null\n    url_file: urls.txt\n"
-        "  allow_private_addresses: true\n  max_concurrent_downloads: 8\n  max_per_host: 8\n"
-        f"dataset_generator:\n  provider: gemini\n  base_url: {llm_url}\n  max_tokens: 150\n"
-        "  max_concurrent_requests: 8\n  requests_per_minute: 6000\n"
-        f"orchestration:\n{limits}")
-    return config
+    return write_profile(root, {
+        "data_collector": {"local": {"pdf_dir": None, "url_file": "urls.txt"}, "allow_private_addresses": True,
+                           "max_concurrent_downloads": 8, "max_per_host": 8},
+        "dataset_generator": {"provider": "gemini", "base_url": llm_url, "max_tokens": 150, "max_concurrent_requests": 8,
+                              "requests_per_minute": 6000},
+        "orchestration": limits})
 
 
 def run(config: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -46,7 +45,7 @@ def test_two_runs_at_once_share_the_download_and_llm_limits(tmp_path, sample_pdf
             created = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "gcl", "create", *args],
                                      env=server.env, capture_output=True, text=True, timeout=120)
             assert created.returncode == 0, created.stdout + created.stderr
-        limits = "  download_concurrency_limit: downloads-shared\n  llm_rate_limit: llm-shared\n"
+        limits = {"download_concurrency_limit": "downloads-shared", "llm_rate_limit": "llm-shared"}
         names = sorted(sample_pdfs)[:3]  # three documents are enough to fill both limits
         configs = [project(tmp_path / name, pdfs.url, names, llm.url, limits) for name in ("a", "b")]
 
@@ -67,7 +66,7 @@ def test_two_runs_at_once_share_the_download_and_llm_limits(tmp_path, sample_pdf
 def test_a_shared_limit_missing_on_the_server_is_named_before_any_work(tmp_path):
     with PrefectServer(tmp_path / "prefect") as server:
         config = project(tmp_path / "p", "http://127.0.0.1:9", ["x.pdf"], "http://127.0.0.1:9",
-                         "  llm_rate_limit: gemini-quota\n")
+                         {"llm_rate_limit": "gemini-quota"})
         process = run(config, server.env, "--end", "3")
         _, err = process.communicate(timeout=300)
     assert process.returncode == 2

@@ -4,5 +4,5 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "aiohttp>=3.14,<4" "httpx>=0.28,<1"
 WORKDIR /app
-COPY tests/__init__.py tests/servers.py tests/vllm_standin.py tests/
-ENTRYPOINT ["/opt/venv/bin/python", "-m", "tests.vllm_standin"]
+COPY harness/__init__.py harness/loopback.py harness/vllm.py harness/vllm_standin.py harness/
+ENTRYPOINT ["/opt/venv/bin/python", "-m", "harness.vllm_standin"]

@@ -1,7 +1,7 @@
-"""vLLM's command line served by the fake vLLM (tests/servers.fake_vllm): the stand-in image's entry point,
+"""vLLM's command line served by the fake vLLM (harness/vllm.py): the stand-in image's entry point,
 so `scripts/run_pipeline.sh --serve` can start "vLLM" through compose on a machine without a GPU.
 
-    python -m tests.vllm_standin --model NAME --port 8001 [any other vLLM option, ignored]
+    python -m harness.vllm_standin --model NAME --port 8001 [any other vLLM option, ignored]
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from tests.servers import fake_vllm
+from harness.vllm import fake_vllm
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ documentation packages, fetched with ``apt-get download`` the first time and cac
 outside the repository (never committed), plus two broken files a crawler meets: a
 truncated copy of a real PDF and an HTML page saved as ``.pdf``.
 
-    python -m tests.real_corpus DIR      # fetch (cached) and write the corpus into DIR
+    python -m harness.real_corpus DIR      # fetch (cached) and write the corpus into DIR
 """
 
 from __future__ import annotations

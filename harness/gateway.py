@@ -1,0 +1,112 @@
+"""The gateway as a real process, and a load generator that keeps asking it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+
+import httpx
+
+from harness.loopback import free_port
+from harness.project import REPO
+
+ADMIN_TOKEN = "adm1n-t0ken"  # the admin token tests and benchmarks give gateways and stage 6
+
+
+class GatewayProcess:
+    """``python -m serving`` as a real process on a free loopback port; waits for /health, stops on exit."""
+
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = (), cwd: str | None = None,
+                 ready_timeout_s: float = 120) -> None:
+        import os
+
+        self.port = free_port()
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.args, self.cwd, self.ready_timeout_s = args, cwd, ready_timeout_s
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> GatewayProcess:
+        import subprocess
+        import sys
+
+        import httpx
+
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+            cwd=self.cwd or REPO, env={**self.env, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}: {self.process.stdout.read()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("gateway did not come up")
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"gateway not ready after {timeout_s} s: {httpx.get(f'{self.url}/ready').json()}")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except Exception:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+class LoadGenerator:
+    """Keeps ``concurrency`` clients asking the gateway until stopped; counts statuses and answering adapters,
+    and keeps each request's latency (s)."""
+
+    def __init__(self, url: str, concurrency: int = 16) -> None:
+        self.url, self.concurrency = url, concurrency
+        self.statuses: Counter = Counter()
+        self.adapters: Counter = Counter()
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _client(self, client: httpx.AsyncClient, n: int) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            try:
+                reply = await client.post(f"{self.url}/ask", json={"question": f"Question {n}?"})
+                self.latencies.append(time.perf_counter() - started)
+                self.statuses[reply.status_code] += 1
+                if reply.status_code == 200:
+                    self.adapters[reply.json()["adapter"]] += 1
+            except httpx.HTTPError as error:
+                self.statuses[type(error).__name__] += 1
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.gather(*(self._client(client, n) for n in range(self.concurrency)))
+
+    def __enter__(self) -> LoadGenerator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

@@ -1,0 +1,109 @@
+"""Gemini's and OpenAI's HTTP APIs with fault injection (stage 3's provider, 4d's grader)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from harness.loopback import LoopbackServer
+
+
+class LLMFaults:
+    """A queue of failures served to the next requests, in order; then normal answers.
+
+    "429" (Retry-After: 1), "500", "timeout" (answers after 3 s), "malformed" (not JSON),
+    "partial" (pairs without answers), "ungrounded" (answers not in the source), "401".
+    ``outage`` makes every request a 503 until it is switched off.
+    """
+
+    def __init__(self, faults: list[str] | None = None) -> None:
+        self.queue = list(faults or [])
+        self.outage = False
+
+    def next(self) -> str | None:
+        if self.outage:
+            return "503"
+        return self.queue.pop(0) if self.queue else None
+
+
+def fake_llm(kind: str, api_key: str | None = None, faults: LLMFaults | None = None,
+             latency_s: float = 0.0) -> LoopbackServer:
+    """A loopback LLM speaking Gemini's generateContent or OpenAI's chat completions protocol.
+
+    Normal answers come from the project's deterministic extractive generator, so they are
+    valid and grounded; every request's prompt is recorded (``server.prompts``) so tests can
+    count calls per group.
+    """
+    import json as _json
+
+    from tasks import offline_llm
+
+    faults = faults or LLMFaults()
+    app = web.Application()
+    server = LoopbackServer(app)
+    server.prompts = []  # type: ignore[attr-defined]
+    server.bodies = []  # type: ignore[attr-defined]
+
+    def error(status: int, message: str, headers: dict | None = None) -> web.Response:
+        if kind == "gemini":
+            body = {"error": {"code": status, "message": message, "status": "UNAVAILABLE"}}
+        else:
+            body = {"error": {"message": message, "type": "server_error", "code": status}}
+        return web.json_response(body, status=status, headers=headers)
+
+    async def answer(prompt: str, authorised: bool) -> tuple[str | None, web.Response | None]:
+        if latency_s:
+            await asyncio.sleep(latency_s)
+        if not authorised:
+            return None, error(401, "API key not valid. Please pass a valid API key.")
+        fault = faults.next()
+        if fault in ("429", "500", "503", "401"):
+            return None, error(int(fault), f"injected {fault}", {"Retry-After": "1"} if fault == "429" else None)
+        if fault == "timeout":
+            await asyncio.sleep(3)
+        if fault == "malformed":
+            return "Sure! Here are some questions: {pairs: [", None
+        if fault == "partial":
+            return _json.dumps({"pairs": [{"question": "What is it?"}, {"question": "Why?", "type": "why"}]}), None
+        if fault == "ungrounded":
+            return _json.dumps({"pairs": [{"question": "What is the capital of Mars?",
+                                           "answer": "Olympus City on the red volcanic plains.", "type": "what"}]}), None
+        return offline_llm.respond(prompt), None
+
+    async def gemini(request: web.Request) -> web.Response:
+        body = await request.json()
+        server.bodies.append(body)
+        prompt = "".join(part.get("text", "") for content in body["contents"] for part in content["parts"])
+        server.prompts.append(prompt)
+        text, failure = await answer(prompt, api_key is None or request.headers.get("x-goog-api-key") == api_key)
+        if failure is not None:
+            return failure
+        return web.json_response({
+            "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": len(prompt.split()), "candidatesTokenCount": len(text.split()),
+                              "totalTokenCount": len(prompt.split()) + len(text.split())},
+            "modelVersion": request.match_info["model"],
+        })
+
+    async def openai(request: web.Request) -> web.Response:
+        body = await request.json()
+        server.bodies.append(body)
+        prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+        server.prompts.append(prompt)
+        authorised = api_key is None or request.headers.get("Authorization") == f"Bearer {api_key}"
+        text, failure = await answer(prompt, authorised)
+        if failure is not None:
+            return failure
+        return web.json_response({
+            "id": f"chatcmpl-{len(server.prompts)}", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
+                      "total_tokens": len(prompt.split()) + len(text.split())},
+        })
+
+    app.router.add_post(r"/{version:v1(?:beta)?}/models/{model:[^/:]+}:generateContent", gemini)
+    app.router.add_post("/v1/chat/completions", openai)
+    return server

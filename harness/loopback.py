@@ -1,0 +1,78 @@
+"""A real HTTP server on loopback: an aiohttp app on its own event loop in a background thread.
+
+On a free port of 127.0.0.1, recording every request it receives so tests can count attempts.
+Every fake service of this package (web host, SerpAPI, Gemini/OpenAI, the Hub, vLLM) is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Hit:
+    path: str
+    at: float
+    query: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on right now (for servers run as separate processes)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LoopbackServer:
+    """Start an aiohttp app on 127.0.0.1:<free port> in a thread; stop it on exit."""
+
+    def __init__(self, app: web.Application, port: int = 0) -> None:
+        self.app = app
+        self.hits: list[Hit] = []
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.port = port
+
+        @web.middleware
+        async def record(request: web.Request, handler: Callable) -> web.StreamResponse:
+            self.hits.append(Hit(request.path, time.monotonic(), dict(request.query)))
+            return await handler(request)
+
+        app.middlewares.append(record)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def count(self, path: str) -> int:
+        return sum(1 for hit in self.hits if hit.path == path)
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop serving (idempotent: a test may stop a server early to simulate a crash)."""
+        if not self._thread.is_alive():
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

@@ -1,0 +1,56 @@
+"""Projects as a user makes them and pipeline.py as a user runs it, for tests and benchmarks alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL_PROFILE = REPO / "configs" / "local.yaml"
+
+
+def write_profile(folder: Path, settings: dict | None = None, *, name: str = "config.yaml",
+                  inherit: Path | str = LOCAL_PROFILE, root: str | None = ".") -> Path:
+    """``folder/name``: a config inheriting ``inherit`` (the offline profile unless told), its relative paths
+    taken from ``root`` (relative to the file; None: the inherited root), with ``settings`` on top."""
+    values = {"inherit": str(inherit), **({"root": root} if root is not None else {}), **(settings or {})}
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_pipeline(config: Path, *args: str, env: dict[str, str] | None = None,
+                 timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``python pipeline.py --config CONFIG ARGS`` from the config's folder, output captured.
+
+    ``env``: the whole environment (default: this process's); output is unbuffered either way.
+    """
+    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--config", config.name, *args],
+                          cwd=config.parent, capture_output=True, text=True, timeout=timeout,
+                          env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"})
+
+
+def qa_dataset(folder: Path) -> dict[str, list[dict]]:
+    """Stage 3's records, by side: train, validation, test."""
+    return {side: json.loads((folder / f"{side}.json").read_text()) for side in ("train", "validation", "test")}
+
+
+def rollout_project(root: Path, name: str, serving: dict, **sections: dict) -> Path:
+    """A project in ``root`` (returned) whose stage 5 registered ``name`` and whose 4d measured five answers,
+    ready for stage 6; its config.yaml sets ``serving`` and ``sections`` on the offline profile."""
+    reports = root / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "registration.json").write_text(json.dumps({
+        "status": "registered", "name": name, "target": "local", "location": str(root / "models/registry" / name)}))
+    (reports / "eval_finetuned.json").write_text(json.dumps({
+        "settings": {"max_new_tokens": 64},
+        "predictions": [{"question": f"What is item {i}?", "prediction": f"Item {i} is a thing."} for i in range(5)]}))
+    write_profile(root, {"serving": {"backend_registry_dir": "/models/registry", "smoke_questions": 3, **serving},
+                         **sections})
+    return root

@@ -1,0 +1,95 @@
+"""vLLM's OpenAI-compatible server with LoRA adapter loading and fault injection (the gateway's backend)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from harness.loopback import LoopbackServer
+
+
+@dataclass
+class VLLMFaults:
+    latency_s: float = 0.0
+    refuse_load: set[str] = field(default_factory=set)   # adapter names whose load fails like a bad adapter
+    healthy: bool = True                                   # False: /health 503 and chat 503 (engine dead)
+    empty_answers: set[str] = field(default_factory=set)  # adapters that answer "" (a broken adapter)
+
+
+def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) -> LoopbackServer:
+    """vLLM's OpenAI-compatible server with runtime LoRA updating, answering deterministically.
+
+    /health, /metrics, /v1/models (base + loaded adapters), /v1/chat/completions (404 for a model
+    not loaded), /v1/load_lora_adapter and /v1/unload_lora_adapter with vLLM's error shapes.
+    The answer names the model that produced it, so a test can tell base and adapters apart.
+    """
+    faults = faults or VLLMFaults()
+    app = web.Application()
+    adapters: dict[str, str] = {}
+    requests: list[dict] = []
+
+    def error(message: str, status: int, kind: str = "BadRequestError") -> web.Response:
+        return web.json_response({"object": "error", "message": message, "type": kind, "code": status}, status=status)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(status=200 if faults.healthy else 503)
+
+    async def models(request: web.Request) -> web.Response:
+        data = [{"id": base_model, "object": "model", "owned_by": "vllm", "root": base_model, "parent": None}]
+        data += [{"id": name, "object": "model", "owned_by": "vllm", "root": path, "parent": base_model}
+                 for name, path in adapters.items()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(request: web.Request) -> web.Response:
+        if not faults.healthy:
+            return error("engine is dead", 503, "ServiceUnavailableError")
+        body = await request.json()
+        model = body["model"]
+        if model != base_model and model not in adapters:
+            return error(f"The model `{model}` does not exist.", 404, "NotFoundError")
+        if faults.latency_s:
+            await asyncio.sleep(faults.latency_s)
+        system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+        requests.append({"model": model, "system": system, "question": user,
+                                "max_tokens": body.get("max_tokens"), "temperature": body.get("temperature")})
+        answer = "" if model in faults.empty_answers else f"[{model}] {user}"
+        return web.json_response({
+            "id": f"chatcmpl-{len(requests)}", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len((system + user).split()), "completion_tokens": len(answer.split()),
+                      "total_tokens": len((system + user + answer).split())}})
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text="# TYPE vllm:num_requests_running gauge\n"
+                                 f'vllm:num_requests_running{{model_name="{base_model}"}} 0\n'
+                                 "# TYPE vllm:request_success_total counter\n"
+                                 f'vllm:request_success_total{{model_name="{base_model}"}} {len(requests)}\n',
+                            content_type="text/plain")
+
+    async def load(request: web.Request) -> web.Response:
+        body = await request.json()
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if name in adapters:
+            return error(f"The lora adapter '{name}' has already been loaded.", 400)
+        if name in faults.refuse_load:
+            return error(f"Loading lora {name} failed: No adapter found for {path}", 400)
+        adapters[name] = path
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload(request: web.Request) -> web.Response:
+        name = (await request.json()).get("lora_name")
+        if adapters.pop(name, None) is None:
+            return error(f"The lora adapter '{name}' cannot be found.", 404, "NotFoundError")
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
+
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/load_lora_adapter", load)
+    app.router.add_post("/v1/unload_lora_adapter", unload)
+    server = LoopbackServer(app, port)
+    server.adapters, server.requests, server.faults = adapters, requests, faults
+    return server
