@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.settings import PREFECT_UI_URL
 
 from core.config import ConfigError, PipelineConfig
 from flows import collect as stage_collect
@@ -176,16 +177,13 @@ async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = 
         outcomes[failed] = (f"failed: {type(error).__name__}: {error}", outcomes[failed][1])
         raise
     finally:
-        await acreate_markdown_artifact(key="pipeline-summary", markdown=summary_markdown(outcomes),
+        await acreate_markdown_artifact(key="pipeline-summary", markdown=summary_markdown(outcomes, PREFECT_UI_URL.value()),
                                         description="Each stage's outcome and figures, with links to its artifact")
     return results
 
 
-def summary_markdown(outcomes: dict[str, tuple[str, list[str]]]) -> str:
+def summary_markdown(outcomes: dict[str, tuple[str, list[str]]], ui: str | None) -> str:
     """One row per stage: outcome, what it reported, its own artifact (a link when the UI's address is known)."""
-    from prefect.settings import PREFECT_UI_URL
-
-    ui = PREFECT_UI_URL.value()
     names = {stage.key: stage for stage in STAGES}
 
     def cell(text: str) -> str:

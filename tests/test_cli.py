@@ -48,3 +48,14 @@ def test_serpapi_without_key_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: SERP_API_KEY is not set")
     assert "Traceback" not in result.stderr
+
+
+def test_the_cli_prints_its_own_lines_and_verbose_shows_prefects_too(tmp_path, sample_pdf_dir):
+    config = write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}}})
+    quiet = run_pipeline(config, "--stage", "1", timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.splitlines() == [quiet.stdout.splitlines()[0]] and quiet.stdout.startswith("collect: ")
+    assert quiet.stderr == ""
+    verbose = run_pipeline(config, "--stage", "1", "--verbose", timeout=300)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "collect: " in verbose.stdout and "Finished in state Completed()" in verbose.stdout + verbose.stderr
