@@ -8,6 +8,8 @@ Checkpoints hold only the adapter; a run interrupted midway resumes from its las
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 from collections.abc import Callable
@@ -87,8 +89,12 @@ def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Finet
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoTokenizer, PrinterCallback, ProgressCallback
-    from trl import SFTConfig, SFTTrainer
+
+    # with WANDB_MODE=offline, transformers prints "[INFO] Running in WANDB offline mode" when its trainer
+    # integrations are first imported; 4b's own line says where the offline run went
+    with contextlib.redirect_stdout(io.StringIO()):
+        from transformers import AutoTokenizer, PrinterCallback, ProgressCallback
+        from trl import SFTConfig, SFTTrainer
 
     t = settings.training
     tokenizer = AutoTokenizer.from_pretrained(base)
