@@ -64,7 +64,10 @@ class _FailureOnce(logging.Filter):
             return True
         if getattr(error, "_logged_once", False):
             return False
-        error._logged_once = True
+        try:
+            error._logged_once = True
+        except AttributeError:  # an exception type without attributes: leave the record as Prefect made it
+            return True
         traceback = logging.makeLogRecord({**record.__dict__, "levelno": logging.DEBUG, "levelname": "DEBUG",
                                            "msg": f"traceback of {type(error).__name__}", "args": None})
         logging.getLogger(record.name).handle(traceback)
