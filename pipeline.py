@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(pipeline(config, [s.key for s in stages], preview=args.preview, explicit=explicit,
-                             config_path=str(args.config)))
+                             config_path=str(args.config.resolve())))  # absolute: a deployment's worker runs elsewhere
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         return 130
