@@ -119,7 +119,8 @@ def train(config: PipelineConfig) -> dict:
     output_dir = config.path(config.paths.checkpoints)
     settings = config.finetuning
     learned = settings.model_dump_json(include={"quantization", "lora", "training"})  # not tracking, not clean-up
-    fingerprint = hashlib.sha256(f"{base}|{train_chat.read_bytes().hex()}|{learned}".encode()).hexdigest()
+    chat = train_chat.read_bytes()
+    fingerprint = hashlib.sha256(f"{base}|{chat.hex()}|{learned}".encode()).hexdigest()
     marker = output_dir / "run.json"
     log_path = artifacts.path(config, "train_log")
     previous = json.loads(marker.read_text()) if marker.exists() else None
@@ -130,8 +131,8 @@ def train(config: PipelineConfig) -> dict:
         say(f"4b: {output_dir} holds checkpoints of other data or settings: starting afresh")
         shutil.rmtree(output_dir)
     atomic_write_json(marker, {"fingerprint": fingerprint, "base": base, "completed": False})
-    examples = sum(1 for line in train_chat.read_text(encoding="utf-8").splitlines() if line.strip())
-    with (wandb_run(config, "train", fingerprint[:12]) as run,  # the trainer's W&B callback logs into this run
+    examples = sum(1 for line in chat.splitlines() if line.strip())
+    with (wandb_run(config, "train", _tracking_group(config)) as run,  # the trainer's W&B callback logs into this run
           progress_bar("4b train", total_steps(examples, settings)) as advance):
         summary = train_lora(base, train_chat, output_dir, settings, log_path, lambda step, steps, loss: advance(
             completed=step, total=steps, note=None if loss is None else f"loss {loss:.3f}"))

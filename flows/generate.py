@@ -133,10 +133,10 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         records, n_exact, n_near = deduplicate(records, g.near_duplicate_threshold)
         judged = (0, 0)
         if g.judge:
-            records, *judged = keep_judged(records, await judge_records(records, sources, caller, config), g.judge_threshold)
+            records, judged = keep_judged(records, await judge_records(records, sources, caller, config), g.judge_threshold)
         split, level = _split_and_write(config, records)
         stats = dataset_stats(g, (provider.name, provider.model), [c.doc_sha256 for c in chunks], len(groups), cached,
-                              caller.calls, results, rejected, (n_exact, n_near), tuple(judged), split, level)
+                              caller.calls, results, rejected, (n_exact, n_near), judged, split, level)
         atomic_write_json(artifacts.path(config, "stats"), stats)
         say(f"generate: {len(groups)} groups ({cached} cached, {caller.calls} provider calls), "
             f"{stats['pairs_generated']} pairs generated, {n_exact + n_near} duplicates, "

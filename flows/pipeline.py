@@ -128,8 +128,8 @@ async def dispatch_training(deployment: str, config_path: str, start: str, end: 
     return {"deployment": deployment, "flow_run": str(run.id), "state": run.state.name}
 
 
-STAGE_FLOWS = {"1": collect, "2": process, "3": generate, "4a": baseline_eval, "4b": train, "4c": select_checkpoint,
-               "4d": final_eval, "5": register, "6": rollout}
+# the stage flows that take the config alone
+_CONFIG_ONLY = {"4a": baseline_eval, "4b": train, "4c": select_checkpoint, "4d": final_eval, "5": register}
 
 
 async def _run_stage(config: PipelineConfig, key: str, preview: bool, explicit: bool) -> object:
@@ -142,7 +142,7 @@ async def _run_stage(config: PipelineConfig, key: str, preview: bool, explicit: 
         return await generate(config, preview=preview)
     if key == "6":
         return await rollout(config, skip_without_gateway=not explicit)
-    return await STAGE_FLOWS[key](config)
+    return await _CONFIG_ONLY[key](config)
 
 
 async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = False, explicit: bool = True,

@@ -65,9 +65,9 @@ def records_from(groups: list[Group], results: list[GroupResult]) -> tuple[list[
 
 
 def keep_judged(records: list[QARecord], scores: list[JudgeScores | None],
-                threshold: float) -> tuple[list[QARecord], int, int]:
-    """The records the judge scored at least ``threshold`` on both counts (scores attached); how many it
-    rejected, and how many it could not score (dropped too: unjudged is not judged good)."""
+                threshold: float) -> tuple[list[QARecord], tuple[int, int]]:
+    """The records the judge scored at least ``threshold`` on both counts (scores attached), and (how many it
+    rejected, how many it could not score: dropped too, unjudged is not judged good)."""
     kept, rejected, failed = [], 0, 0
     for record, score in zip(records, scores, strict=True):
         if score is None:
@@ -76,7 +76,7 @@ def keep_judged(records: list[QARecord], scores: list[JudgeScores | None],
             kept.append(record.model_copy(update={"judge": score.model_dump()}))
         else:
             rejected += 1
-    return kept, rejected, failed
+    return kept, (rejected, failed)
 
 
 def _normalise(text: str) -> str:
