@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from harness.loopback import free_port
+from harness.project import REPO
 
 
 class DockerEngine:
@@ -17,17 +22,11 @@ class DockerEngine:
     BASE_IMAGE = "local/python:3.11-bookworm"
 
     def __init__(self) -> None:
-        import os
-        from pathlib import Path
-
-        self.script = Path(__file__).resolve().parent.parent / "scripts" / "docker_engine.sh"
+        self.script = REPO / "scripts" / "docker_engine.sh"
         self.started_here = not (Path(os.environ.get("DOCKER_ENGINE_RUN", "/tmp/domain-llm-docker")) / "dockerd.pid").is_file()
         self.host = ""
 
     def _run(self, command: str) -> str:
-        import os
-        import subprocess
-
         result = subprocess.run(["bash", str(self.script), command], capture_output=True, text=True, timeout=900,
                                 env={**os.environ, **({"DOCKER_HOST": self.host} if self.host else {})})
         if result.returncode != 0:
@@ -50,8 +49,6 @@ class DockerEngine:
 
 def build_image(client, dockerfile: str, tag: str, **buildargs: str):
     """Build ``dockerfile`` of the repository on the local base image (host network: the registries it needs)."""
-    from harness.project import REPO
-
     image, _ = client.images.build(path=str(REPO), dockerfile=dockerfile, tag=tag, rm=True, network_mode="host",
                                    buildargs={"BASE_IMAGE": DockerEngine.BASE_IMAGE, **buildargs})
     return image
@@ -61,10 +58,6 @@ def build_image(client, dockerfile: str, tag: str, **buildargs: str):
 def cpu_torch_buildargs():
     """Build args that give Dockerfile.gpu the CPU torch build: this machine's wheel (not on any index)
     served on loopback as find-links when it is there, else PyTorch's CPU index."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     wheels = Path("/opt/wheels")
     if not any(wheels.glob("torch-*+cpu-*.whl")):
         yield {"PIP_EXTRA_INDEX_URL": "https://download.pytorch.org/whl/cpu"}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,8 +23,6 @@ class GatewayProcess:
 
     def __init__(self, env: dict[str, str], args: tuple[str, ...] = (), cwd: str | None = None,
                  ready_timeout_s: float = 120) -> None:
-        import os
-
         self.port = free_port()
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.args, self.cwd, self.ready_timeout_s = args, cwd, ready_timeout_s
@@ -32,12 +33,6 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> GatewayProcess:
-        import subprocess
-        import sys
-
-        import httpx
-
-
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             cwd=self.cwd or REPO, env={**self.env, "PYTHONPATH": str(REPO)},
@@ -56,8 +51,6 @@ class GatewayProcess:
         raise RuntimeError("gateway did not come up")
 
     def wait_ready(self, timeout_s: float = 120) -> None:
-        import httpx
-
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:

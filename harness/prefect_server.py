@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+
+import httpx
 
 from harness.loopback import free_port
 
@@ -11,8 +17,6 @@ class PrefectServer:
     """A real Prefect API server (SQLite under ``home``) on a free loopback port; stopped with its children on exit."""
 
     def __init__(self, home) -> None:
-        import os
-
         self.port = free_port()
         self.env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{self.port}/api",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
@@ -24,11 +28,6 @@ class PrefectServer:
         return self.env["PREFECT_API_URL"]
 
     def __enter__(self) -> PrefectServer:
-        import subprocess
-        import sys
-
-        import httpx
-
         self.process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                          "--port", str(self.port)], env=self.env, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
@@ -43,10 +42,6 @@ class PrefectServer:
         raise RuntimeError("the Prefect server did not start in 120 s")
 
     def __exit__(self, *exc_info: object) -> None:
-        import os
-        import signal
-        import subprocess
-
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
