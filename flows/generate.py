@@ -53,7 +53,8 @@ def make_provider(config: PipelineConfig) -> LLMProvider:
         key = Secrets().require("gemini_api_key", "dataset_generator.provider: gemini",
                                 "use provider: openai (a local OpenAI-compatible server) or provider: offline")
         return GeminiProvider(key, g.model, g.base_url, g.request_timeout_s, g.temperature)
-    return OpenAICompatibleProvider(g.base_url, g.model, Secrets().openai_api_key, g.request_timeout_s, g.temperature)
+    return OpenAICompatibleProvider(g.base_url, g.model, Secrets().openai_api_key, g.request_timeout_s, g.temperature,
+                                    g.max_output_tokens)
 
 
 def preflight(config: PipelineConfig) -> None:

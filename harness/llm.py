@@ -15,12 +15,14 @@ class LLMFaults:
 
     "429" (Retry-After: 1), "500", "timeout" (answers after 3 s), "malformed" (not JSON),
     "partial" (pairs without answers), "ungrounded" (answers not in the source), "401".
-    ``outage`` makes every request a 503 until it is switched off.
+    ``outage`` makes every request a 503 until it is switched off; ``refuse_json_schema`` answers a request for
+    ``response_format: json_schema`` with a 400, as servers without structured output do.
     """
 
-    def __init__(self, faults: list[str] | None = None) -> None:
+    def __init__(self, faults: list[str] | None = None, refuse_json_schema: bool = False) -> None:
         self.queue = list(faults or [])
         self.outage = False
+        self.refuse_json_schema = refuse_json_schema
 
     def next(self) -> str | None:
         if self.outage:
@@ -92,6 +94,8 @@ def fake_llm(kind: str, api_key: str | None = None, faults: LLMFaults | None = N
         server.bodies.append(body)
         prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
         server.prompts.append(prompt)
+        if faults.refuse_json_schema and body.get("response_format", {}).get("type") == "json_schema":
+            return error(400, "'response_format.type' must be 'json_object' or 'text'")
         authorised = api_key is None or request.headers.get("Authorization") == f"Bearer {api_key}"
         text, failure = await answer(prompt, authorised)
         if failure is not None:

@@ -258,6 +258,7 @@ def dataset_stats(g: DatasetGenerator, provider: tuple[str, str], chunks: list[s
         "provider_calls_this_run": calls,
         "pairs_generated": sum(len(r.pairs) for r in results),
         "dropped_by_reason": dict(sorted(dropped.items())),
+        "unusable_replies": dict(sorted(sum((Counter(r.unusable_replies) for r in results), Counter()).items())),
         "duplicates": {"exact": duplicates[0], "near": duplicates[1]},
         "judge": {"enabled": g.judge, "threshold": g.judge_threshold, "rejected": judged[0], "failed": judged[1]},
         "pairs": len(records),

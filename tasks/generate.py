@@ -9,17 +9,18 @@ and a process killed midway loses only the calls that were in flight.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from aiolimiter import AsyncLimiter
 from prefect.concurrency.asyncio import rate_limit
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from core.config import DatasetGenerator
 from core.files import atomic_write_json
@@ -49,6 +50,21 @@ class QAItem(BaseModel):
 
 class QAResponse(BaseModel):
     pairs: list[QAItem]
+
+
+MAX_QUESTION_CHARS, MAX_ANSWER_CHARS = 200, 400  # in what is asked for, not in what is accepted (QAItem)
+
+
+@functools.cache
+def reply_schema(n_pairs: int) -> type[QAResponse]:
+    """The reply as requested: at most ``n_pairs`` pairs of bounded strings, so a decoder guided by the schema (vLLM's,
+    Gemini's) closes every string and the list in time: a small model that repeats itself would otherwise write
+    until max_tokens cuts the JSON off. Replies are validated against QAResponse itself."""
+    item = create_model("QAItem", __base__=QAItem,
+                        question=(Annotated[str, Field(max_length=MAX_QUESTION_CHARS)], ...),
+                        answer=(Annotated[str, Field(max_length=MAX_ANSWER_CHARS)], ...))
+    return create_model("QAResponse", __base__=QAResponse,
+                        pairs=(Annotated[list[item], Field(min_length=1, max_length=n_pairs)], ...))
 
 
 class JudgeScores(BaseModel):
@@ -106,6 +122,7 @@ class GroupResult(BaseModel):
     status: Literal["ok", "dropped", "failed"]
     pairs: list[QAItem] = []
     dropped: dict[str, int] = {}
+    unusable_replies: dict[str, int] = {}  # every reply that could not be used, repaired or not: why
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -205,7 +222,7 @@ async def generate_group(group: Group, call: RateLimitedCaller, domain: str, n_p
     dropped: Counter[str] = Counter()
     for attempt in range(2):
         try:
-            completion = await call(GENERATION_SYSTEM, prompt, QAResponse)
+            completion = await call(GENERATION_SYSTEM, prompt, reply_schema(n_pairs))
         except LLMAuthError:
             raise
         except TransientLLMError as error:
@@ -220,6 +237,7 @@ async def generate_group(group: Group, call: RateLimitedCaller, domain: str, n_p
         dropped.update(pair_drops)
         if problem is None:
             return result.model_copy(update={"pairs": pairs, "dropped": dict(dropped)})
+        result.unusable_replies[problem] = result.unusable_replies.get(problem, 0) + 1
         if attempt == 1:
             dropped[problem] += 1
             return result.model_copy(update={"status": "dropped", "error": f"unusable reply after a repair: {problem}",

@@ -11,6 +11,7 @@ backoff or the server's Retry-After), permanent for this request, and fatal for 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -104,26 +105,69 @@ class GeminiProvider:
         await self._client.aio.aclose()
 
 
+def strict_schema(model: type[BaseModel]) -> dict:
+    """``model``'s JSON schema as strict structured output takes it: every object closed and all its fields required
+    (OpenAI's strict mode and vLLM's guided decoding then only ever produce replies of that shape)."""
+
+    def close(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node["additionalProperties"] = False
+                node["required"] = list(node["properties"])
+            for value in node.values():
+                close(value)
+        elif isinstance(node, list):
+            for value in node:
+                close(value)
+
+    schema = model.model_json_schema()
+    close(schema)
+    return schema
+
+
 class OpenAICompatibleProvider:
+    """Structured output as the OpenAI API defines it: ``response_format: json_schema`` (strict) from the reply's
+    pydantic model, and ``max_tokens``, so a small model cannot write until the timeout (vLLM, llama.cpp and
+    Ollama guide decoding by the schema). A server that refuses json_schema gets ``json_object`` from then on,
+    said once in the log."""
+
     name = "openai"
 
     def __init__(self, base_url: str, model: str, api_key: SecretStr | None = None, timeout_s: float = 60.0,
-                 temperature: float = 0.3) -> None:
+                 temperature: float = 0.3, max_output_tokens: int = 1024) -> None:
         import openai
 
         self.model = model
         self._openai = openai
-        self._temperature = temperature
+        self._temperature, self._max_tokens = temperature, max_output_tokens
+        self._json_schema = True
         key = api_key.get_secret_value() if api_key else "not-needed"
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
 
     async def complete(self, system: str, prompt: str, schema: type[BaseModel]) -> Completion:
+        try:
+            return await self._create(system, prompt, schema)
+        except _SchemaRefused as refusal:
+            if self._json_schema:  # concurrent requests may all be refused: say it once
+                self._json_schema = False
+                logging.getLogger(__name__).warning(
+                    "the OpenAI-compatible endpoint refused response_format json_schema (%s): asking for json_object "
+                    "from now on (replies are still checked against the schema)", refusal)
+            return await self._create(system, prompt, schema)
+
+    async def _create(self, system: str, prompt: str, schema: type[BaseModel]) -> Completion:
         openai = self._openai
+        response_format = ({"type": "json_schema", "json_schema": {"name": schema.__name__, "strict": True,
+                                                                   "schema": strict_schema(schema)}}
+                           if self._json_schema else {"type": "json_object"})
         try:
             response = await self._client.chat.completions.create(
-                model=self.model, temperature=self._temperature, response_format={"type": "json_object"},
+                model=self.model, temperature=self._temperature, max_tokens=self._max_tokens,
+                response_format=response_format,
                 messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}])
         except openai.APIStatusError as error:
+            if response_format["type"] == "json_schema" and error.status_code in (400, 422):
+                raise _SchemaRefused(f"HTTP {error.status_code}: {str(error.message)[:200]}") from None
             raise classify_status("OpenAI-compatible endpoint", error.status_code, str(error.message),
                                   error.response.headers.get("Retry-After")) from None
         except (openai.APITimeoutError, openai.APIConnectionError, *_NETWORK_ERRORS) as error:
@@ -135,6 +179,10 @@ class OpenAICompatibleProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+class _SchemaRefused(Exception):
+    """The server rejected the json_schema request (400/422): asked again with json_object."""
 
 
 class OfflineProvider:

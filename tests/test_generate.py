@@ -292,3 +292,31 @@ def test_offline_questions_that_pass_the_rules_read_as_questions(sentences):
         if problem(pair["question"], pair["answer"]) is None:
             words = [w.lower() for w in re.findall(r"[\w'/-]+", pair["question"])]
             assert not set(words[1:]) & (VAGUE - {"you"}) and words[2] not in CLAUSE_OPENERS, pair
+
+
+def test_openai_asks_for_the_schema_strictly_and_bounds_the_reply(tmp_path):
+    groups = group_chunks(chunks(2), max_tokens=600)
+    with fake_llm("openai") as server:
+        results, _ = run(OpenAICompatibleProvider(server.url + "/v1", "local", max_output_tokens=321), groups, tmp_path)
+    assert all(r.status == "ok" for r in results)
+    body = server.bodies[0]
+    assert body["max_tokens"] == 321
+    form = body["response_format"]
+    assert form["type"] == "json_schema" and form["json_schema"]["strict"] is True
+    schema = form["json_schema"]["schema"]
+    assert schema["additionalProperties"] is False and schema["required"] == ["pairs"]
+    item = schema["$defs"]["QAItem"]
+    assert item["additionalProperties"] is False and set(item["required"]) == {"question", "answer", "type"}
+    assert item["properties"]["type"]["enum"] == ["what", "why", "how", "compare", "explain"]
+
+
+def test_a_server_without_json_schema_gets_json_object_said_once(tmp_path, caplog):
+    groups = group_chunks(chunks(3), max_tokens=600)
+    with fake_llm("openai", None, LLMFaults(refuse_json_schema=True)) as server:
+        results, _ = run(OpenAICompatibleProvider(server.url + "/v1", "local"), groups, tmp_path,
+                              replace(FAST, max_concurrent=1))
+    assert all(r.status == "ok" and r.pairs for r in results)
+    kinds = [b["response_format"]["type"] for b in server.bodies]
+    assert kinds == ["json_schema", "json_object", "json_object", "json_object"]  # refused once, then never asked again
+    warnings = [r.getMessage() for r in caplog.records if "refused response_format json_schema" in r.getMessage()]
+    assert len(warnings) == 1 and "HTTP 400" in warnings[0]
