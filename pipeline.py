@@ -38,6 +38,9 @@ _QUIET = {
     "WANDB_SILENT": "true",
 }
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# the temporary server's start-up migrates its database: on a busy 2-core machine (a training run or an engine
+# beside it) that took over Prefect's 20 s, and the whole command failed with a time-out before doing any work
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _quiet() -> None:

@@ -31,6 +31,8 @@ from core.naming import adapter_stem, slug
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
+# the dtype 4a, 4c and 4d load the model in (core.inference); serving in another one changes greedy answers
+EVALUATION_DTYPE = "float32"
 
 
 class ConfigError(Exception):
@@ -130,6 +132,7 @@ class DatasetGenerator(_Section):
     model: str = "gemini-2.5-flash"
     base_url: str | None = None
     max_tokens: PositiveInt = 600
+    max_output_tokens: PositiveInt = 2048
     questions_per_group: PositiveInt = 5
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.3
     max_concurrent_requests: PositiveInt = 8
@@ -266,6 +269,10 @@ class Serving(_Section):
     gateway_url: str = "http://localhost:8000"
     backend_registry_dir: str | None = None
     smoke_questions: PositiveInt = 8
+    parity_questions: PositiveInt | None = None
+    parity_margin: Annotated[float, Field(ge=0)] = 0.01
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = EVALUATION_DTYPE
+    cpu_kv_cache_gib: PositiveInt = 4
     vllm_port: Annotated[int, Field(gt=0, lt=65536)] = 8001
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_question_chars: PositiveInt = 2000

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from core.config import EVALUATION_DTYPE
+
 
 def load_model(base: str, adapter: Path | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -19,7 +21,7 @@ def load_model(base: str, adapter: Path | None = None):
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, EVALUATION_DTYPE))
     if adapter is not None:
         from peft import PeftModel
 

@@ -5,6 +5,7 @@
 #   scripts/run_pipeline.sh --start 1 --end 2 --config config.yaml
 #   scripts/run_pipeline.sh --list
 #   scripts/run_pipeline.sh --serve-local --config configs/local.yaml   # gateway with the in-process model (CPU)
+#   scripts/run_pipeline.sh --serve-local --config configs/local-vllm.yaml  # the CPU build of vLLM, then the gateway
 #   scripts/run_pipeline.sh --build                                     # docker images: gateway, edge, GPU trainer
 #   scripts/run_pipeline.sh --serve --config config.yaml                # compose: vLLM + Prometheus; stage 6: edge + gateway
 #   scripts/run_pipeline.sh --test --config configs/local.yaml          # live checks against the running gateway
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
         --stop) stop=1; shift ;;
         --all) all=1; shift ;;
         -h|--help)
-            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *)
             echo "error: unknown option '$1' (supported: --stage --start --end --config --list --preview --verbose" \
                  "--build --serve --serve-local --test --stop --all)" >&2
@@ -42,7 +43,7 @@ serving_flags=$((build + serve + serve_local + live_test + stop + all))
 [ "$serving_flags" -eq 0 ] && run=1
 
 PY="${VENV_DIR:-.venv}/bin/python"
-PIDFILE=logs/gateway.pid
+PIDFILE=logs/gateway.pid VLLM_PIDFILE=logs/vllm.pid
 
 setting() {  # setting <python expression on the loaded config `c`>
     "$PY" -c "from core.config import load_config; c = load_config('$config'); print($1)"
@@ -69,16 +70,39 @@ wait_ready() {  # wait_ready <url> <seconds>: model loaded and warmed up
     echo "error: the gateway at $1 is not ready after $2 s (see logs/gateway.out and logs/api.log)" >&2; exit 1
 }
 
+start_engine() {  # the CPU build of vLLM for serving.backend: vllm (scripts/vllm_engine.sh installs it on first use)
+    local url; url="$(setting c.serving.vllm_url)"
+    if curl -fsS "$url/health" > /dev/null 2>&1; then
+        echo "serve-local: vLLM already answers at $url"; return 0
+    fi
+    local engine_python command
+    engine_python="$(bash scripts/vllm_engine.sh)"
+    command="$("$PY" -m core.engine --config "$config" --python "$engine_python")"
+    mkdir -p logs
+    nohup bash -c "exec $command" > logs/vllm.out 2>&1 &
+    echo $! > "$VLLM_PIDFILE"
+    echo "serve-local: starting vLLM (CPU build) at $url, pid $(cat "$VLLM_PIDFILE"); up to ${VLLM_START_TIMEOUT_S:=900} s"
+    for _ in $(seq 1 "$VLLM_START_TIMEOUT_S"); do
+        curl -fsS "$url/health" > /dev/null 2>&1 && return 0
+        kill -0 "$(cat "$VLLM_PIDFILE")" 2> /dev/null || {
+            echo "error: vLLM exited while starting (its log: logs/vllm.out)" >&2; tail -5 logs/vllm.out >&2; exit 1; }
+        sleep 1
+    done
+    echo "error: vLLM is not up after $VLLM_START_TIMEOUT_S s (its log: logs/vllm.out)" >&2; exit 1
+}
+
 serve_local() {
     if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2> /dev/null; then
         echo "serve-local: the gateway is already running (pid $(cat "$PIDFILE"))"; return 0
     fi
+    local backend; backend="$(setting c.serving.backend)"
+    [ "$backend" = vllm ] && start_engine
     mkdir -p logs
-    nohup "$PY" -m serving --config "$config" --backend local > logs/gateway.out 2>&1 &
+    nohup "$PY" -m serving --config "$config" > logs/gateway.out 2>&1 &
     echo $! > "$PIDFILE"
     url="$(setting c.serving.gateway_url)"
     wait_ready "$url" 300
-    echo "serve-local: gateway (local backend) at $url, pid $(cat "$PIDFILE"); docs at $url/docs; stop with --stop"
+    echo "serve-local: gateway ($backend backend) at $url, pid $(cat "$PIDFILE"); docs at $url/docs; stop with --stop"
 }
 
 serve_containers() {
@@ -88,7 +112,7 @@ serve_containers() {
              "or use --serve-local" >&2; exit 2; }
     eval "$(setting "'\n'.join(f'export {k}={v}' for k, v in {
         'BASE_MODEL': c.finetuning.base_model, 'VLLM_PORT': c.serving.vllm_port,
-        'MAX_LORA_RANK': c.serving.max_lora_rank, 'MAX_MODEL_LEN': c.serving.max_model_len,
+        'MAX_LORA_RANK': c.serving.max_lora_rank, 'MAX_MODEL_LEN': c.serving.max_model_len, 'VLLM_DTYPE': c.serving.dtype,
         'GPU_MEMORY_UTILIZATION': c.serving.gpu_memory_utilization, 'GATEWAY_PORT': c.serving.port,
         'PROMETHEUS_PORT': c.serving.prometheus_port, 'VLLM_GPUS': c.serving.vllm_gpus,
         'LOGS_DIR': c.path(c.paths.logs).resolve(), 'REGISTRY_DIR': c.path(c.paths.registry).resolve()}.items())")"
@@ -119,6 +143,15 @@ stop_all() {
     if [ -f "$PIDFILE" ]; then
         kill "$(cat "$PIDFILE")" 2> /dev/null && echo "stop: local gateway stopped" || true
         rm -f "$PIDFILE"
+    fi
+    if [ -f "$VLLM_PIDFILE" ]; then  # SIGTERM: vLLM shuts its engine process down too
+        pid="$(cat "$VLLM_PIDFILE")"
+        if kill "$pid" 2> /dev/null; then
+            for _ in $(seq 1 30); do kill -0 "$pid" 2> /dev/null || break; sleep 1; done
+            kill -9 "$pid" 2> /dev/null || true
+            echo "stop: vLLM stopped"
+        fi
+        rm -f "$VLLM_PIDFILE"
     fi
     if command -v docker > /dev/null && docker info > /dev/null 2>&1; then
         # the edge and gateway containers of stage 6, then the compose services (by label: no need to parse the file)

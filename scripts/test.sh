@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# the real vLLM engine (CPU build, its own environment) for tests/test_vllm_engine.py: installed once, then reused
+bash scripts/vllm_engine.sh > /dev/null
 # headless Chromium opens reports/index.html in tests/test_report_page.py (Debian's package; cached by apt)
 if ! command -v chromium > /dev/null && ! command -v chromium-browser > /dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
