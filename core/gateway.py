@@ -123,18 +123,45 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve anywhere
 
 
+def adapter_source(config: PipelineConfig, registration: dict) -> str:
+    """Where vLLM loads a registered version from: the Hub repo id, or its registry folder as vLLM sees it."""
+    if registration["target"] == "hub":
+        return hub_id(registration)
+    folder = config.serving.backend_registry_dir
+    return f"{folder.rstrip('/')}/{registration['name']}" if folder else registration["location"]
+
+
+def hub_id(registration: dict) -> str:
+    return registration["location"].rstrip("/").split("/", 3)[-1]
+
+
+def _adapter(config: PipelineConfig, kind: str) -> tuple[str | None, str | None]:
+    """(name, path) of the adapter a gateway serves and loads at start, or (None, None): the base model.
+
+    The local backend loads what stage 4 installed; vLLM the version stage 5 registered, from where vLLM sees it
+    (else, before stage 5, what stage 4 installed, under the name it will be registered as). Never a name
+    without something to load: a gateway that claims an adapter its backend lacks is never ready.
+    """
+    registration = artifacts.load_if_present(config, "registration", {})
+    adapter = config.path(config.paths.lora_weights)
+    name = registration.get("name") or config.adapter_stem()
+    if kind == "vllm" and registration:
+        return name, adapter_source(config, registration)
+    if (adapter / "adapter_config.json").is_file():
+        return name, str(adapter)
+    return None, None
+
+
 def settings_from_config(config: PipelineConfig, backend: str | None = None) -> GatewaySettings:
     """The gateway for what the pipeline made: the adapter stage 4 installed, named as stage 5 registered it."""
     s, f = config.serving, config.finetuning
     kind = backend or s.backend
-    name = artifacts.load_if_present(config, "registration", {}).get("name") or config.adapter_stem()
-    adapter = config.path(config.paths.lora_weights)
+    adapter_name, adapter_path = _adapter(config, kind)
     local_name = Path(f.base_model_gguf).name.removesuffix(".gguf") if f.base_model_gguf else f.base_model
     values = {"backend": kind, "domain": config.domain, "base_model": local_name if kind == "local" else f.base_model,
               "base_model_path": str(config.path(config.paths.base_model)) if kind == "local" and f.base_model_gguf
               else None,
-              "adapter_name": name if (adapter / "adapter_config.json").is_file() or kind == "vllm" else None,
-              "adapter_path": str(adapter) if kind == "local" and (adapter / "adapter_config.json").is_file() else None,
+              "adapter_name": adapter_name, "adapter_path": adapter_path,
               "adapter_registry": s.backend_registry_dir or str(config.path(config.paths.registry)),
               "vllm_url": s.vllm_url, "backend_connections": s.backend_connections, "workers": s.workers,
               "allow_unauthenticated": s.allow_unauthenticated, "request_timeout_s": s.request_timeout_s,

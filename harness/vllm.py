@@ -31,7 +31,9 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
     requests: list[dict] = []
 
     def error(message: str, status: int, kind: str = "BadRequestError") -> web.Response:
-        return web.json_response({"object": "error", "message": message, "type": kind, "code": status}, status=status)
+        """vLLM 0.32's error body (its OpenAI-compatible server, as measured)."""
+        return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": status}},
+                                 status=status)
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(status=200 if faults.healthy else 503)
@@ -74,7 +76,7 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
         if name in adapters:
             return error(f"The lora adapter '{name}' has already been loaded.", 400)
         if name in faults.refuse_load:
-            return error(f"Loading lora {name} failed: No adapter found for {path}", 400)
+            return error(f"Loading lora {name} failed: No adapter found for {path}", 404, "NotFoundError")
         adapters[name] = path
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
 

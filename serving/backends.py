@@ -134,14 +134,29 @@ class VLLMBackend:
     async def _lora(self, action: str, body: dict) -> None:
         status, raw = await self._request("POST", f"/v1/{action}_lora_adapter", body, timeout_s=self.timeout_s)
         if status != 200:
-            raise AdapterLoadFailed(f"vLLM refused to {action} '{body['lora_name']}': {status} "
-                                    f"{raw[:300].decode(errors='replace')}")
+            raise AdapterLoadFailed(f"vLLM refused to {action} '{body['lora_name']}': {status} {_vllm_error(raw)}")
 
     async def load_adapter(self, name: str, path: str) -> None:
         await self._lora("load", {"lora_name": name, "lora_path": path})
 
     async def unload_adapter(self, name: str) -> None:
         await self._lora("unload", {"lora_name": name})
+
+
+def _vllm_error(raw: bytes) -> str:
+    """vLLM's own message, and the fix where it is one of ours to name."""
+    try:
+        body = json.loads(raw)
+        message = str(body["error"]["message"] if "error" in body else body.get("message") or body.get("detail"))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        message = raw[:300].decode(errors="replace")
+    if message == "Not Found":  # the route itself is missing
+        return ("vLLM has no runtime LoRA endpoints: start it with --enable-lora and "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (scripts/run_pipeline.sh --serve-local does)")
+    if "No adapter found" in message:
+        return (f"{message} (vLLM reads adapters from its own file system: set serving.backend_registry_dir to where "
+                "it sees the registry)")
+    return message[:300]
 
 
 def _peft_name(name: str) -> str:

@@ -150,6 +150,23 @@ def test_a_gateway_loads_its_adapter_into_vllm_at_start_once_and_reports_a_refus
             assert f"No adapter found for /models/registry/{new}" in ready.json()["warmup_error"]
 
 
+def test_a_gateway_never_claims_an_adapter_its_vllm_lost(vllm, tmp_path):
+    """vLLM restarted under a running gateway (its runtime-loaded adapters gone): not ready, naming the fix, and
+    /models reports no active adapter, so stage 6 loads one again instead of calling it already active."""
+    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
+        gw.wait_ready()
+        assert httpx.get(f"{gw.url}/models").json()["active_adapter"] == ADAPTER
+        vllm.adapters.clear()
+        ready = httpx.get(f"{gw.url}/ready")
+        assert ready.status_code == 503
+        assert f"'{ADAPTER}' is not loaded in the backend" in ready.json()["warmup_error"]
+        assert "--stage 6" in ready.json()["warmup_error"]
+        models = httpx.get(f"{gw.url}/models").json()
+        assert models["active_adapter"] is None and models["adapter_version"] is None and models["loaded"] == [BASE]
+        vllm.adapters[ADAPTER] = "/adapters/v1.0"  # loaded again (stage 6): ready again
+        assert httpx.get(f"{gw.url}/ready").status_code == 200
+
+
 def test_metrics_and_request_logs_record_each_request(vllm, tmp_path):
     with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
         gw.wait_ready()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from core.naming import version_label
 from serving.auth import require_token
+from serving.backends import BackendTimeout, BackendUnavailable
 from serving.errors import documented, invalid
 
 router = APIRouter()
@@ -79,19 +80,32 @@ async def health() -> dict[str, str]:
 async def ready(request: Request, response: Response) -> dict:
     state = request.app.state.gateway
     backend_ok = await state.backend.ready()
-    is_ready = backend_ok and state.warmed
+    error = state.warmup_error
+    if backend_ok and state.warmed and state.active:
+        try:
+            missing = state.active not in await state.backend.models()
+        except (BackendUnavailable, BackendTimeout) as failure:
+            backend_ok, missing = False, False
+            error = str(failure)
+        if missing:
+            error = (f"the active adapter '{state.active}' is not loaded in the backend (was it restarted?): restart "
+                     "the gateway, which loads its configured adapter, or roll out again (pipeline.py --stage 6)")
+    is_ready = backend_ok and state.warmed and error is None
     if not is_ready:
         response.status_code = 503
     return {"ready": is_ready, "backend": state.backend.kind, "backend_reachable": backend_ok, "warmed_up": state.warmed,
-            "model": state.served_model, "warmup_error": state.warmup_error}
+            "model": state.served_model, "warmup_error": error}
 
 
-@router.get("/models", summary="The base model, the loaded adapters and the active one", response_model=Models,
+@router.get("/models", summary="The base model, the adapters the backend has loaded, and the active one among them",
+            response_model=Models,
             responses=documented(503, 504))
 async def models(request: Request) -> dict:
     state = request.app.state.gateway
-    return {"backend": state.backend.kind, "base_model": state.settings.base_model, "active_adapter": state.active,
-            "adapter_version": version_label(state.active), "loaded": await state.backend.models()}
+    loaded = await state.backend.models()  # the backend's own list: an adapter it lacks is not claimed as active
+    active = state.active if state.active in loaded else None
+    return {"backend": state.backend.kind, "base_model": state.settings.base_model, "active_adapter": active,
+            "adapter_version": version_label(active), "loaded": loaded}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
