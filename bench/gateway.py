@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.gateway [--requests 20000] [--connections 64 256] [--backend-latency-ms 50]
                                       [--workers 1]
+    .venv/bin/python -m bench.gateway --engine configs/local-vllm.yaml [--seconds 30]   # the real vLLM (CPU build)
 
 Three processes on loopback: a fake vLLM (OpenAI chat API, fixed latency), the gateway in front
 of it, and wrk (C, one thread; installed from Debian when missing) generating the load. At each
@@ -9,6 +10,13 @@ connection count the same number of requests goes once straight to the backend's
 /v1/chat/completions and once through the gateway's /ask; we print the throughput ratio, the
 latency the gateway adds at p50 and p99, and errors by kind, against the goals: ratio ≥ 0.9 at
 64 connections and ≥ 0.8 at 256, added p50 ≤ 5 ms, no errors.
+
+``--engine CONFIG`` (a project after stage 5, serving.backend: vllm) measures against the real engine instead:
+vLLM started as --serve-local starts it (or the one already answering at serving.vllm_url), the gateway in front
+of it with the registered adapter; wrk sends the same short request (8 tokens) straight to vLLM and through the
+gateway (goal: ratio ≥ 0.95); then the gateway on the local backend (transformers in its process) and on vLLM
+answer the test questions at 1, 4 and 16 requests in flight (64 tokens, greedy, as evaluated): generated tokens/s
+of each, and their ratio. There the model is the bottleneck (seconds a request), not the client.
 """
 
 from __future__ import annotations
@@ -25,10 +33,13 @@ from pathlib import Path
 
 import httpx
 
+from core import artifacts
+from core.config import load_config
 from core.prompts import system_prompt
-from harness.gateway import GatewayProcess
+from harness.gateway import ADMIN_TOKEN, GatewayProcess
 from harness.loopback import free_port
 from harness.vllm import VLLMFaults, fake_vllm
+from harness.vllm_engine import VLLMEngine
 
 BASE = "bench-base"
 SCRIPT = Path(__file__).with_name("wrk_post.lua")
@@ -135,12 +146,91 @@ def report(connections: int, direct: dict, through: dict) -> bool:
     return met
 
 
+def tokens_per_second(url: str, questions: list[str], concurrency: int, max_tokens: int) -> tuple[float, int]:
+    """Generated tokens/s with ``concurrency`` requests in flight through a gateway, over 2 × concurrency questions
+    (at least 8); and the requests that failed."""
+    import asyncio
+
+    asked = (questions * 16)[: max(8, 2 * concurrency)]
+
+    async def run() -> tuple[float, int]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for question in asked:
+            queue.put_nowait(question)
+        tokens, failed = 0, 0
+        async with httpx.AsyncClient(timeout=600) as client:
+            async def worker() -> None:
+                nonlocal tokens, failed
+                while not queue.empty():
+                    reply = await client.post(f"{url}/ask", json={"question": queue.get_nowait(),
+                                                                    "max_tokens": max_tokens})
+                    if reply.status_code == 200:
+                        tokens += reply.json()["usage"]["completion_tokens"]
+                    else:
+                        failed += 1
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return tokens / (time.perf_counter() - started), failed
+
+    return asyncio.run(run())
+
+
+def engine(config_path: Path, seconds: float, binary: str) -> None:
+    """The gateway against the real vLLM, and the local backend against vLLM (see the module's docstring)."""
+    config = load_config(config_path)
+    registration = artifacts.load(config, "registration", "bench.gateway --engine")
+    questions = [p["question"] for p in artifacts.load(config, "eval_finetuned", "bench.gateway --engine")["predictions"]]
+    vllm_url, adapter = config.serving.vllm_url.rstrip("/"), registration["name"]
+    try:
+        httpx.get(f"{vllm_url}/health", timeout=2).raise_for_status()
+        running = None
+    except httpx.HTTPError:
+        running = VLLMEngine(config_path, config.path(config.paths.logs) / "vllm-bench.out").__enter__()
+    gateway_args = {"cwd": str(config_path.parent), "ready_timeout_s": 300}
+    try:
+        with GatewayProcess({"ADMIN_TOKEN": ADMIN_TOKEN}, args=("--config", config_path.name, "--backend", "vllm"),
+                            **gateway_args) as gateway:
+            gateway.wait_ready(300)
+            short = {"max_tokens": 8, "temperature": 0.0}
+            direct_body = {"model": adapter, **short, "messages": [
+                {"role": "system", "content": system_prompt(config.domain)}, {"role": "user", "content": QUESTION}]}
+            print(f"real engine: vLLM (CPU build) at {vllm_url}, adapter {adapter}; wrk 1 thread, {seconds:g} s a run, "
+                  f"{os.cpu_count()} cores")
+            for connections in (4, 16):
+                direct = wrk(binary, f"{vllm_url}/v1/chat/completions", direct_body, seconds, connections)
+                through = wrk(binary, f"{gateway.url}/ask", {"question": QUESTION, **short}, seconds, connections)
+                ratio = through["rps"] / direct["rps"]
+                print(f"  {connections:>3} conns  direct {direct['rps']:6.2f} req/s p50 {direct['p50_us'] / 1000:7.0f} ms"
+                      f" | gateway {through['rps']:6.2f} req/s p50 {through['p50_us'] / 1000:7.0f} ms | ratio "
+                      f"{ratio:.2f} (goal ≥ 0.95: {'met' if ratio >= 0.95 else 'MISSED'}), added p50 "
+                      f"{(through['p50_us'] - direct['p50_us']) / 1000:+.1f} ms, errors "
+                      f"{direct['errors'] or 0} / {through['errors'] or 0}")
+            served = {level: tokens_per_second(gateway.url, questions, level, config.evaluation.max_new_tokens)
+                      for level in (1, 4, 16)}
+        with GatewayProcess({"ADMIN_TOKEN": ADMIN_TOKEN}, args=("--config", config_path.name, "--backend", "local"),
+                            **gateway_args) as local:
+            local.wait_ready(300)
+            in_process = {level: tokens_per_second(local.url, questions, level, config.evaluation.max_new_tokens)
+                          for level in (1, 4, 16)}
+    finally:
+        if running is not None:
+            running.__exit__()
+    print(f"  generated tokens/s through the gateway, {config.evaluation.max_new_tokens} tokens a question, greedy:")
+    for level in (1, 4, 16):
+        (v, v_failed), (lo, lo_failed) = served[level], in_process[level]
+        print(f"  {level:>3} in flight  vLLM {v:6.1f} tok/s | local backend {lo:6.1f} tok/s | vLLM / local "
+              f"{v / lo:.2f} | failed {v_failed} / {lo_failed}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20000, help="at least, per run (each connection count, each target)")
     parser.add_argument("--connections", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--backend-latency-ms", type=float, default=50)
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (serving.workers)")
+    parser.add_argument("--engine", type=Path, help="a project config (serving.backend: vllm) after stage 5: measure "
+                                                         "against the real vLLM engine")
+    parser.add_argument("--seconds", type=float, default=30, help="--engine: each wrk run's length")
     parser.add_argument("--serve-fake-vllm", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_vllm:
@@ -148,6 +238,9 @@ def main() -> None:
         return
 
     binary = ensure_wrk()
+    if args.engine:
+        engine(args.engine.resolve(), args.seconds, binary)
+        return
     port = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "bench.gateway", "--serve-fake-vllm", str(port),
                                 "--backend-latency-ms", str(args.backend_latency_ms)])

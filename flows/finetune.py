@@ -24,11 +24,11 @@ from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
 from tasks.base_model import prepare_base_model
 from tasks.cache_keys import content_key
-from tasks.compare import comparison_markdown, figures, selection_line, summarise, write_figures
+from tasks.compare import comparison_markdown, selection_line, summarise, write_figures
 from tasks.evaluate import evaluate_model, load_questions
 from tasks.generate import RateLimitedCaller
 from tasks.grade import grade_answers, grading_summary
-from tasks.report_page import write_report
+from tasks.report_page import report_title, write_report
 from tasks.select import adapter_hashes, choose_checkpoint, cleanup_checkpoints, install_adapter
 from tasks.tokens import model_ref
 from tasks.tracking import log_results, wandb_run, where
@@ -228,11 +228,12 @@ def _publish_comparison(config: PipelineConfig, summary: dict) -> None:
     """comparison.md, index.html and the figures in the reports folder, and the eval-comparison artifact."""
     reports_dir = config.path(config.paths.reports)
     selection = artifacts.load_if_present(config, "checkpoint_selection")
-    made = figures(summary, selection, artifacts.load_if_present(config, "train_log"))
-    written = [*write_figures(made, reports_dir), reports_dir / "comparison.md", reports_dir / "index.html"]
+    page = reports_dir / "index.html"
+    made = write_report(page, summary, selection, artifacts.load_if_present(config, "train_log"),
+                        report_title(config.domain, config.use_case))
+    written = [*write_figures(made, reports_dir), reports_dir / "comparison.md", page]
     markdown = comparison_markdown(summary, selection)
     atomic_write_text(written[-2], markdown)
-    write_report(written[-1], summary, selection, made, f"{config.domain} {config.use_case}: fine-tuned vs base")
     create_markdown_artifact(_sync=True, key="eval-comparison", markdown=markdown,
                              description="Stage 4: baseline vs fine-tuned on the test set")
     say(f"4d: {summary['headline']}")

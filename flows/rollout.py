@@ -2,12 +2,14 @@
 
 Two ways, by ``serving.rollout``:
 - ``in_gateway``: the running gateway loads the adapter beside the active one → smoke test
-  (answers, differs from the base model, same answers as 4d measured) → switch (atomic in the
-  gateway) → unload the previous one once drained.
+  (answers, differs from the base model) → parity gate (4d's test questions as served, compared
+  with 4d) → switch (atomic in the gateway) → unload the previous one once drained.
 - ``containers`` (blue/green): a new gateway container for the adapter starts beside the old one
-  → ready → the same smoke test, on the new container directly → the edge switches to it →
-  the old container is stopped once its requests are done → the previous adapter is unloaded.
-Any failure before the switch removes the newcomer and leaves the previous one serving.
+  → ready → the same smoke test and parity gate, on the new container directly → the edge
+  switches to it → the old container is stopped once its requests are done → the previous
+  adapter is unloaded.
+Any failure before the switch removes the newcomer and leaves the previous one serving. An
+adapter already active is checked by the parity gate alone.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from core.config import PipelineConfig
 from core.files import atomic_write_json
 from flows.report import say
 from flows.threaded import threaded_flow
+from tasks.report_page import report_title, write_report
 from tasks.rollout import RolloutFailed, blue_green, in_gateway
 
 
@@ -37,20 +40,34 @@ def rollout(config: PipelineConfig, skip_without_gateway: bool = False) -> dict:
         say(f"6 rollout: skipped, {record['reason']}; then run --stage 6")
         return record
     _finish(config, record)
-    if record["status"] == "rolled_back":
-        raise RolloutFailed(f"{record['error']}; {record['active'] or 'the base model'} is still serving"
-                            + (f" (the new gateway's log: docker logs {record['container']})" if "container" in record else ""))
-    if record["status"] == "already_active":
-        say(f"6 rollout: {record['adapter']} is already the active adapter")
-        return record
-    smoke = record["smoke_test"]
-    where = f" in {record['container']}" if "container" in record else ""
-    say(f"6 rollout: {record['previous'] or 'base model'} → {record['adapter']}{where} on {record['backend']}; smoke test "
-        f"{smoke['questions']} questions, {smoke['differs_from_base']} differ from base, agreement with 4d "
-        f"{smoke['agreement_with_4d']:.0%}")
+    _report(record)
     return record
 
 
+def _report(record: dict) -> None:
+    """The CLI lines of a finished rollout; RolloutFailed (exit 1) when the new version was not put into service."""
+    if record["status"] == "rolled_back":
+        raise RolloutFailed(f"{record['error']}; {record['active'] or 'the base model'} is still serving"
+                            + (f" (the new gateway's log: docker logs {record['container']})" if "container" in record else ""))
+    if record["status"] == "parity_failed":
+        raise RolloutFailed(f"{record['error']}; {record['adapter']} is serving as it was (nothing to roll back to)")
+    if record["status"] == "already_active":
+        say(f"6 rollout: {record['adapter']} is already the active adapter")
+    else:
+        smoke = record["smoke_test"]
+        where = f" in {record['container']}" if "container" in record else ""
+        say(f"6 rollout: {record['previous'] or 'base model'} → {record['adapter']}{where} on {record['backend']}; "
+            f"smoke test {smoke['questions']} questions, {smoke['differs_from_base']} differ from base")
+    say(f"6 parity: {record['parity']['headline']}")
+    if record["warning"]:
+        say(f"6 parity warning: {record['warning']}")
+
+
 def _finish(config: PipelineConfig, record: dict) -> None:
+    """rollout.json, and the report page again with the served parity beside 4d's numbers."""
     record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     atomic_write_json(artifacts.path(config, "rollout"), record)
+    if (summary := artifacts.load_if_present(config, "comparison")) and "parity" in record:
+        write_report(config.path(config.paths.reports) / "index.html", summary,
+                     artifacts.load_if_present(config, "checkpoint_selection"),
+                     artifacts.load_if_present(config, "train_log"), report_title(config.domain, config.use_case), record)

@@ -43,14 +43,25 @@ def qa_dataset(folder: Path) -> dict[str, list[dict]]:
 
 def rollout_project(root: Path, name: str, serving: dict, **sections: dict) -> Path:
     """A project in ``root`` (returned) whose stage 5 registered ``name`` and whose 4d measured five answers,
-    ready for stage 6; its config.yaml sets ``serving`` and ``sections`` on the offline profile."""
+    ready for stage 6; its config.yaml sets ``serving`` and ``sections`` on the offline profile.
+
+    A fake vLLM never answers as 4d did, so its parity gate is measured and reported but given a margin
+    (``parity_margin: 1``: the combined score cannot drop by more) that never rolls back; the real engine's
+    tests (tests/test_vllm_engine.py) hold the gate to the profile's margin.
+    """
+    from core.config import load_config
+    from tasks.tokens import model_ref
+
     reports = root / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "registration.json").write_text(json.dumps({
         "status": "registered", "name": name, "target": "local", "location": str(root / "models/registry" / name)}))
+    evaluation = load_config(LOCAL_PROFILE).evaluation
     (reports / "eval_finetuned.json").write_text(json.dumps({
-        "settings": {"max_new_tokens": 64},
-        "predictions": [{"question": f"What is item {i}?", "prediction": f"Item {i} is a thing."} for i in range(5)]}))
-    write_profile(root, {"serving": {"backend_registry_dir": "/models/registry", "smoke_questions": 3, **serving},
-                         **sections})
+        "settings": {"max_new_tokens": 64, "bertscore_model": model_ref(evaluation.bertscore_model, "bertscore")},
+        "weights": dict(evaluation.weights),
+        "predictions": [{"id": f"q{i}", "question": f"What is item {i}?", "reference": f"Item {i} is a thing.",
+                         "prediction": f"Item {i} is a thing.", "scores": {"combined": 1.0}} for i in range(5)]}))
+    write_profile(root, {"serving": {"backend_registry_dir": "/models/registry", "smoke_questions": 3,
+                                     "parity_questions": 3, "parity_margin": 1.0, **serving}, **sections})
     return root

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
 from core.config import ConfigError, PipelineConfig, Secrets
-from core.gateway import ensure_token_file, exposure_error, settings_environment, settings_from_config
+from core.gateway import ensure_token_file, exposure_error, hub_id, settings_environment, settings_from_config
 from core.naming import version_label
 from tasks import containers
 from tasks.containers import ContainerError
+from tasks.paired import Paired, compare
 
 
 class RolloutFailed(RuntimeError):
@@ -52,18 +54,6 @@ def _checked(response: httpx.Response, action: str) -> dict:
         detail = response.json().get("detail") if "json" in response.headers.get("content-type", "") else response.text
         raise RolloutFailed(f"{action}: gateway answered {response.status_code}: {detail}")
     return response.json()
-
-
-def adapter_source(config: PipelineConfig, registration: dict) -> str:
-    """What the backend loads: the Hub repo id, or the local registry folder as the backend sees it."""
-    if registration["target"] == "hub":
-        return hub_id(registration)
-    folder = config.serving.backend_registry_dir
-    return f"{folder.rstrip('/')}/{registration['name']}" if folder else registration["location"]
-
-
-def hub_id(registration: dict) -> str:
-    return registration["location"].rstrip("/").split("/", 3)[-1]
 
 
 def admin_source(registration: dict) -> str:
@@ -103,6 +93,67 @@ def smoke_test(client: httpx.Client, config: PipelineConfig, name: str, base_mod
     return result
 
 
+PARITY_CONCURRENCY = 4  # requests in flight while the parity gate asks: the engine batches them, as it would serve them
+
+
+def served_parity(client: httpx.Client, config: PipelineConfig, name: str, eval_report: dict) -> dict:
+    """4d's test questions (the first ``serving.parity_questions``) asked of ``name`` as served, scored with 4d's
+    metrics and paired with 4d's own scores: the share of identical answers, and the combined score's change with
+    its interval (the statistics 4d reports). Served answers differ from evaluated ones when the engine runs
+    another dtype or applies other generation defaults; nothing else would notice."""
+    from tasks.metrics import score_all  # torch and BERTScore: only when a rollout gets this far
+
+    s, e = config.serving, config.evaluation
+    sample = eval_report["predictions"][: s.parity_questions]
+    asked = {"adapter": name, "max_tokens": eval_report["settings"]["max_new_tokens"], "temperature": 0.0}
+
+    def ask(example: dict) -> str:
+        return _checked(client.post("/ask", json={"question": example["question"], **asked}), f"parity gate on {name}")["answer"]
+
+    with ThreadPoolExecutor(PARITY_CONCURRENCY) as pool:
+        served = list(pool.map(ask, sample))
+    scores, _ = score_all(served, [x["reference"] for x in sample], eval_report["settings"]["bertscore_model"],
+                          e.bertscore_num_layers, eval_report["weights"])
+    change = compare([x["scores"]["combined"] for x in sample], [x["combined"] for x in scores], e.resamples, e.seed,
+                     e.confidence)
+    identical = sum(a.strip() == x["prediction"].strip() for a, x in zip(served, sample, strict=True))
+    return {"questions": len(sample), "identical": identical, "dtype": s.dtype, "margin": s.parity_margin,
+            "combined": change.model_dump(), "headline": parity_line(identical, change),
+            "differing": [{"question": x["question"], "evaluated": x["prediction"], "served": a}
+                          for a, x in zip(served, sample, strict=True) if a.strip() != x["prediction"].strip()][:5]}
+
+
+def parity_line(identical: int, change: Paired) -> str:
+    """"35 of 35 answers identical to 4d; combined 0.4909 served vs 0.4909 evaluated (+0.0000, 95 % CI …)"."""
+    return (f"{identical} of {change.examples} answers identical to 4d; combined {change.after:.4f} served vs "
+            f"{change.before:.4f} evaluated ({change.delta:+.4f}, {change.interval()})")
+
+
+def check_parity(parity: dict) -> str | None:
+    """RolloutFailed when the served adapter scores significantly worse than 4d measured (the interval's upper bound
+    below ``-parity_margin``); a warning when only some answers differ."""
+    change = Paired.model_validate(parity["combined"])
+    if change.high is not None and change.high < -parity["margin"]:
+        raise RolloutFailed(f"parity gate: {parity['headline']}: served worse than evaluated by more than "
+                            f"serving.parity_margin ({parity['margin']:g}); serve in the dtype 4d evaluated in "
+                            f"(serving.dtype: float32, now {parity['dtype']}) with --generation-config vllm")
+    if parity["identical"] < change.examples:
+        return (f"{change.examples - parity['identical']} of {change.examples} served answers differ from 4d's "
+                f"(serving.dtype {parity['dtype']}); reports/rollout.json lists some")
+    return None
+
+
+def verified(client: httpx.Client, config: PipelineConfig, name: str, eval_report: dict, record: dict) -> dict:
+    """The active version's parity with 4d (a gateway that loaded it at start, a rerun): status ``already_active``,
+    or ``parity_failed`` (nothing to roll back to: the flow fails with the reason)."""
+    record["parity"] = served_parity(client, config, name, eval_report)
+    try:
+        record["warning"] = check_parity(record["parity"])
+    except RolloutFailed as error:
+        return {**record, "status": "parity_failed", "error": str(error), "active": name}
+    return {**record, "status": "already_active", "active": name}
+
+
 def in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, record: dict) -> dict:
     """Load beside the active adapter → smoke test → switch → unload the previous one; any failure before the
     switch unloads the newcomer (status rolled_back)."""
@@ -113,16 +164,20 @@ def in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, re
         except httpx.TransportError as error:
             return skipped(f"the gateway at {config.serving.gateway_url} is unreachable ({type(error).__name__}): "
                            "start it (scripts/run_pipeline.sh --serve-local)")
+        # what the backend has loaded, not what a gateway was told: the gateway reports an active adapter only when
+        # its backend lists it (a vLLM restarted under a running gateway has lost its adapters)
         previous, backend, base_model = models["active_adapter"], models["backend"], models["base_model"]
         record.update(previous=previous, backend=backend)
-        if previous == name:
-            return {**record, "status": "already_active"}
+        if previous == name:  # nothing to switch: still check that what is served is what 4d evaluated
+            return verified(client, config, name, eval_report, record)
         loaded_here, admin = name not in models["loaded"], admin_auth(config)
         try:
             if loaded_here:
                 _checked(client.post("/admin/adapters", json={"name": name, "source": admin_source(registration)},
                                      headers=admin), f"loading {name}")
             record["smoke_test"] = smoke_test(client, config, name, base_model, backend, eval_report)
+            record["parity"] = served_parity(client, config, name, eval_report)
+            record["warning"] = check_parity(record["parity"])
             _checked(client.put("/admin/active", json={"name": name}, headers=admin), f"switching to {name}")
         except (RolloutFailed, httpx.TransportError) as error:
             if loaded_here:
@@ -155,7 +210,8 @@ def blue_green(config: PipelineConfig, registration: dict, eval_report: dict, re
     previous = old.adapter if old else None
     record.update(previous=previous, backend="vllm", image=s.gateway_image)
     if old and old.adapter == name and old.container.image.id == gateway_image.id:
-        return {**record, "status": "already_active", "container": old.name}
+        with _client(config, old.url) as direct:
+            return verified(direct, config, name, eval_report, {**record, "container": old.name})
     port = s.container_ports[1] if old and old.port == s.container_ports[0] else s.container_ports[0]
     containers.clear_for(client, port, keep=old)
     loaded_before = old is not None and name in _checked(httpx.get(f"{old.url}/models", timeout=10), "reading models")["loaded"]
@@ -166,7 +222,7 @@ def blue_green(config: PipelineConfig, registration: dict, eval_report: dict, re
         timings[step] = round(time.perf_counter() - started - sum(timings.values()), 3)
 
     new = containers.start_gateway(client, gateway_image, name, version_label(name), port,
-                                   _gateway_environment(config, registration), _gateway_tokens(config))
+                                   _gateway_environment(config), _gateway_tokens(config))
     record["container"] = new.name
     switching = created_edge = False
     try:
@@ -175,7 +231,10 @@ def blue_green(config: PipelineConfig, registration: dict, eval_report: dict, re
         with _client(config, new.url) as direct:
             base_model = _checked(direct.get("/models"), f"reading {new.name}'s models")["base_model"]
             record["smoke_test"] = smoke_test(direct, config, name, base_model, "vllm", eval_report)
-        lap("smoke_test")
+            lap("smoke_test")
+            record["parity"] = served_parity(direct, config, name, eval_report)
+            record["warning"] = check_parity(record["parity"])
+        lap("parity_gate")
         if edge is None:
             edge, created_edge = containers.start_edge(client, edge_image, s.host, s.port, port,
                                                        s.request_timeout_s + 30), True
@@ -202,12 +261,10 @@ def blue_green(config: PipelineConfig, registration: dict, eval_report: dict, re
     return {**record, "status": "switched", "active": name, "port": port}
 
 
-def _gateway_environment(config: PipelineConfig, registration: dict) -> dict[str, str]:
-    """The gateway container's settings: the ones `python -m serving --config` would use, with the adapter
-    named and its path as vLLM sees it (the gateway loads it at start)."""
-    settings = settings_from_config(config, "vllm").model_copy(update={
-        "adapter_name": registration["name"], "adapter_path": adapter_source(config, registration)})
-    environment = settings_environment(settings)
+def _gateway_environment(config: PipelineConfig) -> dict[str, str]:
+    """The gateway container's settings: the ones `python -m serving --config` would use (the gateway loads the
+    registered version at start)."""
+    environment = settings_environment(settings_from_config(config, "vllm"))  # the registered version, as vLLM sees it
     for host_only in ("LOGS_DIR", "API_TOKEN_FILE", "ADMIN_TOKEN_FILE"):  # the container has its own
         environment.pop(f"GATEWAY_{host_only}", None)
     return environment

@@ -20,13 +20,8 @@ def cli(root: Path, *args: str, config: str = "config.yaml", env: dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, sample_pdf_dir) -> Path:
-    root = tmp_path_factory.mktemp("stage4")
-    write_profile(root, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}},
-                         "finetuning": {"wandb_enabled": True, "wandb_run_name": "nightly"}})  # the seed's key names
-    result = cli(root, "--end", "3")
-    assert result.returncode == 0, result.stderr
-    return root
+def project(stage3_project) -> Path:
+    return stage3_project
 
 
 def test_an_adapter_that_learned_nothing_is_refused(project: Path):
@@ -171,12 +166,18 @@ def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project:
                         cwd=str(project)) as gateway:
         gateway.wait_ready()
         (project / "config.yaml").write_text((project / "config.yaml").read_text()
-                                             + f"serving:\n  gateway_url: {gateway.url}\n  smoke_questions: 4\n")
+                                             + f"serving:\n  gateway_url: {gateway.url}\n  smoke_questions: 4\n"
+                                             "  parity_questions: 8\n")
         result = cli(project, "--stage", "6")
         assert result.returncode == 0, result.stderr[-3000:]
         rollout = json.loads((project / "reports/rollout.json").read_text())
         assert rollout["status"] == "switched" and rollout["active"] == "pregnancy-qa-lora-v1.0"
         assert rollout["smoke_test"]["agreement_with_4d"] == 1.0 and rollout["smoke_test"]["differs_from_base"] > 0
+        parity = rollout["parity"]  # the local backend computes exactly as 4d: every answer the same, no change
+        assert parity["questions"] == 8 and parity["identical"] == 8 and rollout["warning"] is None
+        assert parity["combined"]["delta"] == pytest.approx(0, abs=1e-9) and parity["dtype"] == "float32"
+        assert "6 parity: 8 of 8 answers identical to 4d" in result.stdout
+        assert parity["headline"] in (project / "reports/index.html").read_text()
         tuned = json.loads((project / "reports/eval_finetuned.json").read_text())["predictions"]
         reply = httpx.post(f"{gateway.url}/ask", json={"question": tuned[-1]["question"], "max_tokens": 64}, timeout=120)
         assert reply.status_code == 200 and reply.json()["answer"] == tuned[-1]["prediction"]

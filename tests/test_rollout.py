@@ -49,6 +49,10 @@ def test_rollout_under_load_switches_with_zero_failed_requests(serving, tmp_path
     smoke = record["smoke_test"]
     assert smoke["questions"] == 3 and smoke["differs_from_base"] == 3
     assert smoke["agreement_with_4d"] == 0.0  # reported for vLLM, not required (the fake answers differently)
+    parity = record["parity"]  # measured and reported; this project's margin never rolls back (harness/project.py)
+    assert parity["questions"] == 3 and parity["identical"] == 0 and parity["combined"]["delta"] < 0
+    assert record["warning"].startswith("3 of 3 served answers differ from 4d's")
+    assert "6 parity warning: 3 of 3 served answers differ" in result.stdout
     assert vllm.adapters == {NEW: "/models/registry/" + NEW}  # loaded from where vLLM sees the registry; old unloaded
     models = httpx.get(f"{gateway.url}/models").json()
     assert models["active_adapter"] == NEW and models["adapter_version"] == "1.1"
