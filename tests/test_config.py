@@ -84,3 +84,23 @@ def test_relative_root_is_taken_from_the_file_that_sets_it(tmp_path):
     (tmp_path / "profiles").mkdir()
     path = write(tmp_path / "profiles", {"inherit": str(REPO / "configs" / "local.yaml"), "root": ".."})
     assert load_config(path).root == tmp_path
+
+
+def test_vllm_is_started_as_stage_4_evaluated(tmp_path):
+    """The engine's command line (--serve-local, the tests, the benchmark): the evaluated dtype, no generation_config
+    defaults, LoRA at runtime, the converted base model under the name the gateway asks for."""
+    from core.config import EVALUATION_DTYPE, load_config
+    from core.engine import engine_command, engine_environment
+    from harness.project import write_profile
+
+    config = load_config(write_profile(tmp_path, {"serving": {"vllm_url": "http://localhost:8123", "vllm_port": 8123}}))
+    command = engine_command(config, "/engine/bin/python")
+    assert command[:3] == ["/engine/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    options = {flag: value for flag, value in zip(command, [*command[1:], ""], strict=True) if flag.startswith("--")}
+    assert options["--model"] == str(tmp_path / "models/base") and options["--served-model-name"] == "models/base"
+    assert options["--dtype"] == EVALUATION_DTYPE == "float32" and options["--generation-config"] == "vllm"
+    assert options["--host"] == "127.0.0.1" and options["--port"] == "8123"
+    assert "--enable-lora" in command and options["--max-lora-rank"] == "64"
+    assert engine_environment(config)["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    bf16 = load_config(write_profile(tmp_path, {"serving": {"dtype": "bfloat16"}}, name="bf16.yaml"))
+    assert "--dtype bfloat16" in " ".join(engine_command(bf16, "python"))
