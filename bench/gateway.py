@@ -199,6 +199,7 @@ def engine(config_path: Path, seconds: float, binary: str) -> None:
                 {"role": "system", "content": system_prompt(config.domain)}, {"role": "user", "content": QUESTION}]}
             print(f"real engine: vLLM (CPU build) at {vllm_url}, adapter {adapter}; wrk 1 thread, {seconds:g} s a run, "
                   f"{os.cpu_count()} cores")
+            wrk(binary, f"{vllm_url}/v1/chat/completions", direct_body, 20, 4, 300)  # warm-up: the first runs are slow
             for connections in (4, 16):
                 direct = wrk(binary, f"{vllm_url}/v1/chat/completions", direct_body, seconds, connections, 300)
                 through = wrk(binary, f"{gateway.url}/ask", {"question": QUESTION, "adapter": base, **short}, seconds,

@@ -145,6 +145,7 @@ def test_stage_three_on_vllm_finishes_every_group_with_replies_that_parse(projec
     write_profile(tmp_path, {"dataset_generator": {
         "provider": "openai", "base_url": f"{engine.url}/v1", "model": "models/base", "questions_per_group": 3,
         "max_output_tokens": 800, "request_timeout_s": 600, "max_retries": 1, "max_concurrent_requests": 4,
+        "min_answer_overlap": 0.2,  # a 135M model writes loosely grounded answers: this test is about the protocol
         "split": {"train": 0.5, "validation": 0.25, "test": 0.25}}}, inherit=project / "vllm.yaml")
     result = run_pipeline(tmp_path / "config.yaml", "--stage", "3")
     assert result.returncode == 0, result.stderr[-3000:]  # every group finished (a failed one ends the stage with 1)
