@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from core.config import ConfigError, PipelineConfig, Secrets
+from core.config import EVALUATION_DTYPE, ConfigError, PipelineConfig, Secrets
 from core.gateway import ensure_token_file, exposure_error, hub_id, settings_environment, settings_from_config
 from core.naming import version_label
 from tasks import containers
@@ -136,7 +136,7 @@ def check_parity(parity: dict) -> str | None:
     if change.high is not None and change.high < -parity["margin"]:
         raise RolloutFailed(f"parity gate: {parity['headline']}: served worse than evaluated by more than "
                             f"serving.parity_margin ({parity['margin']:g}); serve in the dtype 4d evaluated in "
-                            f"(serving.dtype: float32, now {parity['dtype']}) with --generation-config vllm")
+                            f"(serving.dtype: {EVALUATION_DTYPE}, now {parity['dtype']}) with --generation-config vllm")
     if parity["identical"] < change.examples:
         return (f"{change.examples - parity['identical']} of {change.examples} served answers differ from 4d's "
                 f"(serving.dtype {parity['dtype']}); reports/rollout.json lists some")
@@ -155,8 +155,8 @@ def verified(client: httpx.Client, config: PipelineConfig, name: str, eval_repor
 
 
 def in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, record: dict) -> dict:
-    """Load beside the active adapter → smoke test → switch → unload the previous one; any failure before the
-    switch unloads the newcomer (status rolled_back)."""
+    """Load beside the active adapter → smoke test → parity gate → switch → unload the previous one; any failure
+    before the switch unloads the newcomer (status rolled_back). The active version itself is only verified."""
     name = registration["name"]
     with _client(config) as client:
         try:
@@ -190,8 +190,8 @@ def in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, re
 
 
 def blue_green(config: PipelineConfig, registration: dict, eval_report: dict, record: dict) -> dict:
-    """A new gateway container beside the old one → ready → smoke test → the edge switches → the old one stops
-    once drained; any failure before the switch removes the newcomer (status rolled_back)."""
+    """A new gateway container beside the old one → ready → smoke test → parity gate → the edge switches → the old
+    one stops once drained; any failure before the switch removes the newcomer (status rolled_back)."""
     s, name = config.serving, registration["name"]
     if why := exposure_error(s.host, Secrets().api_token is not None, s.allow_unauthenticated):
         raise ConfigError(f"stage 6, the edge on serving.host: {why}")
