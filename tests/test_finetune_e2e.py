@@ -175,7 +175,8 @@ def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project:
         assert rollout["smoke_test"]["agreement_with_4d"] == 1.0 and rollout["smoke_test"]["differs_from_base"] > 0
         parity = rollout["parity"]  # the local backend computes exactly as 4d: every answer the same, no change
         assert parity["questions"] == 8 and parity["identical"] == 8 and rollout["warning"] is None
-        assert parity["combined"]["delta"] == pytest.approx(0, abs=1e-9) and parity["dtype"] == "float32"
+        # the same answers score the same, but for BERTScore batching noise (~1e-8)
+        assert parity["combined"]["delta"] == pytest.approx(0, abs=1e-6) and parity["dtype"] == "float32"
         assert "6 parity: 8 of 8 answers identical to 4d" in result.stdout
         assert parity["headline"] in (project / "reports/index.html").read_text()
         tuned = json.loads((project / "reports/eval_finetuned.json").read_text())["predictions"]
