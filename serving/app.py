@@ -32,6 +32,7 @@ from serving.metrics import GatewayMetrics
 from serving.routes import admin, public
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+WARMUP_ATTEMPTS = 5
 
 
 @dataclass
@@ -71,8 +72,15 @@ async def _warm_up(state: GatewayState) -> None:
                 await asyncio.sleep(0.5)
         if load and s.adapter_name not in await state.backend.models():  # a restarted gateway finds it loaded
             await state.backend.load_adapter(s.adapter_name, s.adapter_path)
-        if s.warmup_on_start:
-            await state.backend.chat(state.served_model, state.system, "Hello", 4, 0.0)
+        for attempt in range(WARMUP_ATTEMPTS if s.warmup_on_start else 0):
+            try:  # a first generation can outlast a short request timeout on a busy machine: try again
+                await state.backend.chat(state.served_model, state.system, "Hello", 4, 0.0)
+                break
+            except BackendTimeout as error:
+                state.warmup_error = f"{error} (warm-up attempt {attempt + 1} of {WARMUP_ATTEMPTS})"
+                if attempt + 1 == WARMUP_ATTEMPTS:
+                    raise
+        state.warmup_error = None
         state.warmed = True
         state.log.info("gateway_ready", backend=state.backend.kind, model=state.served_model)
     except Exception as error:
