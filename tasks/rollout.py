@@ -134,9 +134,12 @@ def check_parity(parity: dict) -> str | None:
     below ``-parity_margin``); a warning when only some answers differ."""
     change = Paired.model_validate(parity["combined"])
     if change.high is not None and change.high < -parity["margin"]:
+        fix = (f"serve in the dtype 4d evaluated in (serving.dtype: {EVALUATION_DTYPE}, now {parity['dtype']})"
+               if parity["dtype"] != EVALUATION_DTYPE else
+               "the weights served are not the ones 4d evaluated, or the engine decodes otherwise (vLLM: "
+               "--generation-config vllm)")
         raise RolloutFailed(f"parity gate: {parity['headline']}: served worse than evaluated by more than "
-                            f"serving.parity_margin ({parity['margin']:g}); serve in the dtype 4d evaluated in "
-                            f"(serving.dtype: {EVALUATION_DTYPE}, now {parity['dtype']}) with --generation-config vllm")
+                            f"serving.parity_margin ({parity['margin']:g}); {fix}")
     if parity["identical"] < change.examples:
         return (f"{change.examples - parity['identical']} of {change.examples} served answers differ from 4d's "
                 f"(serving.dtype {parity['dtype']}); reports/rollout.json lists some")
