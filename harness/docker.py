@@ -54,15 +54,22 @@ def build_image(client, dockerfile: str, tag: str, **buildargs: str):
     return image
 
 
+WHEELS_PORT = 47113
+
+
 @contextlib.contextmanager
 def cpu_torch_buildargs():
     """Build args that give Dockerfile.gpu the CPU torch build: this machine's wheel (not on any index)
-    served on loopback as find-links when it is there, else PyTorch's CPU index."""
+    served on loopback as find-links when it is there, else PyTorch's CPU index.
+
+    The wheels' URL is a build arg, part of the image's cache key: on a fixed port, the dependency layer (torch,
+    docling, ... ~10 minutes to install here) is built once and reused while pyproject.toml is unchanged.
+    """
     wheels = Path("/opt/wheels")
     if not any(wheels.glob("torch-*+cpu-*.whl")):
         yield {"PIP_EXTRA_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
         return
-    port = free_port()
+    port = free_port(WHEELS_PORT)  # taken: another port, and a build without the cached layer
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                                "--directory", str(wheels)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -22,12 +22,16 @@ class Hit:
     query: dict[str, str] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    """A port of 127.0.0.1 that nothing listens on right now (for servers run as separate processes)."""
+def free_port(preferred: int = 0) -> int:
+    """A port of 127.0.0.1 that nothing listens on right now (for servers run as separate processes):
+    ``preferred`` when it is free, else any."""
     import socket
 
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
