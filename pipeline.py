@@ -91,17 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _quiet()
 
-    from core.config import ConfigError, describe, load_config, resolve_config
-    from flows.pipeline import STAGES, StageSelectionError, pipeline, preflight, select_stages
-
-    if not args.verbose:
-        _hide_engine_tracebacks()
+    from core.stages import STAGES, StageSelectionError, select_stages  # no flow imported yet: these answer at once
 
     if args.list:
         for stage in STAGES:
             print(f"{stage.key:<3} {stage.name:<14} {stage.summary}")
         print("4   = 4a, 4b, 4c, 4d")
         return 0
+    try:
+        stages, explicit = select_stages(args.stage, args.start, args.end)
+        if args.preview and [s.key for s in stages] != ["3"]:
+            raise StageSelectionError("--preview applies to stage 3 alone: use --stage 3 --preview")
+    except StageSelectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from core.config import ConfigError, describe, load_config, resolve_config
+
     if args.check:
         try:
             resolved = resolve_config(args.config)
@@ -111,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join([*(f"notice: {n}" for n in resolved.notices), *describe(resolved),
                          f"{args.config}: valid"]))
         return 0
+
+    from flows.pipeline import pipeline, preflight  # torch, docling, Prefect: seconds
+
+    if not args.verbose:
+        _hide_engine_tracebacks()
     try:
-        stages, explicit = select_stages(args.stage, args.start, args.end)
         config = load_config(args.config)
         preflight(config, [s.key for s in stages])
-        if args.preview and [s.key for s in stages] != ["3"]:
-            raise StageSelectionError("--preview applies to stage 3 alone: use --stage 3 --preview")
-    except (StageSelectionError, ConfigError) as error:
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:

@@ -13,7 +13,8 @@ from pathlib import Path
 from prefect import flow
 
 from core.config import load_config
-from flows.pipeline import preflight, run_stages, select_stages
+from core.stages import select_stages
+from flows.pipeline import preflight, run_stages
 
 Stage = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
 

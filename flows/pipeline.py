@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.settings import PREFECT_UI_URL
 
 from core.config import ConfigError, PipelineConfig
+from core.stages import STAGES
 from flows import collect as stage_collect
 from flows import finetune as stage_finetune
 from flows import generate as stage_generate
@@ -20,55 +19,6 @@ from flows.process import process, task_runner
 from flows.register import register
 from flows.report import log_failures_once, recording
 from flows.rollout import rollout
-
-
-@dataclass(frozen=True)
-class Stage:
-    key: str
-    name: str
-    summary: str
-    artifact: str | None = None  # the key of the Prefect artifact the stage publishes
-
-
-STAGES: list[Stage] = [
-    Stage("1", "collect", "search (SerpAPI or local) and download PDFs → data/raw", "collect-summary"),
-    Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers → data/chunks", "process-summary"),
-    Stage("3", "generate", "QA pairs from chunks (LLM) → data/qa_dataset", "generate-summary"),
-    Stage("4a", "baseline-eval", "evaluate the base model → reports/eval_baseline.json"),
-    Stage("4b", "train", "LoRA SFT → models/checkpoints"),
-    Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights"),
-    Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json", "eval-comparison"),
-    Stage("5", "register", "versioned registration with a model card → registry, reports/registration.json"),
-    Stage("6", "rollout", "load the adapter into the running gateway, smoke test, switch → reports/rollout.json"),
-]
-_KEYS = [stage.key for stage in STAGES]
-STAGE_NAMES = ["1", "2", "3", "4", "4a", "4b", "4c", "4d", "5", "6"]
-
-
-class StageSelectionError(ValueError):
-    """A stage name or range the CLI cannot run; the message is the user's one-line answer."""
-
-
-def _position(name: str, edge: str) -> int:
-    if name not in STAGE_NAMES:
-        raise StageSelectionError(f"unknown stage '{name}': choose one of {', '.join(STAGE_NAMES)}")
-    if name == "4":
-        name = "4a" if edge == "start" else "4d"
-    return _KEYS.index(name)
-
-
-def select_stages(stage: str | None = None, start: str | None = None, end: str | None = None) -> tuple[list[Stage], bool]:
-    """Stages to run, in order, and whether the user asked for them explicitly."""
-    if stage is not None and (start is not None or end is not None):
-        raise StageSelectionError("use --stage, or --start/--end, not both")
-    if stage is not None:
-        start = end = stage
-    explicit = start is not None or end is not None
-    first = _position(start, "start") if start is not None else 0
-    last = _position(end, "end") if end is not None else len(STAGES) - 1
-    if first > last:
-        raise StageSelectionError(f"--start {start} comes after --end {end}")
-    return STAGES[first:last + 1], explicit
 
 
 def preflight(config: PipelineConfig, stages: list[str]) -> None:
