@@ -12,7 +12,7 @@ from collections import Counter
 
 import httpx
 
-from harness.loopback import free_port
+from harness.loopback import ProcessExited, free_port, wait_healthy
 from harness.project import REPO
 
 ADMIN_TOKEN = "adm1n-t0ken"  # the admin token tests and benchmarks give gateways and stage 6
@@ -37,18 +37,14 @@ class GatewayProcess:
             [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             cwd=self.cwd or REPO, env={**self.env, "PYTHONPATH": str(REPO)},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}: {self.process.stdout.read()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError("gateway did not come up")
+        try:
+            wait_healthy(f"{self.url}/health", self.process, self.ready_timeout_s, 0.2)
+        except ProcessExited:
+            raise RuntimeError(f"gateway exited with {self.process.returncode}: {self.process.stdout.read()}") from None
+        except TimeoutError:
+            self.__exit__()
+            raise RuntimeError(f"gateway did not come up in {self.ready_timeout_s} s") from None
+        return self
 
     def wait_ready(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s

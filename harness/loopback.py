@@ -22,6 +22,27 @@ class Hit:
     query: dict[str, str] = field(default_factory=dict)
 
 
+class ProcessExited(RuntimeError):
+    """The process being waited for ended first."""
+
+
+def wait_healthy(url: str, process, timeout_s: float, interval_s: float) -> None:
+    """Until GET ``url`` answers 200: ProcessExited if ``process`` (a Popen) ends first, TimeoutError after ``timeout_s``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ProcessExited(f"exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(interval_s)
+    raise TimeoutError(f"{url} did not answer 200 in {timeout_s} s")
+
+
 def free_port(preferred: int = 0) -> int:
     """A port of 127.0.0.1 that nothing listens on right now (for servers run as separate processes):
     ``preferred`` when it is free, else any."""

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
 from core.config import load_config
 from core.engine import engine_command, engine_environment
+from harness.loopback import ProcessExited, wait_healthy
 from harness.project import REPO
 
 START_TIMEOUT_S = 600  # ~60-90 s on an idle 2-core machine; several times that beside a training run
@@ -42,18 +42,14 @@ class VLLMEngine:
             self.process = subprocess.Popen(engine_command(config, engine_python()), cwd=self.config.parent,
                                             env={**os.environ, **engine_environment(config)}, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {self.process.returncode}: {self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        self.__exit__()
-        raise RuntimeError(f"vLLM did not come up in {START_TIMEOUT_S} s: {self.tail()}")
+        try:
+            wait_healthy(f"{self.url}/health", self.process, START_TIMEOUT_S, 1)
+        except ProcessExited:
+            raise RuntimeError(f"vLLM exited with {self.process.returncode}: {self.tail()}") from None
+        except TimeoutError:
+            self.__exit__()
+            raise RuntimeError(f"vLLM did not come up in {START_TIMEOUT_S} s: {self.tail()}") from None
+        return self
 
     def tail(self, lines: int = 15) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
