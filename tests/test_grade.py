@@ -30,7 +30,7 @@ TUNED = predictions(24, lambda i: f"Item {i} is a small blue sphere." if i % 4 e
 
 
 def grade(server, cache, policy=FAST):
-    provider = GeminiProvider(SecretStr(KEY), "gemini-2.5-flash", server.url, timeout_s=2)
+    provider = GeminiProvider(SecretStr(KEY), "gemini-2.5-flash", server.url, timeout_s=30)  # not about timeouts: a busy machine
 
     async def go():
         try:
