@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,20 @@ def write_profile(folder: Path, settings: dict | None = None, *, name: str = "co
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
     return path
+
+
+def copy_project(source: Path, folder: Path, settings: dict | None = None) -> Path:
+    """``folder`` (returned) with ``source``'s data and its config.yaml inheriting ``source``'s, ``settings`` on top:
+    a project that continues where ``source`` stopped, as a second clone of it would."""
+    shutil.copytree(source / "data", folder / "data")
+    write_profile(folder, settings, inherit=source / "config.yaml")
+    return folder
+
+
+def without_prefect_server() -> dict[str, str]:
+    """This process's environment without PREFECT_API_URL: pipeline.py starts Prefect's temporary server, as on a
+    first run with no server configured (the test session otherwise shares one: tests/conftest.py)."""
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
 
 
 def run_pipeline(config: Path, *args: str, env: dict[str, str] | None = None,

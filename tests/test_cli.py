@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from harness.project import REPO, run_pipeline, write_profile
+from harness.project import REPO, run_pipeline, without_prefect_server, write_profile
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -51,11 +51,12 @@ def test_serpapi_without_key_is_one_clear_line(tmp_path):
 
 
 def test_the_cli_prints_its_own_lines_and_verbose_shows_prefects_too(tmp_path, sample_pdf_dir):
+    """On Prefect's temporary server, as a first run with none configured: its start and stop stay off the screen."""
     config = write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}}})
-    quiet = run_pipeline(config, "--stage", "1", timeout=300)
+    quiet = run_pipeline(config, "--stage", "1", env=without_prefect_server(), timeout=300)
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout.splitlines() == [quiet.stdout.splitlines()[0]] and quiet.stdout.startswith("collect: ")
     assert quiet.stderr == ""
-    verbose = run_pipeline(config, "--stage", "1", "--verbose", timeout=300)
+    verbose = run_pipeline(config, "--stage", "1", "--verbose", env=without_prefect_server(), timeout=300)
     assert verbose.returncode == 0, verbose.stderr
     assert "collect: " in verbose.stdout and "Finished in state Completed()" in verbose.stdout + verbose.stderr

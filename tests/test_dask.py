@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from distributed import LocalCluster
 
 from harness.project import run_pipeline, write_profile
 
+pytestmark = pytest.mark.e2e
 
-def test_conversion_on_a_dask_cluster_matches_the_thread_runner(tmp_path, sample_pdf_dir):
+
+def test_conversion_on_a_dask_cluster_matches_the_thread_runner(tmp_path, sample_pdf_dir, chunked_sample):
+    """The thread runner's result is the shared sample project's (stages 1-2, the profile's default runner)."""
     base = {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}}}
-    assert run_pipeline(write_profile(tmp_path / "threads", base), "--end", "2", timeout=600).returncode == 0
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       host="127.0.0.1") as cluster:
         config = write_profile(tmp_path / "dask", {**base, "data_processor": {
@@ -21,5 +24,6 @@ def test_conversion_on_a_dask_cluster_matches_the_thread_runner(tmp_path, sample
         assert "convert_document" in cluster.scheduler.task_prefixes  # the conversions ran on this cluster
     manifest = json.loads((tmp_path / "dask/data/processed/manifest.json").read_text())
     assert len(manifest) == len(list(sample_pdf_dir.glob("*.pdf"))) and all(entry["status"] == "ok" for entry in manifest)
-    chunks = {name: json.loads((tmp_path / name / "data/chunks/chunks.json").read_text()) for name in ("threads", "dask")}
+    chunks = {name: json.loads((root / "data/chunks/chunks.json").read_text())
+              for name, root in (("threads", chunked_sample), ("dask", tmp_path / "dask"))}
     assert chunks["dask"] == chunks["threads"] and len(chunks["dask"]) > 10

@@ -14,6 +14,8 @@ from prefect_docker.worker import DockerWorker, DockerWorkerJobConfiguration
 
 from harness.project import REPO
 
+pytestmark = pytest.mark.e2e
+
 PREFECT_YAML = yaml.safe_load((REPO / "prefect.yaml").read_text())
 GPU_TEMPLATE = json.loads((REPO / "deployments" / "gpu-docker-pool.json").read_text())
 

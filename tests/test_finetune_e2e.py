@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from core.config import load_config
 from harness.project import REPO, qa_dataset, run_pipeline, write_profile
 from tests.wandb_log import offline_runs
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def cli(root: Path, *args: str, config: str = "config.yaml", env: dict[str, str] | None = None):
@@ -46,12 +49,14 @@ def test_stage_four_trains_selects_and_reports(project: Path):
     assert "starting afresh" in result.stdout  # the no-op checkpoint of the test above was not resumed from
     reports = project / "reports"
 
+    training = load_config(project / "config.yaml").finetuning.training
     log = json.loads((reports / "train_log.json").read_text())
     losses = [h["loss"] for h in log["loss_history"]]
-    assert log["steps"] == 30 and losses[-1] < losses[0]
+    assert log["steps"] == training.max_steps and losses[-1] < losses[0]
 
     selection = json.loads((reports / "checkpoint_selection.json").read_text())
-    assert set(selection["scores"]) == {"checkpoint-10", "checkpoint-20", "checkpoint-30"}
+    saved = range(training.save_steps, training.max_steps + 1, training.save_steps)
+    assert set(selection["scores"]) == {f"checkpoint-{step}" for step in saved}
     assert selection["answers_changed_vs_base"] > 0 and selection["split"] == "validation"
     margin = selection["margin"]  # the winner against the runner-up, on the same validation questions
     assert margin["runner_up"] != selection["selected"] and margin["low"] <= margin["delta"] <= margin["high"]
@@ -147,7 +152,8 @@ def test_another_clone_gets_the_same_split_and_scores(project: Path, tmp_path: P
     rendered = subprocess.run([sys.executable, "-m", "tasks.sample_corpus", str(REPO / "sample_corpus"), str(pdfs)],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
     assert rendered.returncode == 0, rendered.stderr
-    write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(pdfs)}}})
+    evaluated = json.loads((project / "reports/eval_baseline.json").read_text())["settings"]["max_new_tokens"]
+    write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(pdfs)}}, "evaluation": {"max_new_tokens": evaluated}})
     result = cli(tmp_path, "--end", "4a")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "data/qa_dataset/split.json").read_bytes() == (project / "data/qa_dataset/split.json").read_bytes()
@@ -179,28 +185,28 @@ def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project:
         assert parity["combined"]["delta"] == pytest.approx(0, abs=1e-6) and parity["dtype"] == "float32"
         assert "6 parity: 8 of 8 answers identical to 4d" in result.stdout
         assert parity["headline"] in (project / "reports/index.html").read_text()
-        tuned = json.loads((project / "reports/eval_finetuned.json").read_text())["predictions"]
-        reply = httpx.post(f"{gateway.url}/ask", json={"question": tuned[-1]["question"], "max_tokens": 64}, timeout=120)
+        report = json.loads((project / "reports/eval_finetuned.json").read_text())
+        tuned, tokens = report["predictions"], report["settings"]["max_new_tokens"]
+        reply = httpx.post(f"{gateway.url}/ask", json={"question": tuned[-1]["question"], "max_tokens": tokens}, timeout=120)
         assert reply.status_code == 200 and reply.json()["answer"] == tuned[-1]["prediction"]
         assert reply.json()["adapter_version"] == "1.0"
     requests = [json.loads(line) for line in (project / "logs/requests.log").read_text().splitlines()]
     assert any(r["route"] == "/ask" and r["status"] == 200 and r["completion_tokens"] for r in requests)
 
 
-def test_evaluations_are_shared_through_a_result_storage_block(project: Path, tmp_path: Path):
-    """Machines of a pool share finished evaluations when the result storage is a filesystem block they all reach."""
-    from harness.prefect_server import PrefectServer
-
+def test_evaluations_are_shared_through_a_result_storage_block(project: Path, tmp_path: Path, prefect_server):
+    """Machines of a pool share finished evaluations when the result storage is a filesystem block they all reach
+    (the block lives on the session's Prefect server, which every run below reports to)."""
     shared = tmp_path / "pool-results"
-    write_profile(project, {"orchestration": {"result_storage_block": "local-file-system/pool-results"}},
+    write_profile(project, {"orchestration": {"result_storage_block": "local-file-system/pool-results"},
+                            "evaluation": {"max_new_tokens": 8}},  # short answers: the sharing is the subject, not 4a
                   name="pool.yaml", inherit="config.yaml", root=None)
-    with PrefectServer(tmp_path / "prefect") as server:
-        # a folder every machine mounts; on a real pool a remote-file-system block (s3://, gcs://...) does the same
-        saved = subprocess.run([sys.executable, "-c", "from prefect.filesystems import LocalFileSystem; "
-                                f"LocalFileSystem(basepath={str(shared)!r}).save('pool-results')"],
-                               env=server.env, capture_output=True, text=True, timeout=120)
-        assert saved.returncode == 0, saved.stderr[-2000:]
-        runs = [cli(project, "--stage", "4a", config="pool.yaml", env=server.env) for _ in range(2)]
+    # a folder every machine mounts; on a real pool a remote-file-system block (s3://, gcs://...) does the same
+    saved = subprocess.run([sys.executable, "-c", "from prefect.filesystems import LocalFileSystem; "
+                            f"LocalFileSystem(basepath={str(shared)!r}).save('pool-results')"],
+                           env=prefect_server.env, capture_output=True, text=True, timeout=120)
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    runs = [cli(project, "--stage", "4a", config="pool.yaml", env=prefect_server.env) for _ in range(2)]
     assert [run.returncode for run in runs] == [0, 0], runs[-1].stderr[-3000:]
     # the local folder's cached baseline is not the block's: the first run evaluates, into the block's storage
     assert "(cached" not in runs[0].stdout and "(cached" in runs[1].stdout

@@ -12,6 +12,8 @@ from core.prompts import ANSWER_STYLE
 from harness.gateway import GatewayProcess
 from harness.vllm import VLLMFaults, fake_vllm
 
+pytestmark = pytest.mark.e2e
+
 BASE = "meta-llama/Llama-3.2-3B-Instruct"
 ADAPTER = "pregnancy-qa-lora-v1.0"
 

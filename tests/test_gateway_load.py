@@ -25,6 +25,8 @@ from harness.vllm import VLLMFaults, fake_vllm
 from serving.logs import configure_logging
 from tests.test_gateway import ADAPTER, BASE, gateway_env, metric
 
+pytestmark = pytest.mark.e2e
+
 CLIENTS = 64
 
 

@@ -17,6 +17,8 @@ from harness.project import REPO, run_pipeline, write_profile
 from serving.routes.admin import adapter_location, source_pattern
 from tests.test_gateway import ADAPTER, BASE, gateway_env, vllm  # noqa: F401  (the fake vLLM fixture)
 
+pytestmark = pytest.mark.e2e
+
 API, ADMIN = "api-t0ken", "adm1n-t0ken"
 CREDENTIALS = {"none": {}, "api": {"Authorization": f"Bearer {API}"}, "admin": {"Authorization": f"Bearer {ADMIN}"}}
 ROUTES = {  # what each route is asked

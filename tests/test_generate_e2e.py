@@ -13,21 +13,19 @@ from pathlib import Path
 import pytest
 
 from harness.llm import fake_llm
-from harness.project import REPO, qa_dataset, run_pipeline, write_profile
+from harness.project import REPO, copy_project, qa_dataset, run_pipeline, write_profile
 from tasks.offline_llm import MODEL_NAME
 
 KEY = "e2e-gemini-key"
 
 
+pytestmark = pytest.mark.e2e
+
+
 @pytest.fixture(scope="module")
-def chunked(tmp_path_factory, sample_pdf_dir) -> Path:
+def chunked(tmp_path_factory, chunked_sample) -> Path:
     """A project folder with stages 1-2 done on the sample corpus (small groups: many LLM calls)."""
-    root = tmp_path_factory.mktemp("stage3")
-    config = write_profile(root, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}},
-                                  "dataset_generator": {"max_tokens": 150}})
-    result = run_pipeline(config, "--end", "2", timeout=300)
-    assert result.returncode == 0, result.stderr
-    return root
+    return copy_project(chunked_sample, tmp_path_factory.mktemp("stage3"), {"dataset_generator": {"max_tokens": 150}})
 
 
 def gemini_config(root: Path, url: str, name: str) -> Path:

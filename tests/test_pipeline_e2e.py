@@ -12,6 +12,8 @@ import pytest
 from harness.loopback import free_port
 from harness.project import qa_dataset, run_pipeline, write_profile
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 NOISE = ["Traceback", "Error flushing", "CancelledError", "EventsWorker", "Still processing items",
          # other libraries' output: tqdm bars (GGUF conversion, the trainer), the trainer's loss dicts, warnings
          "it/s]", "Converting and de-quantizing", "{'loss'", "Warning", "wandb:"]
@@ -30,7 +32,10 @@ def project(tmp_path: Path, sample_pdf_dir: Path, pdf_server) -> Path:
         "data_collector": {"local": {"pdf_dir": "pdfs", "url_file": "urls.txt"}, "allow_private_addresses": True,
                            "backoff_base_s": 0.05},
         # no gateway runs there (whatever listens on this machine's :8000 is not this test's business)
-        "serving": {"gateway_url": f"http://127.0.0.1:{free_port()}"}})
+        "serving": {"gateway_url": f"http://127.0.0.1:{free_port()}"},
+        # stage 4 in brief (2 checkpoints, 24-token answers): here the subject is the stages' wiring; training and
+        # its numbers at the profile's full settings are tests/test_finetune_e2e.py's
+        "finetuning": {"training": {"max_steps": 10, "save_steps": 5}}, "evaluation": {"max_new_tokens": 24}})
     return tmp_path
 
 

@@ -13,10 +13,13 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from harness.llm import LLMFaults, fake_llm
 from harness.prefect_server import PrefectServer
-from harness.project import REPO, run_pipeline, write_profile
+from harness.project import REPO, copy_project, run_pipeline, write_profile
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 KEY = "prefect-e2e-gemini-key"
 
@@ -127,24 +130,26 @@ def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(t
     assert (tmp_path / "data/qa_dataset/train.json").is_file()
 
 
-def test_stage_4_is_dispatched_to_the_training_deployment(tmp_path, sample_pdf_dir):
-    with PrefectServer(tmp_path / "prefect") as server:
-        prefect(server, "work-pool", "create", "local-process", "--type", "process")
-        prefect(server, "deploy", "flows/deployments.py:fine_tune", "--name", "cpu", "--pool", "local-process")
-        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "local-process"],
-                                  cwd=REPO, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
-        try:
-            config = write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}},
-                                              "orchestration": {"train_deployment": "fine-tune/cpu"}})
-            for stages in (("--end", "3"), ("--stage", "4a")):
-                result = run_pipeline(config, *stages, env=server.env, timeout=420)
-                assert result.returncode == 0, result.stderr[-3000:]
-            runs = httpx.post(f"{server.api_url}/flow_runs/filter", json={
-                "deployments": {"name": {"any_": ["cpu"]}}}, timeout=10).json()
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=30)
+def test_stage_4_is_dispatched_to_the_training_deployment(tmp_path, chunked_sample, prefect_server):
+    """On the session's server (the pool and deployment made here are this test's alone)."""
+    server = prefect_server
+    prefect(server, "work-pool", "create", "train-pool", "--type", "process")
+    prefect(server, "deploy", "flows/deployments.py:fine_tune", "--name", "cpu", "--pool", "train-pool")
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "train-pool"],
+                              cwd=REPO, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        root = copy_project(chunked_sample, tmp_path, {"orchestration": {"train_deployment": "fine-tune/cpu"},
+                                                       "evaluation": {"max_new_tokens": 8}})  # the dispatch is the subject
+        config = root / "config.yaml"
+        for stage in ("3", "4a"):
+            result = run_pipeline(config, "--stage", stage, env=server.env, timeout=420)
+            assert result.returncode == 0, result.stderr[-3000:]
+        runs = httpx.post(f"{server.api_url}/flow_runs/filter", json={
+            "deployments": {"name": {"any_": ["cpu"]}}}, timeout=10).json()
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
     assert [run["state_type"] for run in runs] == ["COMPLETED"]
     assert runs[0]["parameters"] == {"config": str(config), "start": "4a", "end": "4a"}
     report = json.loads((tmp_path / "reports/eval_baseline.json").read_text())  # written by the deployment's run

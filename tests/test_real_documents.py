@@ -7,10 +7,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from harness.project import qa_dataset, run_pipeline, write_profile
 from harness.real_corpus import HTML_AS_PDF, TRUNCATED
 from tasks.questions import problem
 from tests.test_pipeline_e2e import NOISE
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DOT_LEADERS = re.compile(r"(?:\.\s?){4,}\s*\d")
 

@@ -19,6 +19,8 @@ from harness.project import run_pipeline, write_profile
 from tasks.adapter_check import AdapterNotServable, check_servable
 from tasks.compare import summarise
 
+pytestmark = pytest.mark.e2e
+
 METRICS = {"rouge_1": 0.3, "rouge_2": 0.2, "rouge_l": 0.3, "bertscore_f1": 0.5, "token_f1": 0.3, "combined": 0.38}
 WEIGHTS = {"bertscore_f1": 0.4, "rouge_l": 0.3, "token_f1": 0.2, "rouge_1": 0.1}
 

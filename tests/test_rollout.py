@@ -17,6 +17,8 @@ from harness.project import run_pipeline
 from harness.vllm import fake_vllm
 from tests.test_gateway import ADAPTER, BASE, gateway_env
 
+pytestmark = pytest.mark.e2e
+
 NEW = "pregnancy-qa-lora-v1.1"
 
 

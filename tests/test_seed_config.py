@@ -21,6 +21,8 @@ from core.config import ConfigError, load_config, resolve_config
 from core.naming import slug
 from harness.project import REPO, qa_dataset
 
+pytestmark = pytest.mark.e2e
+
 SEED = REPO / "tests" / "fixtures" / "seed_config.yaml"
 
 

@@ -3,15 +3,18 @@ within one download concurrency limit and one LLM rate limit kept on the Prefect
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.llm import fake_llm
 from harness.pdf_host import pdf_host
 from harness.prefect_server import PrefectServer
-from harness.project import REPO, write_profile
+from harness.project import REPO, without_prefect_server, write_profile
+
+pytestmark = pytest.mark.e2e
 
 KEY = "shared-limits-gemini-key"
 
@@ -74,6 +77,6 @@ def test_a_shared_limit_missing_on_the_server_is_named_before_any_work(tmp_path)
     assert "prefect gcl create gemini-quota --limit N --slot-decay-per-second R" in err
     assert not (tmp_path / "p/data").exists()
 
-    alone = run(config, {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "--end", "3")
+    alone = run(config, without_prefect_server(), "--end", "3")
     _, err = alone.communicate(timeout=300)
     assert alone.returncode == 2 and "PREFECT_API_URL is not set" in err

@@ -22,6 +22,8 @@ from harness.loopback import free_port
 from harness.project import run_pipeline, write_profile
 from harness.vllm_engine import VLLMEngine
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 V1 = "pregnancy-qa-lora-v1.0"
 PARITY_QUESTIONS = 6  # of the 35 test questions: the CPU build answers with an adapter at ~2 tokens/s here, so a
 # bounded gate keeps each rollout near a minute (the whole test set is measured by bench.gateway --engine and docs)
@@ -61,10 +63,6 @@ def gateway(project: Path, engine: VLLMEngine):
         yield running
 
 
-def evaluated(project: Path) -> list[dict]:
-    return json.loads((project / "reports/eval_finetuned.json").read_text())["predictions"]
-
-
 def register(project: Path, name: str, change=None) -> None:
     """What stage 5 leaves for a next version: its folder in the registry and registration.json naming it; its
     weights are v1.0's, changed by ``change`` (a function of each LoRA B matrix)."""
@@ -88,8 +86,9 @@ def test_the_gateway_loads_its_adapter_into_vllm_and_answers_as_4d_measured(proj
     models = httpx.get(f"{gateway.url}/models", timeout=10).json()
     assert models["backend"] == "vllm" and models["active_adapter"] == V1
     assert V1 in engine.models() and models["loaded"] == engine.models()  # vLLM's own list, not the gateway's belief
-    question = evaluated(project)[-1]
-    reply = httpx.post(f"{gateway.url}/ask", json={"question": question["question"], "max_tokens": 64}, timeout=120)
+    report = json.loads((project / "reports/eval_finetuned.json").read_text())
+    question, tokens = report["predictions"][-1], report["settings"]["max_new_tokens"]
+    reply = httpx.post(f"{gateway.url}/ask", json={"question": question["question"], "max_tokens": tokens}, timeout=120)
     assert reply.status_code == 200, reply.text
     assert reply.json()["answer"] == question["prediction"] and reply.json()["adapter_version"] == "1.0"
 
