@@ -17,16 +17,24 @@ class LLMFaults:
     "partial" (pairs without answers), "ungrounded" (answers not in the source), "401".
     ``outage`` makes every request a 503 until it is switched off; ``refuse_json_schema`` answers a request for
     ``response_format: json_schema`` with a 400, as servers without structured output do.
+    ``first_ask`` is served to the first request of every distinct prompt (the queue above is in
+    arrival order, which concurrent callers do not fix; this is not).
     """
 
-    def __init__(self, faults: list[str] | None = None, refuse_json_schema: bool = False) -> None:
+    def __init__(self, faults: list[str] | None = None, refuse_json_schema: bool = False,
+                 first_ask: str | None = None) -> None:
         self.queue = list(faults or [])
         self.outage = False
         self.refuse_json_schema = refuse_json_schema
+        self.first_ask = first_ask
+        self._seen: set[str] = set()
 
-    def next(self) -> str | None:
+    def next(self, prompt: str) -> str | None:
         if self.outage:
             return "503"
+        if self.first_ask is not None and prompt not in self._seen:
+            self._seen.add(prompt)
+            return self.first_ask
         return self.queue.pop(0) if self.queue else None
 
 
@@ -60,7 +68,7 @@ def fake_llm(kind: str, api_key: str | None = None, faults: LLMFaults | None = N
             await asyncio.sleep(latency_s)
         if not authorised:
             return None, error(401, "API key not valid. Please pass a valid API key.")
-        fault = faults.next()
+        fault = faults.next(prompt)
         if fault in ("429", "500", "503", "401"):
             return None, error(int(fault), f"injected {fault}", {"Retry-After": "1"} if fault == "429" else None)
         if fault == "timeout":

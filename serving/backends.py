@@ -170,6 +170,7 @@ class _Pending:
     question: str
     max_tokens: int
     temperature: float
+    deadline: float  # time.monotonic() when its caller is answered 504
     future: asyncio.Future = field(repr=False)
 
 
@@ -179,8 +180,9 @@ class LocalBackend:
     The model is loaded once; concurrent requests for the same adapter and settings are
     batched (up to ``max_batch_size``, waiting at most ``batch_wait_ms`` for company) and run
     in a worker thread so the event loop keeps serving /health, /ready and /metrics meanwhile.
-    A batch stops generating at the request timeout (its callers have been answered 504 by
-    then), and requests whose callers are gone are dropped before they are generated, so a
+    A batch stops generating when the last of its callers is answered 504 (its deadline, not
+    a full timeout after the batch started, which a request queued behind another batch would
+    outlive), and requests whose callers are gone are dropped before they are generated, so a
     burst of long requests cannot hold the model for longer than one timeout.
     """
 
@@ -225,7 +227,8 @@ class LocalBackend:
         if system != self.system:
             raise ValueError("the local backend serves one system prompt")
         started = time.perf_counter()
-        pending = _Pending(model, question, max_tokens, temperature, asyncio.get_running_loop().create_future())
+        pending = _Pending(model, question, max_tokens, temperature, time.monotonic() + self.timeout_s,
+                           asyncio.get_running_loop().create_future())
         await self._queue.put(pending)
         try:
             text, n_in, n_out = await asyncio.wait_for(pending.future, self.timeout_s)
@@ -249,8 +252,11 @@ class LocalBackend:
             for (model, max_tokens, temperature), items in groups.items():
                 try:
                     async with self._model_lock:
+                        left_s = max(i.deadline for i in items) - time.monotonic()
+                        if left_s <= 0:  # every caller was answered 504 while the model was busy
+                            continue
                         results = await asyncio.to_thread(self._generate, model, [i.question for i in items],
-                                                          max_tokens, temperature)
+                                                          max_tokens, temperature, left_s)
                 except Exception as error:
                     for item in items:
                         if not item.future.done():
@@ -260,7 +266,7 @@ class LocalBackend:
                     if not item.future.done():
                         item.future.set_result((result.text, result.prompt_tokens, result.completion_tokens))
 
-    def _generate(self, model: str, questions: list[str], max_tokens: int, temperature: float):
+    def _generate(self, model: str, questions: list[str], max_tokens: int, temperature: float, max_time_s: float):
         from contextlib import nullcontext
 
         from core.inference import generate_batch
@@ -272,7 +278,7 @@ class LocalBackend:
             context = nullcontext()
         with context:
             return generate_batch(self.model, self.tokenizer, questions, self.system, max_tokens, temperature,
-                                  max_time_s=self.timeout_s)
+                                  max_time_s=max_time_s)
 
     async def load_adapter(self, name: str, path: str) -> None:
         if not (Path(path) / "adapter_config.json").is_file():

@@ -66,7 +66,7 @@ def test_both_answers_are_graded_in_a_seeded_order_and_mapped_back(tmp_path):
 
 
 def test_an_unusable_grade_is_asked_again_then_left_out_and_counted(tmp_path):
-    with fake_llm("gemini", KEY, faults=LLMFaults(["malformed"] * 24)) as server:
+    with fake_llm("gemini", KEY, faults=LLMFaults(first_ask="malformed")) as server:
         repaired = grade(server, tmp_path / "repaired")
         assert len(server.prompts) == 48 and all(g is not None for g in repaired)  # each asked once more
     with fake_llm("gemini", KEY, faults=LLMFaults(["malformed"] * 48)) as server:
