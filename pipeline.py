@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configured_paths(config: Path):
+    """The config's ``paths`` for --list; the defaults when it cannot be read (listing needs no valid config)."""
+    from core.config import ConfigError, Paths, load_config
+
+    try:
+        return load_config(config).paths
+    except (ConfigError, OSError):
+        return Paths()
+
+
 def _hide_engine_tracebacks() -> None:
     """Prefect logs a failed run's traceback to the console; the CLI prints one line instead.
 
@@ -94,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     from core.stages import STAGES, StageSelectionError, select_stages  # no flow imported yet: these answer at once
 
     if args.list:
+        paths = _configured_paths(args.config)
         for stage in STAGES:
-            print(f"{stage.key:<3} {stage.name:<14} {stage.summary}")
+            print(f"{stage.key:<3} {stage.name:<14} {stage.summary(paths)}")
         print("4   = 4a, 4b, 4c, 4d")
         return 0
     try:

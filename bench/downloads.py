@@ -19,9 +19,9 @@ import requests
 from core.config import DataCollector
 from harness.pdf_host import pdf_host
 from harness.project import REPO
-from tasks.download import DownloadPolicy, download_documents
-from tasks.records import SourceRef
-from tasks.sample_corpus import render_pdf
+from tasks.collect.download import DownloadPolicy, download_documents
+from tasks.collect.sample_corpus import render_pdf
+from tasks.common.records import SourceRef
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import time
 from core.inference import generate_answers, load_model
 from core.prompts import system_prompt
 from harness.project import REPO
-from tasks.base_model import prepare_base_model
+from tasks.common.base_models import prepare_base_model
 
 QUESTIONS = [
     "What is prenatal care?", "When does the first prenatal visit usually happen?", "What is pre-eclampsia?",

@@ -22,10 +22,11 @@ from core.config import DatasetGenerator
 from core.prompts import GENERATION_SYSTEM, generation_prompt
 from harness.llm import fake_llm
 from harness.project import REPO
-from tasks.generate import CallPolicy, QAResponse, RateLimitedCaller, generate_all, group_chunks
-from tasks.llm import GeminiProvider
-from tasks.offline_llm import extractive_pairs
-from tasks.records import Chunk
+from tasks.common.records import Chunk
+from tasks.dataset.generate import QAResponse, generate_all, group_chunks
+from tasks.llm.calls import CallPolicy, RateLimitedCaller
+from tasks.llm.offline import extractive_pairs
+from tasks.llm.providers import GeminiProvider
 
 KEY = "bench-key"
 

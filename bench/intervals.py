@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.intervals [--trials 400] [--resamples 2000]
 
 Simulated test sets of the sizes stage 4 sees (per-question combined scores in [0, 1], a
-known true change): for each, our paired percentile bootstrap interval (tasks.paired) and
+known true change): for each, our paired percentile bootstrap interval (tasks.common.paired) and
 the paired t-interval, an analytic reference that shares nothing with resampling, are
 checked against the truth. Then, when reports/comparison.json exists, the last run's
 headline: the interval the promotion gate decided on.
@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from harness.project import REPO
-from tasks.paired import compare
+from tasks.common.paired import paired_difference
 
 
 def simulate(n: int, trials: int, resamples: int, change: float = 0.03) -> dict[str, float]:
@@ -28,7 +28,7 @@ def simulate(n: int, trials: int, resamples: int, change: float = 0.03) -> dict[
     for trial in range(trials):
         before = rng.beta(2, 3, n)  # skewed and bounded, like per-question scores
         after = before + change + rng.normal(0, 0.1, n)  # no clipping: the true mean change stays `change`
-        c = compare(before, after, resamples, seed=trial, confidence=0.95)
+        c = paired_difference(before, after, resamples, seed=trial, confidence=0.95)
         low, high = stats.t.interval(0.95, n - 1, loc=np.mean(after - before), scale=stats.sem(after - before))
         ours += c.low <= change <= c.high
         t_cover += low <= change <= high

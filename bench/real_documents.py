@@ -35,14 +35,15 @@ import pypdfium2
 from core.config import DataProcessor, load_config
 from harness.project import REPO
 from harness.real_corpus import build_real_corpus
-from tasks.chunk import chunk_markdown
-from tasks.convert import StepFailed, convert_pdf
-from tasks.generate import CallPolicy, RateLimitedCaller, generate_all, group_chunks
-from tasks.headings import OutlineEntry, read_outline, title_key
-from tasks.llm import OfflineProvider
-from tasks.pdfium import open_pdf
-from tasks.questions import problem
-from tasks.tokens import token_counter
+from tasks.common.base_models import token_counter
+from tasks.common.pdfium import open_pdf
+from tasks.common.questions import problem
+from tasks.dataset.generate import generate_all, group_chunks
+from tasks.llm.calls import CallPolicy, RateLimitedCaller
+from tasks.llm.providers import OfflineProvider
+from tasks.process.chunk import chunk_markdown
+from tasks.process.convert import StepFailed, convert_pdf
+from tasks.process.headings import OutlineEntry, read_outline, title_key
 
 GOALS = {"outline": 0.90, "typography": 0.70, "noise": 0.01, "overhead": 0.15}
 

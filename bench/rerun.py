@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness.prefect_server import PrefectServer
 from harness.project import REPO, run_pipeline, write_profile
-from tasks.sample_corpus import build_corpus
+from tasks.collect.sample_corpus import build_corpus
 
 
 def make_project(root: Path, pdfs: list[Path]) -> Path:

@@ -45,7 +45,7 @@ def failed(load: LoadGenerator) -> int:
 def main() -> None:
     import docker
 
-    from tasks import containers
+    from tasks.release import containers
 
     with DockerEngine() as engine, tempfile.TemporaryDirectory() as tmp, \
             fake_vllm(MODEL, VLLMFaults(latency_s=0.02)) as vllm:

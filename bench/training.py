@@ -21,8 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq
 
 from core.config import Finetuning, Training
 from harness.project import REPO
-from tasks.base_model import prepare_base_model
-from tasks.train import build_trainer
+from tasks.common.base_models import prepare_base_model
+from tasks.finetune.train import build_trainer
 
 
 def plain_dataset(tokenizer, records: list[dict]) -> list[dict]:

@@ -2,7 +2,8 @@
 
 Stages talk through files. A stage that reads another's output asks for it here by name, so
 a missing input is one error naming the stage to run (exit 1: the configuration is fine,
-the work is not done yet), and no module spells another stage's file names.
+the work is not done yet), and no module spells another stage's file names: the per-document
+files and caches are named by the functions at the end.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
-    from core.config import PipelineConfig
+    from core.config import Paths, PipelineConfig
 
 # name → (the stage that writes it, the configured folder it lives in, its file name)
 OUTPUTS: dict[str, tuple[str, str, str]] = {
@@ -26,6 +27,7 @@ OUTPUTS: dict[str, tuple[str, str, str]] = {
     "stats": ("3", "qa_dataset", "stats.json"),
     "eval_baseline": ("4a", "reports", "eval_baseline.json"),
     "train_log": ("4b", "reports", "train_log.json"),
+    "training_run": ("4b", "checkpoints", "run.json"),
     "checkpoint_selection": ("4c", "reports", "checkpoint_selection.json"),
     "eval_finetuned": ("4d", "reports", "eval_finetuned.json"),
     "comparison": ("4d", "reports", "comparison.json"),
@@ -33,7 +35,8 @@ OUTPUTS: dict[str, tuple[str, str, str]] = {
     "rollout": ("6", "reports", "rollout.json"),
 }
 Name = Literal["metadata", "chunks", "train", "train_chat", "validation", "test", "split", "stats", "eval_baseline",
-               "train_log", "checkpoint_selection", "eval_finetuned", "comparison", "registration", "rollout"]
+               "train_log", "training_run", "checkpoint_selection", "eval_finetuned", "comparison", "registration",
+               "rollout"]
 assert set(get_args(Name)) == set(OUTPUTS)
 
 
@@ -49,6 +52,14 @@ class MissingStageOutput(Exception):
 def path(config: PipelineConfig, name: Name) -> Path:
     _, folder, file = OUTPUTS[name]
     return config.path(getattr(config.paths, folder)) / file
+
+
+def where(paths: Paths, name: str) -> Path:
+    """A named output's path, or a folder's (a ``paths`` key), as configured (relative to the config's root)."""
+    if name in OUTPUTS:
+        _, folder, file = OUTPUTS[name]
+        return getattr(paths, folder) / file
+    return getattr(paths, name)
 
 
 def require(config: PipelineConfig, name: Name, needed_by: str) -> Path:
@@ -68,3 +79,45 @@ def load_if_present(config: PipelineConfig, name: Name, default: Any = None) -> 
     """A JSON output, or ``default`` when its stage has not run (an optional input)."""
     found = path(config, name)
     return json.loads(found.read_text(encoding="utf-8")) if found.is_file() else default
+
+
+
+# files each stage keeps per document or per call, inside its configured folder
+def raw_pdf(raw_dir: Path, sha256: str) -> Path:
+    """Stage 1's copy of a downloaded document, named by its content."""
+    return raw_dir / f"{sha256}.pdf"
+
+
+def markdown(processed_dir: Path, sha256: str) -> Path:
+    """Stage 2's Markdown of one document."""
+    return processed_dir / f"{sha256}.md"
+
+
+def conversions(processed_dir: Path) -> Path:
+    """Stage 2's record of every conversion (ok or failed), by document."""
+    return processed_dir / "manifest.json"
+
+
+def llm_cache(config: PipelineConfig, kind: Literal["groups", "judge", "grades"]) -> Path:
+    """Where stage 3's provider calls (pairs per group, judge verdicts) and 4d's grades are cached."""
+    cache = config.path(config.paths.qa_dataset) / "cache"
+    return cache if kind == "groups" else cache / kind
+
+
+def cache_entry(folder: Path, key: str) -> Path:
+    """One cached call's reply, by its key."""
+    return folder / f"{key}.json"
+
+
+def report_page(config: PipelineConfig) -> Path:
+    return config.path(config.paths.reports) / "index.html"
+
+
+def comparison_markdown(config: PipelineConfig) -> Path:
+    return config.path(config.paths.reports) / "comparison.md"
+
+
+def two_way_split(config: PipelineConfig) -> list[Path]:
+    """The files of the train/eval split that stage 3 wrote before it split three ways (removed when it rewrites)."""
+    folder = config.path(config.paths.qa_dataset)
+    return [folder / "eval.json", folder / "eval_chat.jsonl"]

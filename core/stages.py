@@ -7,26 +7,37 @@ docling and Prefect are loaded (~6 s on 2 cores).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.config import Paths
 
 
 @dataclass(frozen=True)
 class Stage:
     key: str
     name: str
-    summary: str
+    does: str
+    writes: tuple[str, ...]  # folders (``paths`` keys) or named outputs (core.artifacts) it writes
     artifact: str | None = None  # the key of the Prefect artifact the stage publishes
+
+    def summary(self, paths: Paths) -> str:
+        """What it does and where that lands, in the configured paths."""
+        from core import artifacts
+
+        return f"{self.does} → " + ", ".join(str(artifacts.where(paths, name)) for name in self.writes)
 
 
 STAGES: list[Stage] = [
-    Stage("1", "collect", "search (SerpAPI or local) and download PDFs → data/raw", "collect-summary"),
-    Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers → data/chunks", "process-summary"),
-    Stage("3", "generate", "QA pairs from chunks (LLM) → data/qa_dataset", "generate-summary"),
-    Stage("4a", "baseline-eval", "evaluate the base model → reports/eval_baseline.json"),
-    Stage("4b", "train", "LoRA SFT → models/checkpoints"),
-    Stage("4c", "select", "evaluate checkpoints, keep the best → models/lora_weights"),
-    Stage("4d", "final-eval", "evaluate the adapter → reports/eval_finetuned.json", "eval-comparison"),
-    Stage("5", "register", "versioned registration with a model card → registry, reports/registration.json"),
-    Stage("6", "rollout", "load the adapter into the running gateway, smoke test, switch → reports/rollout.json"),
+    Stage("1", "collect", "search (SerpAPI or local) and download PDFs", ("raw",), "collect-summary"),
+    Stage("2", "process", "docling PDF → Markdown, clean, chunk by headers", ("chunks",), "process-summary"),
+    Stage("3", "generate", "QA pairs from chunks (LLM)", ("qa_dataset",), "generate-summary"),
+    Stage("4a", "baseline-eval", "evaluate the base model", ("eval_baseline",)),
+    Stage("4b", "train", "LoRA SFT", ("checkpoints",)),
+    Stage("4c", "select", "evaluate checkpoints, keep the best", ("lora_weights",)),
+    Stage("4d", "final-eval", "evaluate the adapter", ("eval_finetuned",), "eval-comparison"),
+    Stage("5", "register", "versioned registration with a model card", ("registry", "registration")),
+    Stage("6", "rollout", "load the adapter into the running gateway, smoke test, switch", ("rollout",)),
 ]
 KEYS = [stage.key for stage in STAGES]
 STAGE_NAMES = [*KEYS[:3], "4", *KEYS[3:]]  # "4" = 4a-4d

@@ -12,10 +12,10 @@ from pydantic import SecretStr
 from core import artifacts
 from core.config import ConfigError, PipelineConfig, Secrets
 from flows.report import progress_bar, say
-from tasks.download import DownloadPolicy, download_documents, import_local_pdfs, is_settled
-from tasks.records import Document, SourceRef
-from tasks.search import list_local_sources, search_serpapi
-from tasks.store import RecordIndex
+from tasks.collect.download import DownloadPolicy, download_documents, import_local_pdfs, is_settled
+from tasks.collect.search import list_local_sources, search_serpapi
+from tasks.common.records import Document, SourceRef
+from tasks.common.store import RecordIndex
 
 
 def serpapi_key() -> SecretStr:

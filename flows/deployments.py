@@ -16,10 +16,10 @@ from core.config import load_config
 from core.stages import select_stages
 from flows.pipeline import preflight, run_stages
 
-Stage = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
+StageKey = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
 
 
-async def _run(config: str, start: Stage, end: Stage, explicit: bool = True, dispatch: bool = True) -> dict:
+async def _run(config: str, start: StageKey, end: StageKey, explicit: bool = True, dispatch: bool = True) -> dict:
     settings = load_config(Path(config))
     stages = [s.key for s in select_stages(start=str(start), end=str(end))[0]]
     preflight(settings, stages)
@@ -27,7 +27,7 @@ async def _run(config: str, start: Stage, end: Stage, explicit: bool = True, dis
 
 
 @flow(name="run-pipeline")
-async def run_pipeline(config: str = "configs/local.yaml", start: Stage = "1", end: Stage = "6") -> dict:
+async def run_pipeline(config: str = "configs/local.yaml", start: StageKey = "1", end: StageKey = "6") -> dict:
     return await _run(config, start, end, explicit=(str(start), str(end)) != ("1", "6"))
 
 
@@ -37,7 +37,7 @@ async def data_refresh(config: str = "configs/local.yaml") -> dict:
 
 
 @flow(name="fine-tune")
-async def fine_tune(config: str = "configs/local.yaml", start: Stage = "4a", end: Stage = "4d") -> dict:
+async def fine_tune(config: str = "configs/local.yaml", start: StageKey = "4a", end: StageKey = "4d") -> dict:
     return await _run(config, start, end, dispatch=False)  # this is where stage 4 runs
 
 

@@ -7,10 +7,8 @@ the whole stage can be dispatched to a GPU work pool: nothing here assumes this 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact
@@ -22,17 +20,17 @@ from core.files import atomic_write_json, atomic_write_text
 from core.prompts import system_prompt
 from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
-from tasks.base_model import prepare_base_model
-from tasks.cache_keys import content_key
-from tasks.compare import comparison_markdown, selection_line, summarise, write_figures
-from tasks.evaluate import evaluate_model, load_questions
-from tasks.generate import RateLimitedCaller
-from tasks.grade import grade_answers, grading_summary
-from tasks.report_page import report_title, write_report
-from tasks.select import adapter_hashes, choose_checkpoint, cleanup_checkpoints, install_adapter
-from tasks.tokens import model_ref
-from tasks.tracking import log_results, wandb_run, where
-from tasks.train import checkpoints, total_steps, train_lora
+from tasks.common.base_models import model_ref, prepare_base_model
+from tasks.common.cache_keys import content_key
+from tasks.finetune import resume
+from tasks.finetune.comparison import comparison_markdown, selection_line, summarise, write_figures
+from tasks.finetune.evaluate import evaluate_model, load_questions
+from tasks.finetune.grade import grade_answers, grading_summary
+from tasks.finetune.select import adapter_hashes, choose_checkpoint, cleanup_checkpoints, install_adapter
+from tasks.finetune.tracking import log_results, wandb_run, where
+from tasks.finetune.train import checkpoints, total_steps, train_lora
+from tasks.llm.calls import RateLimitedCaller
+from tasks.report.page import report_title, write_report
 
 
 def _cpu_has_bf16() -> bool:
@@ -79,7 +77,7 @@ def _eval_kwargs(config: PipelineConfig) -> dict:
 def _questions(config: PipelineConfig, side: str, limit: int | None = None) -> list[dict]:
     """Stage 3's questions of one side: "validation" (4c chooses on it) or "test" (4a and 4d report on it)."""
     try:
-        return load_questions(config.path(config.paths.qa_dataset) / f"{side}.json", limit)
+        return load_questions(artifacts.path(config, side), limit)
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"stage 4 has no {side} questions: {error} (with few source documents a side can get "
                           f"none: add documents, or give dataset_generator.split.{side} a larger share)") from None
@@ -87,7 +85,7 @@ def _questions(config: PipelineConfig, side: str, limit: int | None = None) -> l
 
 def _evaluate(config: PipelineConfig, base: str, adapter: Path | None, records: list[dict],
               side: str) -> tuple[dict, bool]:
-    """The report, and whether it came from the cache (evaluations are cached by content, see tasks.evaluate).
+    """The report, and whether it came from the cache (evaluations are cached by content, see tasks.finetune.evaluate).
 
     The report names this call's paths and the side its questions come from: a cached one may have been made
     for a copy elsewhere.
@@ -116,27 +114,22 @@ def train(config: PipelineConfig) -> dict:
     """LoRA SFT; resumes an interrupted run, starts afresh when the data or settings changed."""
     base = _base(config)
     train_chat = artifacts.require(config, "train_chat", "4b")
-    output_dir = config.path(config.paths.checkpoints)
-    settings = config.finetuning
-    learned = settings.model_dump_json(include={"quantization", "lora", "training"})  # not tracking, not clean-up
+    output_dir, settings = config.path(config.paths.checkpoints), config.finetuning
     chat = train_chat.read_bytes()
-    fingerprint = hashlib.sha256(f"{base}|{chat.hex()}|{learned}".encode()).hexdigest()
-    marker = output_dir / "run.json"
-    log_path = artifacts.path(config, "train_log")
-    previous = json.loads(marker.read_text()) if marker.exists() else None
-    if previous and previous["fingerprint"] == fingerprint and previous.get("completed") and log_path.exists():
+    run = resume.fingerprint(base, chat, settings)
+    record, log_path = artifacts.path(config, "training_run"), artifacts.path(config, "train_log")
+    decision = resume.decide(record, run, log_path)
+    if decision == "done":
         say(f"4b train: already done for this data and these settings (delete {output_dir} to train again)")
         return json.loads(log_path.read_text())
-    if output_dir.exists() and (previous is None or previous["fingerprint"] != fingerprint):
+    if resume.begin(record, output_dir, run, base, decision):
         say(f"4b: {output_dir} holds checkpoints of other data or settings: starting afresh")
-        shutil.rmtree(output_dir)
-    atomic_write_json(marker, {"fingerprint": fingerprint, "base": base, "completed": False})
     examples = sum(1 for line in chat.splitlines() if line.strip())
     with (wandb_run(config, "train", _tracking_group(config)) as run,  # the trainer's W&B callback logs into this run
           progress_bar("4b train", total_steps(examples, settings)) as advance):
         summary = train_lora(base, train_chat, output_dir, settings, log_path, lambda step, steps, loss: advance(
             completed=step, total=steps, note=None if loss is None else f"loss {loss:.3f}"))
-    atomic_write_json(marker, {"fingerprint": fingerprint, "base": base, "completed": True})
+    resume.finish(record, run, base)
     losses = [h["loss"] for h in summary["loss_history"]]
     say(f"4b train: {summary['steps']} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}, "
         f"checkpoints {', '.join(summary['checkpoints'])}"
@@ -148,8 +141,8 @@ def train(config: PipelineConfig) -> dict:
 
 def _training_run(config: PipelineConfig) -> str | None:
     """4b's fingerprint of the data and settings it trained with (None before 4b ran)."""
-    marker = config.path(config.paths.checkpoints) / "run.json"
-    return json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
+    previous = resume.recorded_run(artifacts.path(config, "training_run"))
+    return previous["fingerprint"] if previous else None
 
 
 def _tracking_group(config: PipelineConfig) -> str | None:
@@ -202,16 +195,16 @@ def select_checkpoint(config: PipelineConfig) -> dict:
 
 def _grade(config: PipelineConfig, baseline: dict, tuned: dict) -> dict:
     """Correctness of both models' test answers, graded by the stage-3 provider (``evaluation.judge``)."""
-    from flows.generate import make_provider
-    from tasks.generate import CallPolicy
+    from tasks.llm.calls import CallPolicy
+    from tasks.llm.providers import make_provider
 
-    provider, e = make_provider(config), config.evaluation
+    provider, e = make_provider(config.dataset_generator), config.evaluation
     caller = RateLimitedCaller(provider, CallPolicy.of(config.dataset_generator, config.orchestration.llm_rate_limit))
 
     async def grade() -> list:
         try:
             return await grade_answers(baseline["predictions"], tuned["predictions"], caller,
-                                       config.path(config.paths.qa_dataset) / "cache" / "grades", e.seed)
+                                       artifacts.llm_cache(config, "grades"), e.seed)
         finally:
             await provider.aclose()
 
@@ -228,10 +221,10 @@ def _publish_comparison(config: PipelineConfig, summary: dict) -> None:
     """comparison.md, index.html and the figures in the reports folder, and the eval-comparison artifact."""
     reports_dir = config.path(config.paths.reports)
     selection = artifacts.load_if_present(config, "checkpoint_selection")
-    page = reports_dir / "index.html"
+    page = artifacts.report_page(config)
     made = write_report(page, summary, selection, artifacts.load_if_present(config, "train_log"),
                         report_title(config.domain, config.use_case))
-    written = [*write_figures(made, reports_dir), reports_dir / "comparison.md", page]
+    written = [*write_figures(made, reports_dir), artifacts.comparison_markdown(config), page]
     markdown = comparison_markdown(summary, selection)
     atomic_write_text(written[-2], markdown)
     create_markdown_artifact(_sync=True, key="eval-comparison", markdown=markdown,

@@ -11,13 +11,16 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from core import artifacts
-from core.config import PipelineConfig, Secrets
+from core.config import PipelineConfig
 from core.files import atomic_write_json, atomic_writer
 from core.prompts import PROMPT_VERSION
 from flows.report import progress_bar, say, table_rows
-from tasks.dataset import (
+from tasks.common.records import Chunk
+from tasks.dataset.assemble import (
     SIDES,
+    GenerationRun,
     QARecord,
+    SplitLevel,
     chat_view,
     dataset_stats,
     deduplicate,
@@ -26,40 +29,26 @@ from tasks.dataset import (
     split_level,
     split_records,
 )
-from tasks.generate import (
-    CallPolicy,
+from tasks.dataset.generate import (
     Group,
     GroupResult,
-    RateLimitedCaller,
     cache_key,
     cost_usd,
     generate_all,
     group_chunks,
     judge_one,
 )
-from tasks.llm import GeminiProvider, LLMProvider, OfflineProvider, OpenAICompatibleProvider
-from tasks.records import Chunk
+from tasks.llm.calls import CallPolicy, RateLimitedCaller
+from tasks.llm.providers import make_provider
 
 
 class StageIncomplete(Exception):
     """Some work failed on transient errors; everything finished is kept, and a rerun does only the rest."""
 
 
-def make_provider(config: PipelineConfig) -> LLMProvider:
-    g = config.dataset_generator
-    if g.provider == "offline":
-        return OfflineProvider()
-    if g.provider == "gemini":
-        key = Secrets().require("gemini_api_key", "dataset_generator.provider: gemini",
-                                "use provider: openai (a local OpenAI-compatible server) or provider: offline")
-        return GeminiProvider(key, g.model, g.base_url, g.request_timeout_s, g.temperature)
-    return OpenAICompatibleProvider(g.base_url, g.model, Secrets().openai_api_key, g.request_timeout_s, g.temperature,
-                                    g.max_output_tokens)
-
-
 def preflight(config: PipelineConfig) -> None:
     if config.dataset_generator.provider == "gemini":
-        make_provider(config)
+        make_provider(config.dataset_generator)
 
 
 @task(name="generate-qa-groups", cache_policy=NO_CACHE)
@@ -68,7 +57,7 @@ async def generate_groups(groups: list[Group], caller: RateLimitedCaller, config
     """Every group's pairs; ends Failed, with the counts, when some groups failed on transient provider errors
     (those that finished are cached, so a retry asks only for the rest)."""
     g = config.dataset_generator
-    results = await generate_all(groups, caller, config.path(config.paths.qa_dataset) / "cache", config.domain,
+    results = await generate_all(groups, caller, artifacts.llm_cache(config, "groups"), config.domain,
                                  g.questions_per_group, g.min_answer_overlap, on_result)
     if failed := [r for r in results if r.status == "failed"]:
         raise StageIncomplete(
@@ -80,11 +69,12 @@ async def generate_groups(groups: list[Group], caller: RateLimitedCaller, config
 @task(name="judge-qa-pairs", cache_policy=NO_CACHE)
 async def judge_records(records: list[QARecord], sources: dict[str, str], caller: RateLimitedCaller,
                         config: PipelineConfig) -> list:
-    cache_dir = config.path(config.paths.qa_dataset) / "cache" / "judge"
+    cache_dir = artifacts.llm_cache(config, "judge")
     provider = caller.provider
 
     async def one(record: QARecord):
-        path = cache_dir / f"{record.id}-{provider.name}-{provider.model.replace('/', '_')}-{PROMPT_VERSION}.json"
+        key = f"{record.id}-{provider.name}-{provider.model.replace('/', '_')}-{PROMPT_VERSION}"
+        path = artifacts.cache_entry(cache_dir, key)
         return await judge_one(sources[record.id], record.question, record.answer, caller, path)
 
     return list(await asyncio.gather(*(one(r) for r in records)))
@@ -113,8 +103,8 @@ async def _preview(config: PipelineConfig, groups: list[Group], caller: RateLimi
 
 async def _ask(config: PipelineConfig, groups: list[Group], caller: RateLimitedCaller) -> tuple[list[GroupResult], int]:
     """Every group's result, with a bar over those not cached yet; and how many were cached before."""
-    provider, cache_dir = caller.provider, config.path(config.paths.qa_dataset) / "cache"
-    cached = sum((cache_dir / f"{cache_key(gr, provider.name, provider.model)}.json").exists() for gr in groups)
+    provider, cache_dir = caller.provider, artifacts.llm_cache(config, "groups")
+    cached = sum(artifacts.cache_entry(cache_dir, cache_key(gr, provider.name, provider.model)).exists() for gr in groups)
     with progress_bar("generate: asking the LLM", len(groups) - cached) as advance:
         return await generate_groups(groups, caller, config, on_result=lambda _: advance()), cached
 
@@ -124,7 +114,7 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
     g = config.dataset_generator
     chunks = load_chunks(config)
     groups = group_chunks(chunks, g.max_tokens)
-    provider = make_provider(config)
+    provider = make_provider(config.dataset_generator)
     caller = RateLimitedCaller(provider, CallPolicy.of(g, config.orchestration.llm_rate_limit))
     try:
         if preview:
@@ -136,8 +126,10 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         if g.judge:
             records, judged = keep_judged(records, await judge_records(records, sources, caller, config), g.judge_threshold)
         split, level = _split_and_write(config, records)
-        stats = dataset_stats(g, (provider.name, provider.model), [c.doc_sha256 for c in chunks], len(groups), cached,
-                              caller.calls, results, rejected, (n_exact, n_near), judged, split, level)
+        run = GenerationRun(provider.name, provider.model, [c.doc_sha256 for c in chunks], len(groups), cached,
+                            caller.calls, results, rejected, exact_duplicates=n_exact, near_duplicates=n_near,
+                            judge_rejected=judged[0], judge_failed=judged[1])
+        stats = dataset_stats(g, run, split, level)
         atomic_write_json(artifacts.path(config, "stats"), stats)
         say(f"generate: {len(groups)} groups ({cached} cached, {caller.calls} provider calls), "
             f"{stats['pairs_generated']} pairs generated, {n_exact + n_near} duplicates, "
@@ -150,13 +142,13 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         await provider.aclose()
 
 
-def _split_and_write(config: PipelineConfig, records: list[QARecord]) -> tuple[dict[str, list[QARecord]], str]:
+def _split_and_write(config: PipelineConfig, records: list[QARecord]) -> tuple[dict[str, list[QARecord]], SplitLevel]:
     """Split by document (each document keeps the side it had), write the dataset; the split and its level."""
     g = config.dataset_generator
     previous = artifacts.load_if_present(config, "split", {})
     split, sides = split_records(records, g.split.model_dump(), g.seed, previous)
-    if (level := split_level(sides)) != "document":
-        say(f"generate: warning: {level}")
+    if (level := split_level(sides)).warning:
+        say(f"generate: warning: {level.warning}")
     _write_dataset(config, split)
     atomic_write_json(artifacts.path(config, "split"), {**previous, **sides})
     return split, level
@@ -164,11 +156,10 @@ def _split_and_write(config: PipelineConfig, records: list[QARecord]) -> tuple[d
 
 def _write_dataset(config: PipelineConfig, split: dict[str, list[QARecord]]) -> None:
     """train/validation/test.json, and train_chat.jsonl (what 4b trains on); a two-way split's files are removed."""
-    out_dir = config.path(config.paths.qa_dataset)
     for side, records in split.items():
-        atomic_write_json(out_dir / f"{side}.json", [r.model_dump(mode="json") for r in records])
+        atomic_write_json(artifacts.path(config, side), [r.model_dump(mode="json") for r in records])
     with atomic_writer(artifacts.path(config, "train_chat"), "w") as handle:
         for record in split["train"]:
             handle.write(json.dumps(chat_view(record, config.domain), ensure_ascii=False) + "\n")
-    for stale in ("eval.json", "eval_chat.jsonl"):
-        (out_dir / stale).unlink(missing_ok=True)
+    for stale in artifacts.two_way_split(config):
+        stale.unlink(missing_ok=True)

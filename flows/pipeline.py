@@ -2,40 +2,74 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.settings import PREFECT_UI_URL
 
 from core.config import ConfigError, PipelineConfig
-from core.stages import STAGES
-from flows import collect as stage_collect
-from flows import finetune as stage_finetune
-from flows import generate as stage_generate
-from flows import register as stage_register
-from flows.collect import collect
-from flows.finetune import baseline_eval, final_eval, select_checkpoint, train
-from flows.generate import generate
-from flows.process import process, task_runner
-from flows.register import register
+from core.stages import KEYS, STAGES
+from flows import collect, finetune, generate, process, register, rollout
 from flows.report import log_failures_once, recording
-from flows.rollout import rollout
+
+Preflight = Callable[[PipelineConfig], None]
+
+
+def _download_limit(config: PipelineConfig) -> None:
+    if name := config.orchestration.download_concurrency_limit:
+        check_shared_limit("orchestration.download_concurrency_limit", name, rate=False)
+
+
+def _llm_limit(config: PipelineConfig) -> None:
+    if name := config.orchestration.llm_rate_limit:
+        check_shared_limit("orchestration.llm_rate_limit", name, rate=True)
+
+
+def _grader(config: PipelineConfig) -> None:
+    if config.evaluation.judge:
+        generate.preflight(config)  # 4d's grader is the stage-3 provider
+
+
+@dataclass(frozen=True)
+class StageFlow:
+    """How the pipeline runs a stage (its key and name are core.stages'): the flow, and what to check before any
+    stage starts. ``run`` takes (config, preview, explicit)."""
+
+    run: Callable[[PipelineConfig, bool, bool], Awaitable[object]]
+    preflight: tuple[Preflight, ...] = ()
+
+
+async def _collect(config: PipelineConfig, preview: bool, explicit: bool) -> dict:
+    documents = await collect.collect(config)
+    return {"sources": len(documents), "ok": sum(d.status == "ok" for d in documents)}
+
+
+def _config_only(stage_flow) -> Callable[[PipelineConfig, bool, bool], Awaitable[object]]:
+    return lambda config, preview, explicit: stage_flow(config)
+
+
+FLOWS: dict[str, StageFlow] = {
+    "1": StageFlow(_collect, (collect.preflight, _download_limit)),
+    "2": StageFlow(lambda config, preview, explicit: process.process.with_options(
+        task_runner=process.task_runner(config))(config)),
+    "3": StageFlow(lambda config, preview, explicit: generate.generate(config, preview=preview),
+                   (generate.preflight, _llm_limit)),
+    "4a": StageFlow(_config_only(finetune.baseline_eval), (finetune.preflight,)),
+    "4b": StageFlow(_config_only(finetune.train), (finetune.preflight,)),
+    "4c": StageFlow(_config_only(finetune.select_checkpoint), (finetune.preflight,)),
+    "4d": StageFlow(_config_only(finetune.final_eval), (finetune.preflight, _grader)),
+    "5": StageFlow(_config_only(register.register), (register.preflight,)),
+    "6": StageFlow(lambda config, preview, explicit: rollout.rollout(config, skip_without_gateway=not explicit)),
+}
+assert list(FLOWS) == KEYS
 
 
 def preflight(config: PipelineConfig, stages: list[str]) -> None:
-    """Check what the selected stages need (keys, inputs) before starting anything."""
-    if "1" in stages:
-        stage_collect.preflight(config)
-    if "3" in stages or ("4d" in stages and config.evaluation.judge):
-        stage_generate.preflight(config)  # 4d's grader is the stage-3 provider
-    if {"4a", "4b", "4c", "4d"} & set(stages):
-        stage_finetune.preflight(config)
-    if "5" in stages:
-        stage_register.preflight(config)
-    o = config.orchestration
-    if "1" in stages and o.download_concurrency_limit:
-        check_shared_limit("orchestration.download_concurrency_limit", o.download_concurrency_limit, rate=False)
-    if "3" in stages and o.llm_rate_limit:
-        check_shared_limit("orchestration.llm_rate_limit", o.llm_rate_limit, rate=True)
+    """Check what the selected stages need (keys, inputs, shared limits) before starting anything, each check once."""
+    for check in dict.fromkeys(check for key in stages for check in FLOWS[key].preflight):
+        check(config)
 
 
 def check_shared_limit(setting: str, name: str, rate: bool) -> None:
@@ -78,23 +112,6 @@ async def dispatch_training(deployment: str, config_path: str, start: str, end: 
     return {"deployment": deployment, "flow_run": str(run.id), "state": run.state.name}
 
 
-# the stage flows that take the config alone
-_CONFIG_ONLY = {"4a": baseline_eval, "4b": train, "4c": select_checkpoint, "4d": final_eval, "5": register}
-
-
-async def _run_stage(config: PipelineConfig, key: str, preview: bool, explicit: bool) -> object:
-    if key == "1":
-        documents = await collect(config)
-        return {"sources": len(documents), "ok": sum(d.status == "ok" for d in documents)}
-    if key == "2":
-        return await process.with_options(task_runner=task_runner(config))(config)
-    if key == "3":
-        return await generate(config, preview=preview)
-    if key == "6":
-        return await rollout(config, skip_without_gateway=not explicit)
-    return await _CONFIG_ONLY[key](config)
-
-
 async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = False, explicit: bool = True,
                      config_path: str | None = None, dispatch: bool = True) -> dict[str, object]:
     """Run ``stages`` in order, as subflows of the calling flow run, which gets the pipeline summary artifact.
@@ -120,7 +137,7 @@ async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = 
                 if key == "4":
                     results[key] = await dispatch_training(deployment, config_path, training[0], training[-1])
                 else:
-                    results[key] = await _run_stage(config, key, preview, explicit)
+                    results[key] = await FLOWS[key].run(config, preview, explicit)
             outcomes[key] = ("completed", said)
     except BaseException as error:
         failed = next(key for key, (outcome, _) in outcomes.items() if outcome == "running")

@@ -12,10 +12,10 @@ from core.config import ConfigError, DataProcessor, PipelineConfig
 from core.files import atomic_write_json
 from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
-from tasks.chunk import chunk_documents
-from tasks.convert import convert_document, converter_label
-from tasks.records import Conversion, Document
-from tasks.store import RecordIndex
+from tasks.common.records import Conversion, Document
+from tasks.common.store import RecordIndex
+from tasks.process.chunk import chunk_documents
+from tasks.process.convert import convert_document, converter_label
 
 
 def converter_settings(config: PipelineConfig) -> DataProcessor:
@@ -44,10 +44,10 @@ def _downloaded(config: PipelineConfig) -> dict[str, str]:
     raw_dir = config.path(config.paths.raw)
     urls: dict[str, str] = {}
     for document in RecordIndex(artifacts.path(config, "metadata"), Document, key="url").values():
-        if document.status == "ok" and document.sha256 and (raw_dir / f"{document.sha256}.pdf").is_file():
+        if document.status == "ok" and document.sha256 and artifacts.raw_pdf(raw_dir, document.sha256).is_file():
             urls.setdefault(document.sha256, document.url)
     if not urls:
-        raise MissingStageOutput("2", raw_dir / "*.pdf", "1")
+        raise MissingStageOutput("2", artifacts.raw_pdf(raw_dir, "*"), "1")
     return urls
 
 
@@ -56,7 +56,8 @@ def _convert(config: PipelineConfig, todo: list[str], manifest: RecordIndex[Conv
     raw_dir, processed_dir = config.path(config.paths.raw), config.path(config.paths.processed)
     settings = converter_settings(config)
     with progress_bar("process: converting", len(todo)) as advance:
-        futures = [convert_document.submit(raw_dir / f"{sha}.pdf", processed_dir / f"{sha}.md", settings) for sha in todo]
+        futures = [convert_document.submit(artifacts.raw_pdf(raw_dir, sha), artifacts.markdown(processed_dir, sha), settings)
+                   for sha in todo]
         for future in as_completed(futures):
             manifest.record(future.result())
             advance()
@@ -67,9 +68,9 @@ def _chunk(config: PipelineConfig, urls: dict[str, str], manifest: RecordIndex[C
     """Chunk every converted document again (cached by content: a chunking failure is not final); write chunks.json."""
     processed_dir = config.path(config.paths.processed)
     markdown = [c for c in (manifest.get(sha) for sha in urls) if c is not None
-                and (c.status == "ok" or c.step == "chunking") and (processed_dir / f"{c.sha256}.md").is_file()]
+                and (c.status == "ok" or c.step == "chunking") and artifacts.markdown(processed_dir, c.sha256).is_file()]
     chunks, counts, chunk_failures = chunk_documents.with_options(result_storage=config.result_storage())(
-        [(c.sha256, processed_dir / f"{c.sha256}.md", urls[c.sha256]) for c in markdown],
+        [(c.sha256, artifacts.markdown(processed_dir, c.sha256), urls[c.sha256]) for c in markdown],
         config.finetuning.base_model, config.finetuning.base_model_gguf,
         config.data_processor.min_tokens, config.data_processor.max_tokens)
     for conversion in markdown:
@@ -100,12 +101,12 @@ def _report(urls: dict[str, str], converted: list[Conversion], summary: dict[str
 def process(config: PipelineConfig) -> dict[str, int]:
     processed_dir, label = config.path(config.paths.processed), converter_label(converter_settings(config))
     urls = _downloaded(config)
-    manifest = RecordIndex(processed_dir / "manifest.json", Conversion, key="sha256")
+    manifest = RecordIndex(artifacts.conversions(processed_dir), Conversion, key="sha256")
 
     def is_done(sha: str) -> bool:
         previous = manifest.get(sha)
         return (previous is not None and previous.converter == label
-                and (previous.status == "failed" or (processed_dir / f"{sha}.md").is_file()))
+                and (previous.status == "failed" or artifacts.markdown(processed_dir, sha).is_file()))
 
     todo = [sha for sha in urls if not is_done(sha)]
     _convert(config, todo, manifest)

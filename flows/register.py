@@ -15,11 +15,11 @@ from core.files import atomic_write_json
 from core.naming import next_version_name
 from flows.report import say
 from flows.threaded import threaded_flow
-from tasks.adapter_check import check_servable
-from tasks.compare import paired
-from tasks.model_card import build_model_card
-from tasks.registry import HubRegistry, LocalRegistry, Registry, publish_version
-from tasks.select import ADAPTER_FILES, adapter_hashes
+from tasks.finetune.comparison import metric_difference
+from tasks.finetune.select import ADAPTER_FILES, adapter_hashes
+from tasks.release.adapter_check import check_servable
+from tasks.release.model_card import build_model_card
+from tasks.release.registry import HubRegistry, LocalRegistry, Registry, publish_version
 
 
 def _owner(config: PipelineConfig) -> str:
@@ -48,7 +48,7 @@ class PromotionRefused(Exception):
 
 def promotion_check(rule: str, summary: dict) -> str | None:
     """Why ``rule`` refuses this result (the numbers, and what to change), or None when it passes."""
-    combined = paired(summary)
+    combined = metric_difference(summary)
     measured = f"{summary['headline']} (measured on {summary['split']}.json)"
     if rule == "ci" and combined.verdict != "better":
         return (f"registration.require_improvement: ci needs the whole interval of the combined score's change above "

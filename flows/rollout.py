@@ -21,8 +21,8 @@ from core.config import PipelineConfig
 from core.files import atomic_write_json
 from flows.report import say
 from flows.threaded import threaded_flow
-from tasks.report_page import report_title, write_report
-from tasks.rollout import RolloutFailed, blue_green, in_gateway
+from tasks.release.rollout import RolloutFailed, blue_green, in_gateway
+from tasks.report.page import report_title, write_report
 
 
 @threaded_flow("rollout")
@@ -68,6 +68,6 @@ def _finish(config: PipelineConfig, record: dict) -> None:
     record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     atomic_write_json(artifacts.path(config, "rollout"), record)
     if (summary := artifacts.load_if_present(config, "comparison")) and "parity" in record:
-        write_report(config.path(config.paths.reports) / "index.html", summary,
+        write_report(artifacts.report_page(config), summary,
                      artifacts.load_if_present(config, "checkpoint_selection"),
                      artifacts.load_if_present(config, "train_log"), report_title(config.domain, config.use_case), record)

@@ -48,7 +48,7 @@ def fake_llm(kind: str, api_key: str | None = None, faults: LLMFaults | None = N
     """
     import json as _json
 
-    from tasks import offline_llm
+    from tasks.llm import offline as offline_llm
 
     faults = faults or LLMFaults()
     app = web.Application()

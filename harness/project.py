@@ -7,12 +7,21 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_PROFILE = REPO / "configs" / "local.yaml"
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A project and the pipeline run that brought it there (its output is what the tests read)."""
+
+    root: Path
+    result: subprocess.CompletedProcess[str]
 
 
 def write_profile(folder: Path, settings: dict | None = None, *, name: str = "config.yaml",
@@ -65,7 +74,7 @@ def rollout_project(root: Path, name: str, serving: dict, **sections: dict) -> P
     tests (tests/test_vllm_engine.py) hold the gate to the profile's margin.
     """
     from core.config import load_config
-    from tasks.tokens import model_ref
+    from tasks.common.base_models import model_ref
 
     reports = root / "reports"
     reports.mkdir(parents=True, exist_ok=True)

@@ -21,4 +21,4 @@ if [ ! -f "$VENV/.ready-$stamp" ]; then
     touch "$VENV/.ready-$stamp"
 fi
 
-"$VENV/bin/python" -m tasks.sample_corpus sample_corpus build/sample_pdfs > /dev/null
+"$VENV/bin/python" -m tasks.collect.sample_corpus sample_corpus build/sample_pdfs > /dev/null

@@ -1,21 +1,26 @@
 """Shared fixtures: the rendered sample corpus, a loopback PDF host with fault injection, one Prefect server for the
-session's pipeline runs, and the projects the end-to-end tests build on (stages 1-2 done once and copied; stage 3
-done once for stage 4's tests and the real engine's)."""
+session's pipeline runs, and the projects the end-to-end tests build on, each built once on the one before: stages
+1-2 (copied by the tests that change it), stage 3, stage 4, stage 5. A test that reads one of them runs alone too:
+its fixture builds what it needs."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from harness.pdf_host import pdf_host
 from harness.prefect_server import PrefectServer
-from harness.project import REPO, copy_project, run_pipeline, write_profile
+from harness.project import REPO, Ran, copy_project, run_pipeline, write_profile
 from harness.real_corpus import build_real_corpus
-from tasks.sample_corpus import build_corpus
+from tasks.collect.sample_corpus import build_corpus
 
-STAGE4_SETTINGS = {"finetuning": {"wandb_enabled": True, "wandb_run_name": "nightly"},
+STAGE4_SETTINGS = {"finetuning": {"wandb_enabled": True, "wandb_run_name": "nightly",
+                                  # 18 steps, not the profile's 30: 4b is ~12 s a step here, and 18 already clear
+                                  # the registration gate by a wide interval (10 do, in the whole-pipeline test)
+                                  "training": {"max_steps": 18, "save_steps": 6}},
                    "evaluation": {"max_new_tokens": 32}}
 
 
@@ -72,9 +77,32 @@ def chunked_sample(tmp_path_factory: pytest.TempPathFactory, sample_pdf_dir: Pat
 @pytest.fixture(scope="session")
 def stage3_project(tmp_path_factory: pytest.TempPathFactory, chunked_sample: Path) -> Path:
     """The offline profile through stage 3 (W&B tracking on, offline: the seed's key names), its answers evaluated at
-    32 tokens (the profile's 64 doubles every evaluation and every engine test's wait; what differs is only length).
+    32 tokens (the profile's 64 doubles every evaluation and every engine test's wait; what differs is only length),
+    training for 18 steps.
     Stage 4's tests take it from there in order; the engine's tests add stages 4-5 when they run without them."""
     root = copy_project(chunked_sample, tmp_path_factory.mktemp("stage4"), STAGE4_SETTINGS)
     result = run_pipeline(root / "config.yaml", "--stage", "3", env={**os.environ, "WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr[-3000:]
     return root
+
+
+def _stage(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """W&B tracking is on in stage 4's project, offline: the runs land in logs/wandb, as `wandb sync` would find them."""
+    result = run_pipeline(root / "config.yaml", *args, env={**os.environ, "WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def trained_project(stage3_project: Path) -> Ran:
+    """stage3_project through stage 4, once. A checkpoint of some other run is left in its folder first, as an
+    earlier night's run would leave it: 4b must not resume from it."""
+    stale = stage3_project / "models/checkpoints/checkpoint-1"
+    stale.mkdir(parents=True, exist_ok=True)
+    return Ran(stage3_project, _stage(stage3_project, "--stage", "4"))
+
+
+@pytest.fixture(scope="session")
+def registered_project(trained_project: Ran) -> Ran:
+    """trained_project with its adapter registered (stage 5), once."""
+    return Ran(trained_project.root, _stage(trained_project.root, "--stage", "5"))

@@ -32,6 +32,38 @@ def project_imports(package: str) -> dict[str, set[str]]:
     return found
 
 
+# tasks/ is one room per stage, mirroring flows/, over the pieces they share; a room imports only those below it
+ROOMS = {"common": set(), "llm": {"common"}, "collect": {"common"}, "process": {"common"},
+         "dataset": {"common", "llm"}, "finetune": {"common", "llm"}, "release": {"common", "finetune"},
+         "report": {"common", "finetune"}}
+
+
+def room_imports(room: str) -> dict[str, set[str]]:
+    """file → the rooms of tasks/ it imports."""
+    found = {}
+    for path in sorted((REPO / "tasks" / room).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tasks."):
+                names.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("tasks.")}
+        found[str(path.relative_to(REPO))] = names - {room}
+    return found
+
+
+def test_tasks_holds_rooms_only():
+    loose = sorted(p.name for p in (REPO / "tasks").glob("*.py") if p.name != "__init__.py")
+    rooms = sorted(p.name for p in (REPO / "tasks").iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert loose == [] and rooms == sorted(ROOMS)
+
+
+@pytest.mark.parametrize("room", sorted(ROOMS))
+def test_each_room_of_tasks_imports_only_the_rooms_below_it(room):
+    wrong = {file: sorted(names - ROOMS[room]) for file, names in room_imports(room).items() if names - ROOMS[room]}
+    assert wrong == {}, f"tasks/{room} may import only {sorted(ROOMS[room])}"
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_each_package_imports_only_what_is_below_it(package):
     wrong = {file: sorted(names - ALLOWED[package] - {package})

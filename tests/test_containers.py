@@ -117,7 +117,7 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
     import json
 
     from harness.gateway import LoadGenerator
-    from tasks import containers
+    from tasks.release import containers
 
     v1, v2, broken = ADAPTER, "pregnancy-qa-lora-v1.1", "pregnancy-qa-lora-v1.2"
     public, blue, green = free_port(), free_port(), free_port()
@@ -204,7 +204,7 @@ def test_serve_starts_the_compose_stack_and_the_first_gateway_container_and_stop
     """scripts/run_pipeline.sh --serve / --stop as a user runs them, with the compose file unchanged: only the
     vLLM and Prometheus images are swapped (VLLM_IMAGE, PROMETHEUS_IMAGE) for a stand-in vLLM and Debian's
     Prometheus built here; every port comes from the config."""
-    from tasks import containers
+    from tasks.release import containers
 
     build_image(docker_client, "tests/images/vllm-standin.Dockerfile", "domain-llm-vllm-standin:test")
     build_image(docker_client, "tests/images/prometheus.Dockerfile", "domain-llm-prometheus:test")

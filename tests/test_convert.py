@@ -15,9 +15,9 @@ from fpdf import FPDF
 
 from core.config import DataProcessor
 from harness.project import REPO
-from tasks.convert import ConverterUnavailable, convert_document, format_options
-from tasks.headings import OutlineEntry, detect_by_typography, escape_hash_lines, place_outline, title_key
-from tasks.layout import Line
+from tasks.process.convert import ConverterUnavailable, convert_document, format_options
+from tasks.process.headings import OutlineEntry, detect_by_typography, escape_hash_lines, place_outline, title_key
+from tasks.process.layout import Line
 
 NATIVE = DataProcessor(converter="native")
 
@@ -149,7 +149,7 @@ def test_sample_pdfs_render_byte_for_byte_the_same_anywhere_any_time(sample_pdf_
     """Their sha256 is the documents' identity (split, caches): a clone elsewhere, later, must get the same bytes."""
     time.sleep(1.1)  # a renderer stamping the clock would now write another creation date and file id
     again = tmp_path / "again"
-    rendered = subprocess.run([sys.executable, "-m", "tasks.sample_corpus", str(REPO / "sample_corpus"), str(again)],
+    rendered = subprocess.run([sys.executable, "-m", "tasks.collect.sample_corpus", str(REPO / "sample_corpus"), str(again)],
                               cwd=REPO, env={**os.environ, "TZ": "Pacific/Kiritimati"}, capture_output=True, text=True)
     assert rendered.returncode == 0, rendered.stderr
     first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sample_pdf_dir.glob("*.pdf")}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.config import DataCollector
-from tasks.download import DownloadPolicy, download_documents, import_local_pdf, is_still_valid
-from tasks.records import Document, SourceRef
+from tasks.collect.download import DownloadPolicy, download_documents, import_local_pdf, is_still_valid
+from tasks.common.records import Document, SourceRef
 
 FAST = DownloadPolicy.of(DataCollector(max_concurrent_downloads=8, max_per_host=4, connect_timeout_s=2, read_timeout_s=1,
                                        max_retries=2, backoff_base_s=0.05, backoff_max_s=2, max_file_size_mb=2,

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from tasks.compare import selection_margin
-from tasks.paired import compare
+from tasks.common.paired import paired_difference
+from tasks.finetune.comparison import selection_margin
 
 SCORES = st.floats(0.0, 1.0, allow_nan=False)
 
@@ -19,15 +19,15 @@ SCORES = st.floats(0.0, 1.0, allow_nan=False)
 def test_a_clear_gain_is_better_a_clear_loss_worse_and_no_change_is_said_so():
     rng = random.Random(3)
     before = [rng.random() for _ in range(40)]
-    gain = compare(before, [b + 0.05 + rng.gauss(0, 0.03) for b in before], 2000, seed=1, confidence=0.95)
+    gain = paired_difference(before, [b + 0.05 + rng.gauss(0, 0.03) for b in before], 2000, seed=1, confidence=0.95)
     assert gain.verdict == "better" and gain.low > 0 and gain.p_value < 0.01
     assert gain.describe() == f"better (95 % CI {gain.low:+.3f} … {gain.high:+.3f})"
-    loss = compare(before, [b - 0.05 + rng.gauss(0, 0.03) for b in before], 2000, seed=1, confidence=0.95)
+    loss = paired_difference(before, [b - 0.05 + rng.gauss(0, 0.03) for b in before], 2000, seed=1, confidence=0.95)
     assert loss.verdict == "worse" and loss.high < 0
-    same = compare(before, before, 2000, seed=1, confidence=0.95)
+    same = paired_difference(before, before, 2000, seed=1, confidence=0.95)
     assert (same.verdict, same.delta, same.p_value, same.ties, same.wins, same.losses) == (
         "no significant change", 0.0, 1.0, 40, 0, 0)
-    noisy = compare(before, [b + rng.gauss(0.01, 0.2) for b in before], 2000, seed=1, confidence=0.95)
+    noisy = paired_difference(before, [b + rng.gauss(0.01, 0.2) for b in before], 2000, seed=1, confidence=0.95)
     assert noisy.verdict == "no significant change" and noisy.low < 0 < noisy.high
     assert noisy.describe().startswith("no significant change (95 % CI -")
 
@@ -35,26 +35,27 @@ def test_a_clear_gain_is_better_a_clear_loss_worse_and_no_change_is_said_so():
 def test_the_same_scores_and_seed_give_the_same_numbers():
     rng = random.Random(5)
     before, after = [rng.random() for _ in range(25)], [rng.random() for _ in range(25)]
-    assert compare(before, after, 3000, seed=7, confidence=0.95) == compare(before, after, 3000, seed=7, confidence=0.95)
+    first, again = (paired_difference(before, after, 3000, seed=7, confidence=0.95) for _ in range(2))
+    assert first == again
 
 
 def test_one_question_has_no_interval_and_mismatched_questions_are_refused():
-    one = compare([0.2], [0.6], 1000, seed=1, confidence=0.95)
+    one = paired_difference([0.2], [0.6], 1000, seed=1, confidence=0.95)
     assert (one.low, one.high, one.p_value, one.verdict) == (None, None, 1.0, "no significant change")
     assert one.describe() == "no significant change (no interval: 1 question)"
     with pytest.raises(ValueError, match="same questions"):
-        compare([0.1, 0.2], [0.3], 1000, seed=1, confidence=0.95)
+        paired_difference([0.1, 0.2], [0.3], 1000, seed=1, confidence=0.95)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(SCORES, SCORES), min_size=2, max_size=60), st.integers(0, 2**16))
 def test_properties_of_any_paired_comparison(pairs, seed):
     before, after = [b for b, _ in pairs], [a for _, a in pairs]
-    c = compare(before, after, 1000, seed, 0.95)
+    c = paired_difference(before, after, 1000, seed, 0.95)
     assert c.low <= c.delta + 1e-9 and c.delta <= c.high + 1e-9
     assert c.wins + c.ties + c.losses == len(pairs) and 0 < c.p_value <= 1
     assert c.delta == pytest.approx(np.mean(after) - np.mean(before), abs=1e-12)
-    mirrored = compare(after, before, 1000, seed, 0.95)  # the other way round: the same evidence, the sign flipped
+    mirrored = paired_difference(after, before, 1000, seed, 0.95)  # the other way round: the same evidence, the sign flipped
     assert mirrored.delta == pytest.approx(-c.delta, abs=1e-12)
     assert (mirrored.low, mirrored.high) == pytest.approx((-c.high, -c.low), abs=1e-9)
     assert mirrored.p_value == pytest.approx(c.p_value) and (mirrored.wins, mirrored.losses) == (c.losses, c.wins)
@@ -65,7 +66,7 @@ def test_the_interval_agrees_with_students_t_where_that_is_exact():
     rng = np.random.default_rng(11)
     before = rng.uniform(0.2, 0.6, 300)
     after = before + rng.normal(0.02, 0.1, 300)
-    c = compare(before, after, 10000, seed=3, confidence=0.95)
+    c = paired_difference(before, after, 10000, seed=3, confidence=0.95)
     t_low, t_high = stats.t.interval(0.95, 299, loc=np.mean(after - before), scale=stats.sem(after - before))
     width = t_high - t_low
     assert abs(c.low - t_low) < 0.08 * width and abs(c.high - t_high) < 0.08 * width
@@ -79,7 +80,7 @@ def test_ninety_five_percent_intervals_cover_the_true_change_about_95_percent_of
         before = rng.uniform(0.1, 0.7, 35)
         after = np.clip(before + rng.normal(0.03, 0.08, 35), 0, 1)
         truth = 0.03  # clipping at 0 and 1 moves it by well under the intervals' width here
-        c = compare(before, after, 1000, seed=trial, confidence=0.95)
+        c = paired_difference(before, after, 1000, seed=trial, confidence=0.95)
         covered += c.low <= truth <= c.high
     assert 0.9 <= covered / trials <= 0.985, covered / trials
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.prompts import system_prompt
 from harness.project import REPO
-from tasks.export import export
+from tasks.dataset.export import export
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_each_format(dataset, tmp_path):
 
 
 def test_command_line_and_unknown_format(dataset, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "tasks.export", "openai", str(dataset), str(tmp_path / "o.jsonl")],
+    result = subprocess.run([sys.executable, "-m", "tasks.dataset.export", "openai", str(dataset), str(tmp_path / "o.jsonl")],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "500 records" in result.stdout
     with pytest.raises(ValueError, match="unknown format 'csv'"):

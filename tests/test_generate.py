@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -15,10 +16,20 @@ from pydantic import SecretStr
 from core.config import DatasetGenerator
 from core.prompts import ANSWER_STYLE, GENERATION_SYSTEM, system_prompt
 from harness.llm import LLMFaults, fake_llm
-from tasks.dataset import QARecord, chat_view, deduplicate, split_records
-from tasks.generate import CallPolicy, RateLimitedCaller, cache_key, generate_all, group_chunks, judge_one
-from tasks.llm import GeminiProvider, LLMAuthError, OfflineProvider, OpenAICompatibleProvider
-from tasks.records import Chunk
+from tasks.common.records import Chunk
+from tasks.dataset.assemble import (
+    GenerationRun,
+    QARecord,
+    SplitLevel,
+    chat_view,
+    dataset_stats,
+    deduplicate,
+    split_level,
+    split_records,
+)
+from tasks.dataset.generate import cache_key, generate_all, group_chunks, judge_one
+from tasks.llm.calls import CallPolicy, RateLimitedCaller
+from tasks.llm.providers import GeminiProvider, LLMAuthError, OfflineProvider, OpenAICompatibleProvider
 
 KEY = "gemini-test-key"
 TEXTS = [
@@ -255,13 +266,13 @@ def test_answer_style_is_one_constant_shared_by_generation_and_evaluation():
     ("How do you kill without confirmation?", "To kill without confirmation, give C-c C-k an argument.", None),
 ])
 def test_question_rules(question, answer, reason):
-    from tasks.questions import problem
+    from tasks.common.questions import problem
 
     assert problem(question, answer) == reason
 
 
 def test_offline_questions_agree_in_number_and_keep_names():
-    from tasks.offline_llm import extractive_pairs
+    from tasks.llm.offline import extractive_pairs
 
     source = ("The default names are important because other stylesheets refer to them. "
               "The Gfem language is small. Gfem is a language for the finite element method. "
@@ -283,8 +294,8 @@ def test_offline_questions_agree_in_number_and_keep_names():
     min_size=1, max_size=12))
 def test_offline_questions_that_pass_the_rules_read_as_questions(sentences):
     """The offline generator fills its templates; what the rules let through names its subject and is grounded."""
-    from tasks.offline_llm import extractive_pairs
-    from tasks.questions import CLAUSE_OPENERS, VAGUE, problem
+    from tasks.common.questions import CLAUSE_OPENERS, VAGUE, problem
+    from tasks.llm.offline import extractive_pairs
 
     source = " ".join(sentences)
     for pair in extractive_pairs(source, 5):
@@ -320,3 +331,17 @@ def test_a_server_without_json_schema_gets_json_object_said_once(tmp_path, caplo
     assert kinds == ["json_schema", "json_object", "json_object", "json_object"]  # refused once, then never asked again
     warnings = [r.getMessage() for r in caplog.records if "refused response_format json_schema" in r.getMessage()]
     assert len(warnings) == 1 and "HTTP 400" in warnings[0]
+
+
+def test_the_split_level_is_written_as_found_with_its_warning():
+    """A held-out document shared out by question is a question-level split in stats.json (it once read "chunk")."""
+    lone = {"a": "train", "b": "train", "d": "eval"}
+    split, sides = split_records(_docs_records(list(lone), per_doc=40), RATIOS, seed=7, assigned=lone)
+    level = split_level(sides)
+    assert level is SplitLevel.QUESTION and "shared out between validation and test" in level.warning
+    run = GenerationRun("offline", "offline-extractive-2", ["a", "b", "d"], 3, 0, 3, [], Counter(), 0, 0, 0, 0)
+    assert dataset_stats(DatasetGenerator(), run, split, level)["split"]["level"] == "question"
+    _, one = split_records([_record(i, f"q{i}", doc="only") for i in range(60)], RATIOS, 1)
+    assert split_level(one) is SplitLevel.CHUNK and "split by chunk" in SplitLevel.CHUNK.warning
+    assert split_level({"a": "train", "b": "validation", "c": "test"}) is SplitLevel.DOCUMENT
+    assert SplitLevel.DOCUMENT.warning is None

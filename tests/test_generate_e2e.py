@@ -14,7 +14,7 @@ import pytest
 
 from harness.llm import fake_llm
 from harness.project import REPO, copy_project, qa_dataset, run_pipeline, write_profile
-from tasks.offline_llm import MODEL_NAME
+from tasks.llm.offline import MODEL_NAME
 
 KEY = "e2e-gemini-key"
 

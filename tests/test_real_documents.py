@@ -11,7 +11,7 @@ import pytest
 
 from harness.project import qa_dataset, run_pipeline, write_profile
 from harness.real_corpus import HTML_AS_PDF, TRUNCATED
-from tasks.questions import problem
+from tasks.common.questions import problem
 from tests.test_pipeline_e2e import NOISE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -16,8 +16,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from core.naming import next_version_name
 from harness.hub import FakeHub
 from harness.project import run_pipeline, write_profile
-from tasks.adapter_check import AdapterNotServable, check_servable
-from tasks.compare import summarise
+from tasks.finetune.comparison import summarise
+from tasks.release.adapter_check import AdapterNotServable, check_servable
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +66,7 @@ CLEAR_GAIN = [0.05, 0.04, 0.06, 0.05, 0.03, 0.07, 0.05, 0.04]
 
 
 def stage_four_reports(deltas: list[float]) -> dict:
-    """The 4d summary (tasks.compare) of a fine-tuned model that changes each question's scores by ``deltas``."""
+    """The 4d summary (tasks.finetune.comparison) of a fine-tuned model that changes each question's scores by ``deltas``."""
     def report(shift: list[float]) -> dict:
         return {"examples": len(deltas), "weights": WEIGHTS, "split": "test", "metrics": METRICS, "predictions": [
             {"id": f"q{i}", "question": f"Question {i}?", "reference": "Reference.", "prediction": f"Answer {i} {d}.",

@@ -12,8 +12,8 @@ import pypdfium2
 import pytest
 from PIL import Image, ImageStat
 
-from tasks.compare import summarise
-from tasks.report_page import write_report
+from tasks.finetune.comparison import summarise
+from tasks.report.page import write_report
 
 WEIGHTS = {"bertscore_f1": 0.4, "rouge_l": 0.3, "token_f1": 0.2, "rouge_1": 0.1}
 QUESTIONS = ["What is colostrum?", "What is <b>pre-eclampsia</b> & why does it matter?", "What is lochia?",

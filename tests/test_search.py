@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from core.config import ConfigError, Secrets
 from harness.serpapi import fake_serpapi
-from tasks.search import SearchError, list_local_sources, search_serpapi
+from tasks.collect.search import SearchError, list_local_sources, search_serpapi
 
 KEY = "test-key-1234567890"
 

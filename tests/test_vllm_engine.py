@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from harness.gateway import ADMIN_TOKEN, GatewayProcess
 from harness.loopback import free_port
-from harness.project import run_pipeline, write_profile
+from harness.project import Ran, run_pipeline, write_profile
 from harness.vllm_engine import VLLMEngine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -34,18 +34,15 @@ def cli(root: Path, config: str, *args: str):
 
 
 @pytest.fixture(scope="module")
-def project(stage3_project: Path) -> Path:
-    """Stages 4-5 done (by stage 4's tests when they ran first) and a profile serving through vLLM."""
-    if not (stage3_project / "reports/registration.json").is_file():
-        result = cli(stage3_project, "config.yaml", "--start", "4", "--end", "5")
-        assert result.returncode == 0, result.stderr[-3000:]
+def project(registered_project: Ran) -> Path:
+    """Stages 4-5 done (shared with stage 4's tests) and a profile serving through vLLM."""
     port = free_port()
-    write_profile(stage3_project, {"serving": {
+    write_profile(registered_project.root, {"serving": {
         "backend": "vllm", "vllm_url": f"http://127.0.0.1:{port}", "vllm_port": port, "max_model_len": 2048,
         "cpu_kv_cache_gib": 1, "request_timeout_s": 300, "smoke_questions": 2,
         "parity_questions": PARITY_QUESTIONS}},
         name="vllm.yaml", inherit="config.yaml", root=None)
-    return stage3_project
+    return registered_project.root
 
 
 @pytest.fixture(scope="module")

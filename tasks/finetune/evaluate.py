@@ -1,0 +1,91 @@
+"""Evaluate a model (base, or base + adapter) on the eval set: one complete report.
+
+An evaluation is a pure function of the weights, the questions, the settings and the scoring
+code, so its result is cached by Prefect under a key made of their content hashes (persisted
+in the configured result storage). A rerun, a flow-run retry or the GPU worker asking for an
+evaluation that was already done anywhere that shares the storage gets it back without
+generating a token.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import CacheKeyFnPolicy
+
+from tasks.common.cache_keys import content_key, source_hash
+
+
+def folder_hash(folder: Path, pattern: str = "*.safetensors") -> str:
+    """Content hash of a model or adapter folder's weights and configs (names included)."""
+    files = sorted([*folder.glob(pattern), *folder.glob("*config.json")])
+    return _hash_files(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=32)
+def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
+    """Hashing a base model's weights takes a second; the same files (size, mtime) are hashed once per process."""
+    digest = hashlib.sha256()
+    for name, _, _ in files:
+        digest.update(Path(name).name.encode())
+        with open(name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def evaluation_key(_context: Any, parameters: dict[str, Any]) -> str:
+    """Content of everything the report depends on: weights, questions, settings, generation and scoring code."""
+    base, adapter = parameters["base"], parameters["adapter"]
+    return content_key("evaluation", {
+        "base": folder_hash(Path(base)) if Path(base).is_dir() else base,
+        "adapter": folder_hash(Path(adapter)) if adapter else None,
+        "code": source_hash("tasks.finetune.evaluate", "core.inference", "tasks.common.metrics"),
+        **{name: value for name, value in parameters.items() if name not in ("base", "adapter")},
+    })
+
+
+def load_questions(path: Path, limit: int | None = None) -> list[dict]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (run stage 3 first)")
+    records = json.loads(path.read_text(encoding="utf-8"))
+    if not records:
+        raise ValueError(f"{path} has no questions")
+    return records[:limit] if limit else records
+
+
+@task(name="evaluate-model", cache_policy=CacheKeyFnPolicy(cache_key_fn=evaluation_key), persist_result=True)
+def evaluate_model(base: str, adapter: Path | None, eval_records: list[dict], system: str, max_new_tokens: int,
+                   batch_size: int, bertscore_model: str, bertscore_layers: int | None,
+                   weights: dict[str, float]) -> dict:
+    """Generate greedy answers for every eval question and score them."""
+    from core.inference import generate_answers, load_model  # torch and the metrics: only when not cached
+    from tasks.common.metrics import score_all
+
+    started = time.perf_counter()
+    model, tokenizer = load_model(base, adapter)
+    loaded = time.perf_counter()
+    predictions = generate_answers(model, tokenizer, [r["question"] for r in eval_records], system, max_new_tokens,
+                                   batch_size)
+    generated = time.perf_counter()
+    references = [r["answer"] for r in eval_records]
+    per_example, aggregate = score_all(predictions, references, bertscore_model, bertscore_layers, weights)
+    report = {
+        "model": base, "adapter": str(adapter) if adapter else None,
+        "model_hash": folder_hash(Path(base)) if Path(base).is_dir() else None,
+        "adapter_hash": folder_hash(adapter) if adapter else None,
+        "examples": len(eval_records), "metrics": aggregate, "weights": weights,
+        "settings": {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
+                     "bertscore_model": bertscore_model, "system_prompt": system, "decoding": "greedy"},
+        "timings_s": {"load": round(loaded - started, 2), "generate": round(generated - loaded, 2),
+                      "score": round(time.perf_counter() - generated, 2)},
+        "predictions": [{"id": r["id"], "question": r["question"], "reference": r["answer"], "prediction": p, "scores": s}
+                        for r, p, s in zip(eval_records, predictions, per_example, strict=True)],
+    }
+    return report

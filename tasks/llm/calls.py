@@ -1,0 +1,144 @@
+"""Calling an LLM: the run's limits on the provider, and asking until a reply is usable (once repaired).
+
+Every stage that asks a model (stage 3's pairs and judge, 4d's grader) goes through one
+``RateLimitedCaller``, so the quota, the retries on transient errors and the shared
+Prefect rate limit hold for all of them; ``ask_with_repair`` is the one "ask, then ask again
+once" loop, and ``ask_cached`` pays for each distinct prompt once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from aiolimiter import AsyncLimiter
+from prefect.concurrency.asyncio import rate_limit
+from pydantic import BaseModel, ValidationError
+
+from core.config import DatasetGenerator
+from core.files import atomic_write_json
+from tasks.common.retry import backoff_delay
+from tasks.llm.providers import Completion, LLMAuthError, LLMError, LLMProvider, TransientLLMError
+
+T = TypeVar("T")
+Reply = TypeVar("Reply", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """``dataset_generator``'s limits on calling the provider, and the shared rate limit's name."""
+
+    max_concurrent: int
+    requests_per_minute: int | None  # None: no rate limit (the offline provider makes no network call)
+    tokens_per_minute: int | None
+    max_retries: int
+    backoff_base_s: float
+    backoff_max_s: float
+    shared_rate_limit: str | None  # a Prefect global concurrency limit with slot decay, shared by every run
+
+    @classmethod
+    def of(cls, g: DatasetGenerator, shared_rate_limit: str | None = None) -> CallPolicy:
+        """The provider's limits; the offline provider calls no service, so no quota (or retry) applies to it."""
+        offline = g.provider == "offline"
+        return cls(max_concurrent=g.max_concurrent_requests, requests_per_minute=None if offline else g.requests_per_minute,
+                   tokens_per_minute=None if offline else g.tokens_per_minute, max_retries=0 if offline else g.max_retries,
+                   backoff_base_s=g.backoff_base_s, backoff_max_s=g.backoff_max_s,
+                   shared_rate_limit=None if offline else shared_rate_limit)
+
+
+class RateLimitedCaller:
+    """Bounded concurrency, requests/min and tokens/min limits, retries with backoff on transient errors only.
+
+    The limits above hold within one run. Runs of several deployments at once (the nightly
+    refresh beside a manual run) share the provider's quota through ``shared_rate_limit``:
+    each request also takes a slot of that Prefect-managed rate limit.
+    """
+
+    def __init__(self, provider: LLMProvider, policy: CallPolicy) -> None:
+        self.provider = provider
+        self.policy = policy
+        self._slots = asyncio.Semaphore(policy.max_concurrent)
+        self._requests = AsyncLimiter(1, 60 / policy.requests_per_minute) if policy.requests_per_minute else None  # evenly spaced
+        self._tokens = AsyncLimiter(policy.tokens_per_minute, 60) if policy.tokens_per_minute else None
+        self.calls = 0
+
+    async def __call__(self, system: str, prompt: str, schema: type[BaseModel]):
+        estimate = (len(system) + len(prompt)) // 4 + 512
+        for attempt in range(self.policy.max_retries + 1):
+            async with self._slots:
+                if self._requests is not None:
+                    await self._requests.acquire()
+                if self._tokens is not None:
+                    await self._tokens.acquire(min(estimate, self.policy.tokens_per_minute))
+                if self.policy.shared_rate_limit is not None:
+                    await rate_limit(self.policy.shared_rate_limit, strict=True)
+                self.calls += 1
+                try:
+                    return await self.provider.complete(system, prompt, schema)
+                except TransientLLMError as error:
+                    if attempt == self.policy.max_retries:
+                        raise
+                    delay = error.retry_after
+            await asyncio.sleep(backoff_delay(attempt, self.policy.backoff_base_s, self.policy.backoff_max_s, delay))
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class Asked(Generic[T]):
+    """What asking gave: the usable value (or None), why each unusable reply was unusable, every completion paid
+    for, and the provider error that ended the asking, if one did."""
+
+    value: T | None
+    problems: list[str] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
+    error: LLMError | None = None
+
+
+async def ask_with_repair(call: RateLimitedCaller, system: str, prompt: str, schema: type[BaseModel],
+                          read: Callable[[str], tuple[T | None, str | None]], repair_note: str | None = None) -> Asked[T]:
+    """Ask; a reply ``read`` finds unusable (it returns the problem) is asked again once, with ``repair_note``
+    (formatted with the problem) added to the prompt when given. An authentication error is raised (it stops the
+    stage); any other provider error ends the asking and is returned."""
+    asked: Asked[T] = Asked(None)
+    for _ in range(2):
+        try:
+            completion = await call(system, prompt, schema)
+        except LLMAuthError:
+            raise
+        except LLMError as error:
+            asked.error = error
+            return asked
+        asked.completions.append(completion)
+        value, problem = read(completion.text)
+        if problem is None:
+            asked.value = value
+            return asked
+        asked.problems.append(problem)
+        if repair_note is not None:
+            prompt = prompt + repair_note.format(reason=problem.replace("_", " "))
+    return asked
+
+
+async def ask_cached(call: RateLimitedCaller, system: str, prompt: str, schema: type[Reply],
+                     cache_path: Path) -> Reply | None:
+    """A reply valid against ``schema``, cached at ``cache_path``; an unusable one is asked again once, then None.
+
+    An authentication error stops the stage; any other provider error gives None, and nothing is cached.
+    """
+    if cache_path.exists():
+        return schema.model_validate_json(cache_path.read_text(encoding="utf-8"))
+
+    def read(text: str) -> tuple[Reply | None, str | None]:
+        try:
+            return schema.model_validate(json.loads(text)), None
+        except (json.JSONDecodeError, ValidationError):
+            return None, "invalid_json"
+
+    reply = (await ask_with_repair(call, system, prompt, schema, read)).value
+    if reply is not None:
+        atomic_write_json(cache_path, reply.model_dump())
+    return reply

@@ -1,0 +1,212 @@
+"""Remove what PDFs add to the text that is not content, so chunks and QA pairs stay on topic.
+
+Two kinds of rules. Page furniture (running headers and footers, page numbers, table of
+contents and index pages) is recognised on the converted lines while their place on the
+page is still known: a header is a line at the top or bottom of many pages, which text
+alone cannot tell from a repeated code line. Text rules then work on Markdown blocks
+(paragraphs separated by blank lines), in a fixed order: drop noise blocks while each PDF
+line is still its own block, re-join wrapped lines into paragraphs, drop empty sections.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from tasks.process.layout import Line
+
+_IMAGE = re.compile(r"<!--\s*image\s*-->|!\[[^\]]*\]\([^)]*\)")
+_PAGE_NUMBER = re.compile(r"^(?:page\s+)?(?:\d{1,4}|[ivxlc]{1,7})(?:\s*(?:/|of)\s*\d{1,4})?$", re.IGNORECASE)
+_DOT_LEADER = re.compile(r"(?:\.\s?){4,}\s*(?:\d{1,4}|[ivxlc]{1,7})(?:\s*[,–-]\s*\d{1,4})*$|(?:…\s*)+\d{1,4}$|(?:\.\s?){6,}")
+_PAGE_LIST = re.compile(r"^[^\d.!?;:]{1,60}?,\s*\d{1,4}(?:\s*[,–-]\s*\d{1,4})*$")  # index: "intersections, 34, 144"
+_TOC_TITLE = re.compile(r"^(?:table of )?contents$|^(?:index|list of (?:figures|tables))$", re.IGNORECASE)
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
+                            "\ufb05": "st", "\ufb06": "st", "\u00ad": None})
+_CREDIT = re.compile(
+    r"^(?:(?:(?:photo(?:graph)?|image|picture|illustration)s?(?:\s+credits?)?|credits?|source)\s*[:\-–—]\s*\S"
+    r"|(?:(?:photo|image|picture)s?\s+)?courtesy(?:\s+of)?\s+\S"
+    r"|©\s*\S)",
+    re.IGNORECASE)
+_HEADING = re.compile(r"^(#{1,6})\s+\S")
+_LIST_OR_TABLE = re.compile(r"^(?:[-*+]\s|\d+[.)]\s|\|)")
+_ENDS_SENTENCE = re.compile(r"[.!?:;\"'”’)\]]$")
+_HYPHEN_BREAK = re.compile(r"[A-Za-z]-$")
+
+
+def _is_heading(block: str) -> bool:
+    return bool(_HEADING.match(block))
+
+
+def remove_image_tags(block: str) -> str:
+    return _IMAGE.sub("", block).strip()
+
+
+def unescape_entities(block: str) -> str:
+    return html.unescape(block)
+
+
+def fix_characters(block: str) -> str:
+    """Typographic ligatures (ﬁ, ﬂ…) back to letters, soft hyphens removed: search and tokenizers see plain words."""
+    return block.translate(_LIGATURES)
+
+
+def is_page_number(block: str) -> bool:
+    return bool(_PAGE_NUMBER.match(block.strip()))
+
+
+def is_toc_line(block: str) -> bool:
+    """A table-of-contents or index line: dot leaders (spaced or not) to a page, or a term followed by page numbers."""
+    text = block.strip().lstrip("#").strip()
+    return bool(_DOT_LEADER.search(text) or _TOC_TITLE.match(text) or _PAGE_LIST.match(text))
+
+
+def is_photo_credit(block: str) -> bool:
+    text = block.strip()
+    return len(text) <= 160 and bool(_CREDIT.match(text))
+
+
+@dataclass(frozen=True)
+class Furniture:
+    """What ``drop_page_furniture`` removed, for the manifest."""
+
+    running: int = 0
+    page_numbers: int = 0
+    toc_index_pages: int = 0
+
+
+def _furniture_key(text: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(text.casefold().split()))
+
+
+def _rows(lines: list[Line], indices: list[int]) -> list[list[int]]:
+    """A page's lines grouped into rows (lines that share a top, like a header and its page number), top to bottom."""
+    rows: list[list[int]] = []
+    for index in sorted(indices, key=lambda i: lines[i].top):
+        if rows and abs(lines[rows[-1][0]].top - lines[index].top) <= 2:
+            rows[-1].append(index)
+        else:
+            rows.append([index])
+    return rows
+
+
+def _by_page(lines: list[Line]) -> dict[int, list[int]]:
+    by_page: dict[int, list[int]] = defaultdict(list)
+    for index, line in enumerate(lines):
+        by_page[line.page].append(index)
+    return by_page
+
+
+def _edge_rows(lines: list[Line], by_page: dict[int, list[int]]) -> tuple[set[int], set[int]]:
+    """Lines in each page's top and bottom rows; and those of them set apart from the body by a wider gap.
+
+    Running headers and footers sit in the margin, apart from the text block: the gap to the
+    next row is wider than the document's usual line spacing. A body line that happens to end
+    many pages (an option listing's "Default value: 0") has the usual spacing above it.
+    """
+    pages = {page: _rows(lines, indices) for page, indices in by_page.items()}
+    gaps = sorted(lines[b[0]].top - lines[a[0]].top for rows in pages.values() for a, b in itertools.pairwise(rows))
+    spacing = gaps[len(gaps) // 2] if gaps else 0.0
+    edges: set[int] = set()
+    apart: set[int] = set()
+    for rows in pages.values():
+        for row, neighbour in ((rows[0], rows[1] if len(rows) > 1 else None), (rows[-1], rows[-2] if len(rows) > 1 else None)):
+            edges.update(row)
+            if neighbour is None or abs(lines[row[0]].top - lines[neighbour[0]].top) > 1.4 * spacing:
+                apart.update(row)
+    return edges, apart
+
+
+def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Line], Furniture]:
+    """Remove running headers/footers, page numbers and table-of-contents/index pages; headings are never removed.
+
+    A page number is a number alone in a page's top or bottom row. A running header or footer
+    is a line whose text (digits aside) stands in such a row on ``min_pages`` pages or more
+    (fewer in a short document), set apart from the body there, or at one fixed height and
+    set apart on some of them; it is removed from every top or bottom row it stands in. A page
+    is a TOC or index page when most of its lines are TOC/index lines.
+    """
+    by_page = _by_page(lines)
+    edges, apart = _edge_rows(lines, by_page)
+    at_edge: dict[str, set[int]] = defaultdict(set)
+    set_apart: dict[str, set[int]] = defaultdict(set)
+    tops: dict[str, list[float]] = defaultdict(list)
+    for index in edges:
+        key = _furniture_key(lines[index].text)
+        at_edge[key].add(lines[index].page)
+        tops[key].append(lines[index].top)
+        if index in apart:
+            set_apart[key].add(lines[index].page)
+    needed = min(min_pages, max(2, len(by_page) // 2 + 1))
+    # set apart from the body on enough pages, or at one fixed height on every page and set apart on some
+    running = {key for key, pages in at_edge.items() if len(pages) >= needed and (
+        len(set_apart[key]) >= needed or (set_apart[key] and max(tops[key]) - min(tops[key]) <= 1.5))}
+
+    toc_pages = set()
+    for page, indices in by_page.items():
+        body = [i for i in indices if i not in edges or not is_page_number(lines[i].text)]
+        listing = sum(is_toc_line(lines[i].text) or is_page_number(lines[i].text) for i in body)
+        if len(body) >= 4 and listing / len(body) >= 0.5:
+            toc_pages.add(page)
+
+    kept: list[Line] = []
+    counts = Counter()
+    for index, line in enumerate(lines):
+        if line.heading:
+            kept.append(line)
+        elif line.page in toc_pages:
+            continue
+        elif index in edges and is_page_number(line.text):
+            counts["page_numbers"] += 1
+        elif index in edges and _furniture_key(line.text) in running:
+            counts["running"] += 1
+        else:
+            kept.append(line)
+    return kept, Furniture(running=counts["running"], page_numbers=counts["page_numbers"], toc_index_pages=len(toc_pages))
+
+
+def join_wrapped_lines(blocks: list[str]) -> list[str]:
+    """Re-join lines that a PDF wrapped into separate blocks; undo end-of-line hyphenation."""
+    joined: list[str] = []
+    for block in blocks:
+        previous = joined[-1] if joined else None
+        mergeable = (
+            previous is not None
+            and not _is_heading(previous) and not _is_heading(block)
+            and not _LIST_OR_TABLE.match(block) and not _LIST_OR_TABLE.match(previous)
+            and (not _ENDS_SENTENCE.search(previous) or block[:1].islower())
+        )
+        if not mergeable:
+            joined.append(block)
+        elif _HYPHEN_BREAK.search(previous) and block[:1].islower():
+            joined[-1] = previous[:-1] + block
+        else:
+            joined[-1] = f"{previous} {block}"
+    return joined
+
+
+def drop_empty_sections(blocks: list[str]) -> list[str]:
+    """Remove headings with no content before the next heading of the same or a higher level."""
+    kept: list[str] = []
+    for index, block in enumerate(blocks):
+        heading = _HEADING.match(block)
+        if heading:
+            level = len(heading.group(1))
+            following = blocks[index + 1] if index + 1 < len(blocks) else None
+            next_heading = _HEADING.match(following) if following else None
+            if following is None or (next_heading and len(next_heading.group(1)) <= level):
+                continue
+        kept.append(block)
+    return kept
+
+
+def clean_markdown(markdown: str) -> str:
+    """Apply every rule in order; the result has one blank line between blocks and ends with a newline."""
+    blocks = [" ".join(b.split()) for b in markdown.split("\n\n")]
+    blocks = [fix_characters(unescape_entities(remove_image_tags(b))) for b in blocks]
+    blocks = [b for b in blocks if b and not is_page_number(b) and not is_toc_line(b) and not is_photo_credit(b)]
+    blocks = join_wrapped_lines(blocks)
+    blocks = drop_empty_sections(blocks)
+    return "\n\n".join(blocks) + "\n" if blocks else ""
