@@ -116,20 +116,20 @@ def train(config: PipelineConfig) -> dict:
     train_chat = artifacts.require(config, "train_chat", "4b")
     output_dir, settings = config.path(config.paths.checkpoints), config.finetuning
     chat = train_chat.read_bytes()
-    run = resume.fingerprint(base, chat, settings)
+    fingerprint = resume.fingerprint(base, chat, settings)
     record, log_path = artifacts.path(config, "training_run"), artifacts.path(config, "train_log")
-    decision = resume.decide(record, run, log_path)
+    decision = resume.decide(record, fingerprint, log_path)
     if decision == "done":
         say(f"4b train: already done for this data and these settings (delete {output_dir} to train again)")
         return json.loads(log_path.read_text())
-    if resume.begin(record, output_dir, run, base, decision):
+    if resume.begin(record, output_dir, fingerprint, base, decision):
         say(f"4b: {output_dir} holds checkpoints of other data or settings: starting afresh")
     examples = sum(1 for line in chat.splitlines() if line.strip())
     with (wandb_run(config, "train", _tracking_group(config)) as run,  # the trainer's W&B callback logs into this run
           progress_bar("4b train", total_steps(examples, settings)) as advance):
         summary = train_lora(base, train_chat, output_dir, settings, log_path, lambda step, steps, loss: advance(
             completed=step, total=steps, note=None if loss is None else f"loss {loss:.3f}"))
-    resume.finish(record, run, base)
+    resume.finish(record, fingerprint, base)
     losses = [h["loss"] for h in summary["loss_history"]]
     say(f"4b train: {summary['steps']} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}, "
         f"checkpoints {', '.join(summary['checkpoints'])}"
