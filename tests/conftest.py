@@ -88,7 +88,8 @@ def stage3_project(tmp_path_factory: pytest.TempPathFactory, chunked_sample: Pat
 
 def _stage(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """W&B tracking is on in stage 4's project, offline: the runs land in logs/wandb, as `wandb sync` would find them."""
-    result = run_pipeline(root / "config.yaml", *args, env={**os.environ, "WANDB_MODE": "offline"})
+    # stage 4 is ~10 min here alone; a bound for a hung run, not a timing (two suites at once took 15 min)
+    result = run_pipeline(root / "config.yaml", *args, env={**os.environ, "WANDB_MODE": "offline"}, timeout=2700)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
