@@ -157,7 +157,8 @@ def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_
     for side in mine:  # the same records, but for where this clone found its PDFs
         assert [{**r, "url": None} for r in mine[side]] == [{**r, "url": None} for r in theirs[side]]
     mine, theirs = (json.loads((root / "reports/eval_baseline.json").read_text()) for root in (tmp_path, project))
-    assert mine["metrics"] == theirs["metrics"] and mine["predictions"] == theirs["predictions"]
+    assert mine["predictions"] == theirs["predictions"]  # word for word; the scores but for BERTScore's float noise (~1e-9)
+    assert mine["metrics"] == pytest.approx(theirs["metrics"], abs=1e-6)
 
 
 def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(registered_project: Ran):
