@@ -1,6 +1,10 @@
-"""Benchmark: stages 2–3 on real PDFs that no one on this project wrote (Debian documentation).
+"""Benchmark: stages 2–3 on real PDFs and web pages that no one on this project wrote (Debian documentation).
 
-    .venv/bin/python -m bench.real_documents [--folder build/real_pdfs] [--pairs 30]
+    .venv/bin/python -m bench.real_documents [--folder build/real_pdfs] [--pages build/real_pages]
+                                             [--kinds pdf html] [--pairs 30]
+
+Web pages are measured by bench/real_pages.py (the same measures, judged from the raw page's
+own headings and the site's repeated text); below, the PDFs.
 
 Measured, each against its goal:
 - Section agreement: every chunk's opening words are found in the PDF with pypdfium2 (its own
@@ -150,12 +154,8 @@ def pdfium_text(path: Path) -> int:
         return sum(len(page.get_textpage().get_text_range()) for page in document)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--folder", type=Path, default=REPO / "build" / "real_pdfs")
-    parser.add_argument("--pairs", type=int, default=30)
-    args = parser.parse_args()
-
+def measure_pdfs(args: argparse.Namespace) -> float:
+    """Every PDF measure; returns stage 2's pages/s (the web pages are held to it)."""
     config = load_config(REPO / "configs" / "local.yaml")
     p, g = config.data_processor, config.dataset_generator
     count = token_counter(config.finetuning.base_model, config.finetuning.base_model_gguf)
@@ -241,7 +241,13 @@ def main() -> None:
           f"on top of docling's conversion {steps['conversion']:.2f} s: +{overhead:.1%} (goal < {GOALS['overhead']:.0%}: "
           f"{'met' if overhead < GOALS['overhead'] else 'MISSED'})")
 
-    groups = group_chunks(all_chunks, g.max_tokens)
+    offline_questions(all_chunks, g, args.pairs)
+    return pages / stage_s
+
+
+def offline_questions(chunks: list, g, show: int) -> list:
+    """Stage 3's offline generator on ``chunks``: pairs written, dropped by rule, and ``show`` kept pairs to read."""
+    groups = group_chunks(chunks, g.max_tokens)
     policy = CallPolicy.of(g)
     caller = RateLimitedCaller(OfflineProvider(), policy)
     with tempfile.TemporaryDirectory() as cache:
@@ -263,9 +269,24 @@ def main() -> None:
         unit = "groups" if reason in ("no_valid_pairs", "empty_reply") else "pairs"
         base = len(groups) if unit == "groups" else made
         print(f"  dropped {reason:20s} {n:5d} {unit}  ({n / max(1, base):.1%})")
-    print(f"\n{min(args.pairs, len(kept))} random kept pairs (seed 0):")
-    for pair in random.Random(0).sample(kept, min(args.pairs, len(kept))):
+    print(f"\n{min(show, len(kept))} random kept pairs (seed 0):")
+    for pair in random.Random(0).sample(kept, min(show, len(kept))):
         print(f"  [{pair.type}] Q: {pair.question}\n          A: {pair.answer[:160]}")
+    return kept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--folder", type=Path, default=REPO / "build" / "real_pdfs")
+    parser.add_argument("--pages", type=Path, default=REPO / "build" / "real_pages")
+    parser.add_argument("--kinds", nargs="+", choices=("pdf", "html"), default=["pdf", "html"])
+    parser.add_argument("--pairs", type=int, default=30)
+    args = parser.parse_args()
+    pdf_pages_per_s = measure_pdfs(args) if "pdf" in args.kinds else None
+    if "html" in args.kinds:
+        from bench.real_pages import measure_pages  # it borrows this file's locator rules
+
+        measure_pages(args, pdf_pages_per_s)
 
 
 if __name__ == "__main__":

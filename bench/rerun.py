@@ -27,7 +27,7 @@ def make_project(root: Path, pdfs: list[Path]) -> Path:
     (root / "pdfs").mkdir(parents=True)
     for pdf in pdfs:
         shutil.copy(pdf, root / "pdfs" / pdf.name)
-    return write_profile(root, {"data_collector": {"local": {"pdf_dir": "pdfs"}}})
+    return write_profile(root, {"data_collector": {"local": {"dir": "pdfs"}}})
 
 
 def timed(config: Path, env: dict[str, str], *args: str) -> tuple[float, str]:

@@ -83,9 +83,9 @@ def load_if_present(config: PipelineConfig, name: Name, default: Any = None) -> 
 
 
 # files each stage keeps per document or per call, inside its configured folder
-def raw_pdf(raw_dir: Path, sha256: str) -> Path:
-    """Stage 1's copy of a downloaded document, named by its content."""
-    return raw_dir / f"{sha256}.pdf"
+def raw_document(raw_dir: Path, sha256: str, kind: str = "pdf") -> Path:
+    """Stage 1's copy of a downloaded document (``kind``: pdf or html), named by its content, kept as fetched."""
+    return raw_dir / f"{sha256}.{kind}"
 
 
 def markdown(processed_dir: Path, sha256: str) -> Path:

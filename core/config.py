@@ -59,16 +59,16 @@ class Paths(_Section):
 
 
 class LocalSource(_Section):
-    """The offline source: a folder of PDFs and/or a text file of URLs (one per line)."""
+    """The offline source: a folder of documents (read recursively) and/or a text file of URLs (one per line)."""
 
-    pdf_dir: Path | None = None
+    dir: Path | None = None
     url_file: Path | None = None
 
 
 class DataCollector(_Section):
     source: Literal["serpapi", "local"] = "serpapi"
     search_query: str = "pregnancy guide"
-    pdf_only: bool = True
+    mode: Literal["pdf", "html", "any"] = "pdf"  # which documents are kept: PDFs, web pages, or both
     num_results: PositiveInt = 20
     results_per_page: Annotated[int, Field(gt=0, le=100)] = 10
     serpapi_endpoint: str = "https://serpapi.com"
@@ -83,12 +83,12 @@ class DataCollector(_Section):
     max_file_size_mb: Annotated[float, Field(gt=0)] = 50.0
     max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
     allow_private_addresses: bool = False
-    user_agent: str = "domain-llm-pipeline/0.1 (+PDF collector)"
+    user_agent: str = "domain-llm-pipeline/0.1 (+document collector)"
 
     @model_validator(mode="after")
     def _local_needs_input(self) -> DataCollector:
-        if self.source == "local" and self.local.pdf_dir is None and self.local.url_file is None:
-            raise ValueError("source 'local' needs local.pdf_dir or local.url_file")
+        if self.source == "local" and self.local.dir is None and self.local.url_file is None:
+            raise ValueError("source 'local' needs local.dir (a folder of documents) or local.url_file")
         return self
 
 

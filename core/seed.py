@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-# seed key → our key (the value moves unchanged)
+# seed key (or an earlier name of ours) → our key (the value moves unchanged)
 RENAMED = {
+    "data_collector.local.pdf_dir": "data_collector.local.dir",
     "paths.raw_data": "paths.raw",
     "paths.processed_data": "paths.processed",
     "data_collector.query": "data_collector.search_query",
@@ -116,12 +117,6 @@ def translate(raw: dict[str, Any], source: str) -> Translation:
 def _special_keys(result: Translation, source: str) -> None:
     """Seed keys whose value changes shape on the way."""
     data = result.data
-    found, mode = _pop(data, "data_collector.mode")
-    if found:
-        if mode != "pdf":
-            raise SeedKeyError(f"{source}: data_collector.mode: {mode!r}: only PDFs are collected here "
-                               "(mode: pdf, or data_collector.pdf_only)")
-        _put(result, "data_collector.mode", "data_collector.pdf_only", True, source)
     found, ratio = _pop(data, "dataset_generator.train_ratio")
     if found:
         if not isinstance(ratio, int | float) or not 0 < ratio < 1:

@@ -1,4 +1,4 @@
-"""Stage 2 — process: convert collected PDFs to clean Markdown, then chunk them by section."""
+"""Stage 2 — process: convert collected PDFs and web pages to clean Markdown, then chunk them by section."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from core.config import ConfigError, DataProcessor, PipelineConfig
 from core.files import atomic_write_json
 from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
-from tasks.common.records import Conversion, Document
+from tasks.common.records import Conversion, Document, DocumentKind
 from tasks.common.store import RecordIndex
 from tasks.process.chunk import chunk_documents
 from tasks.process.convert import convert_document, converter_label
@@ -39,24 +39,29 @@ def task_runner(config: PipelineConfig):
     return DaskTaskRunner(cluster_kwargs={"n_workers": p.workers, "threads_per_worker": 1})
 
 
-def _downloaded(config: PipelineConfig) -> dict[str, str]:
-    """Stage 1's PDFs on disk: sha256 → the URL it was first found at."""
+def _downloaded(config: PipelineConfig) -> tuple[dict[str, str], dict[str, DocumentKind]]:
+    """Stage 1's documents on disk: sha256 → the URL it was first found at, and → its kind."""
     raw_dir = config.path(config.paths.raw)
     urls: dict[str, str] = {}
+    kinds: dict[str, DocumentKind] = {}
     for document in RecordIndex(artifacts.path(config, "metadata"), Document, key="url").values():
-        if document.status == "ok" and document.sha256 and artifacts.raw_pdf(raw_dir, document.sha256).is_file():
+        if document.status == "ok" and document.sha256 \
+                and artifacts.raw_document(raw_dir, document.sha256, document.kind).is_file():
             urls.setdefault(document.sha256, document.url)
+            kinds[document.sha256] = document.kind
     if not urls:
-        raise MissingStageOutput("2", artifacts.raw_pdf(raw_dir, "*"), "1")
-    return urls
+        raise MissingStageOutput("2", artifacts.raw_document(raw_dir, "*"), "1")
+    return urls, kinds
 
 
-def _convert(config: PipelineConfig, todo: list[str], manifest: RecordIndex[Conversion]) -> None:
+def _convert(config: PipelineConfig, todo: list[str], kinds: dict[str, DocumentKind],
+             manifest: RecordIndex[Conversion]) -> None:
     """Convert ``todo`` in parallel (the flow's task runner), recording each as it finishes."""
     raw_dir, processed_dir = config.path(config.paths.raw), config.path(config.paths.processed)
     settings = converter_settings(config)
     with progress_bar("process: converting", len(todo)) as advance:
-        futures = [convert_document.submit(artifacts.raw_pdf(raw_dir, sha), artifacts.markdown(processed_dir, sha), settings)
+        futures = [convert_document.submit(artifacts.raw_document(raw_dir, sha, kinds[sha]),
+                                           artifacts.markdown(processed_dir, sha), settings, kinds[sha])
                    for sha in todo]
         for future in as_completed(futures):
             manifest.record(future.result())
@@ -99,17 +104,17 @@ def _report(urls: dict[str, str], converted: list[Conversion], summary: dict[str
 
 @threaded_flow("process")
 def process(config: PipelineConfig) -> dict[str, int]:
-    processed_dir, label = config.path(config.paths.processed), converter_label(converter_settings(config))
-    urls = _downloaded(config)
+    processed_dir, settings = config.path(config.paths.processed), converter_settings(config)
+    urls, kinds = _downloaded(config)
     manifest = RecordIndex(artifacts.conversions(processed_dir), Conversion, key="sha256")
 
     def is_done(sha: str) -> bool:
         previous = manifest.get(sha)
-        return (previous is not None and previous.converter == label
+        return (previous is not None and previous.converter == converter_label(settings, kinds[sha])
                 and (previous.status == "failed" or artifacts.markdown(processed_dir, sha).is_file()))
 
     todo = [sha for sha in urls if not is_done(sha)]
-    _convert(config, todo, manifest)
+    _convert(config, todo, kinds, manifest)
     counts = _chunk(config, urls, manifest)
     converted = [c for c in (manifest.get(sha) for sha in urls) if c is not None]
     failed = sum(c.status == "failed" for c in converted)

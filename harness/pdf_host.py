@@ -1,4 +1,4 @@
-"""A web host serving good PDFs and every failure a crawler meets (stage 1's downloads)."""
+"""A web host serving good PDFs, web pages and every failure a crawler meets (stage 1's downloads)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from collections.abc import Callable
 from aiohttp import web
 
 from harness.loopback import LoopbackServer
+
+PAGE = (b"<!DOCTYPE html><html><head><title>Iron in Pregnancy &amp; After</title></head><body>"
+        b"<nav><a href='/'>Home</a> | <a href='/guides'>Guides</a></nav><main><h1>Iron in pregnancy</h1>"
+        b"<p>Iron carries oxygen in the blood; pregnancy nearly doubles the amount the body needs.</p>"
+        b"<h2>Food sources</h2><p>Red meat, lentils, beans and fortified cereals are good sources of iron.</p>"
+        b"</main><footer>&copy; Example Health Service</footer></body></html>")
 
 
 def pdf_host(pdfs: dict[str, bytes], latency_s: float = 0.0) -> LoopbackServer:
@@ -23,6 +29,10 @@ def pdf_host(pdfs: dict[str, bytes], latency_s: float = 0.0) -> LoopbackServer:
     loops; /redirect-private.pdf → http://localhost:<port>/pdf/<first> (a hostname, so the
     resolver guard is what refuses it). ``server.most_in_flight`` is the most /pdf/ requests
     served at once.
+
+    Web pages, each served as ``text/html``: /page/guide.html a page (``PAGE``), /page/moved.html
+    → /page/guide.html, /page/binary.html a PNG's bytes, /page/empty.html nothing, /page/report.html
+    the first PDF.
     """
     first = next(iter(pdfs.values()))
     attempts: dict[str, int] = defaultdict(int)
@@ -92,7 +102,17 @@ def pdf_host(pdfs: dict[str, bytes], latency_s: float = 0.0) -> LoopbackServer:
             raise web.HTTPFound(target())
         return handler
 
+    def served_as_html(body: bytes):
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=body, content_type="text/html")
+        return handler
+
     first_name = next(iter(pdfs))
+    app.router.add_get("/page/guide.html", served_as_html(PAGE))
+    app.router.add_get("/page/moved.html", redirect(lambda: "/page/guide.html"))
+    app.router.add_get("/page/binary.html", served_as_html(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8))
+    app.router.add_get("/page/empty.html", served_as_html(b""))
+    app.router.add_get("/page/report.html", served_as_html(first))
     app.router.add_get("/pdf/{name}", good)
     app.router.add_get("/slow.pdf", slow)
     app.router.add_get("/flaky-500.pdf", flaky(lambda r: web.Response(status=503, text="busy")))

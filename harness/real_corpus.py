@@ -1,4 +1,4 @@
-"""A corpus of real PDFs that no one on this project wrote: documentation from Debian packages.
+"""Corpora of real PDFs and web pages that no one on this project wrote: documentation from Debian packages.
 
 The sample corpus is rendered by the project itself (clean text, a perfect outline), so it
 cannot show how stages 2–3 behave on documents from elsewhere. These come from Debian's
@@ -6,12 +6,18 @@ documentation packages, fetched with ``apt-get download`` the first time and cac
 outside the repository (never committed), plus two broken files a crawler meets: a
 truncated copy of a real PDF and an HTML page saved as ``.pdf``.
 
-    python -m harness.real_corpus DIR      # fetch (cached) and write the corpus into DIR
+The web pages come from three sites built by three generators (DocBook XSL, AsciiDoc, Sphinx),
+each page's own ``<h1>``–``<h6>`` the truth for its sections, plus the bad pages a crawler
+meets: a truncated page, an empty one, a page that only redirects, a login wall, and a
+binary saved as ``.html``.
+
+    python -m harness.real_corpus DIR [--html]   # fetch (cached) and write the corpus into DIR
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import subprocess
@@ -39,6 +45,30 @@ SOURCES = (
     Source("docbook-xsl-doc-pdf", "usr/share/doc/docbook-xsl-doc-pdf/doc/reference.pdf.gz", "docbook-xsl-reference.pdf"),
     Source("libtasn1-doc", "usr/share/doc/libtasn1-doc/libtasn1.pdf", "libtasn1.pdf"),
 )
+@dataclass(frozen=True)
+class Site:
+    package: str
+    folder: str               # where the pages are inside the package
+    pages: tuple[str, ...]
+    name: str                 # the generator: the site's folder in the corpus
+
+
+SITES = (
+    Site("debian-reference-en", "usr/share/debian-reference", tuple(
+        f"{name}.en.html" for name in ("pr01", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "apa")), "docbook"),
+    Site("git-doc", "usr/share/doc/git-doc", tuple(
+        f"{name}.html" for name in ("git-add", "git-bisect", "git-blame", "git-branch", "git-clone", "git-commit",
+                                    "git-mv", "git-reset", "git-revert", "git-rm", "git-stash", "git-tag",
+                                    "gitignore", "git-merge")), "asciidoc"),
+    Site("sphinx-doc", "usr/share/doc/sphinx-doc/html", (
+        "faq.html", "glossary.html", "templating.html", "support.html", "examples.html", "man/sphinx-build.html",
+        "man/sphinx-quickstart.html", "man/sphinx-apidoc.html", "tutorial/getting-started.html",
+        "tutorial/first-steps.html", "tutorial/narrative-documentation.html", "tutorial/describing-code.html",
+        "tutorial/automatic-doc-generation.html", "tutorial/deploying.html", "usage/extensions/autosectionlabel.html",
+        "usage/advanced/intl.html", "development/theming.html", "extdev/logging.html"), "sphinx"),
+)
+# the bad pages: name → how it is made
+BAD_PAGES = ("truncated.html", "empty.html", "redirect.html", "login.html", "binary.html")
 TRUNCATED = "freefem-truncated.pdf"   # the first 40 % of freefem.pdf: no cross-reference table, no trailer
 HTML_AS_PDF = "error-page.pdf"        # what a web server sends instead of a PDF, saved under a .pdf name
 
@@ -89,6 +119,60 @@ def build_real_corpus(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.pdf"))
 
 
+def _unpack(package: str, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dpkg-deb", "-x", str(_deb(package)), str(into)], check=True)
+    return into
+
+
+def _write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    partial.write_bytes(data)
+    os.replace(partial, target)
+
+
+def _png(width: int = 64, height: int = 64) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build_real_pages(folder: Path, per_site: int | None = None) -> list[Path]:
+    """Write the web pages into ``folder/<generator>/`` (``per_site`` pages from each, or all) and the bad
+    pages into ``folder/bad/``; returns every page written, bad ones included."""
+    written: list[Path] = []
+    for site in SITES:
+        pages = site.pages[:per_site]
+        targets = [folder / site.name / page for page in pages]
+        if not all(t.is_file() for t in targets):
+            with tempfile.TemporaryDirectory() as tmp:
+                root = _unpack(site.package, Path(tmp)) / site.folder
+                for page, target in zip(pages, targets, strict=True):
+                    _write(target, (root / page).read_bytes())
+        written += targets
+    bad = folder / "bad"
+    sample = (folder / "sphinx" / SITES[2].pages[0])
+    if not sample.is_file():
+        build_real_pages(folder, per_site=1)
+    data = sample.read_bytes()
+    _write(bad / "truncated.html", data[: int(len(data) * 0.6)])  # cut mid-page: no closing tags
+    _write(bad / "empty.html", b"")
+    _write(bad / "redirect.html", b'<!DOCTYPE html><html><head><meta http-equiv="refresh" content="0; '
+                                  b'url=https://docs.example.org/new/"><title>Moved</title></head>'
+                                  b'<body><p>Redirecting&hellip;</p></body></html>')
+    _write(bad / "login.html", b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>"
+                               b"<header><nav><a href='/'>Home</a></nav></header><main><h1>Sign in</h1>"
+                               b"<form><label>Email <input name=email></label><label>Password <input type=password>"
+                               b"</label><button>Sign in</button></form><p>Forgot your password?</p></main>"
+                               b"<footer>&copy; Example Corp</footer></body></html>")
+    _write(bad / "binary.html", _png())
+    return written + [bad / name for name in BAD_PAGES]
+
+
 if __name__ == "__main__":
-    for path in build_real_corpus(Path(sys.argv[1] if len(sys.argv) > 1 else "build/real_pdfs")):
+    target = Path(next((a for a in sys.argv[1:] if not a.startswith("--")), "build/real_pdfs"))
+    for path in (build_real_pages(target) if "--html" in sys.argv else build_real_corpus(target)):
         print(path)

@@ -68,7 +68,7 @@ def chunked_sample(tmp_path_factory: pytest.TempPathFactory, sample_pdf_dir: Pat
     """The offline profile's stages 1-2 on the sample corpus, done once: tests take a copy (copy_project) instead of
     collecting and converting it again. Never changed by a test."""
     root = tmp_path_factory.mktemp("chunked")
-    write_profile(root, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}}})
+    write_profile(root, {"data_collector": {"local": {"dir": str(sample_pdf_dir)}}})
     result = run_pipeline(root / "config.yaml", "--end", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return root

@@ -59,7 +59,7 @@ def test_serpapi_without_key_is_one_clear_line(tmp_path):
 
 def test_the_cli_prints_its_own_lines_and_verbose_shows_prefects_too(tmp_path, sample_pdf_dir):
     """On Prefect's temporary server, as a first run with none configured: its start and stop stay off the screen."""
-    config = write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}}})
+    config = write_profile(tmp_path, {"data_collector": {"local": {"dir": str(sample_pdf_dir)}}})
     quiet = run_pipeline(config, "--stage", "1", env=without_prefect_server(), timeout=300)
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout.splitlines() == [quiet.stdout.splitlines()[0]] and quiet.stdout.startswith("collect: ")

@@ -36,7 +36,7 @@ def test_local_profile_inherits_and_overrides():
     config = load_config(REPO / "configs" / "local.yaml")
     assert config.root == REPO
     assert config.data_collector.source == "local"
-    assert config.path(config.data_collector.local.pdf_dir) == REPO / "build" / "sample_pdfs"
+    assert config.path(config.data_collector.local.dir) == REPO / "build" / "sample_pdfs"
     assert config.data_processor.converter == "native"
     assert config.dataset_generator.provider == "offline"
     assert config.data_processor.max_tokens == 500  # inherited
@@ -53,7 +53,7 @@ def test_local_profile_inherits_and_overrides():
      "evaluation.weights: weights must sum to 1"),
     ({"data_processor": {"min_tokens": 600}}, "data_processor: min_tokens (600) must be below max_tokens (500)"),
     ({"data_collector": {"source": "google"}}, "data_collector.source: Input should be 'serpapi' or 'local'"),
-    ({"data_collector": {"source": "local"}}, "source 'local' needs local.pdf_dir or local.url_file"),
+    ({"data_collector": {"source": "local"}}, "source 'local' needs local.dir (a folder of documents) or local.url_file"),
     ({"finetuning": {"training": {"strategy": "steps"}}}, "finetuning.training: strategy 'steps' needs max_steps"),
     ({"domain": " ?! "}, "domain: ' ?! ' has no letters or digits to name the adapter after"),
     ({"serving": {"container_ports": [8000, 8011]}}, "serving: serving.container_ports [8000, 8011] must be two ports"),

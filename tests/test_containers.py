@@ -278,7 +278,7 @@ def test_a_docker_pool_runs_the_data_refresh_in_the_project_image(docker_host, d
     (project / "pdfs").mkdir(parents=True)
     for pdf in sample_pdf_dir.glob("*.pdf"):
         (project / "pdfs" / pdf.name).write_bytes(pdf.read_bytes())
-    write_profile(project, {"data_collector": {"local": {"pdf_dir": "/project/pdfs"}}}, inherit="/app/configs/local.yaml",
+    write_profile(project, {"data_collector": {"local": {"dir": "/project/pdfs"}}}, inherit="/app/configs/local.yaml",
                   root="/project")  # as the container sees it
     os.chmod(project, 0o777)  # the container runs as uid 10001
     spec = tmp_path / "prefect.yaml"

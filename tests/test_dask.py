@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 def test_conversion_on_a_dask_cluster_matches_the_thread_runner(tmp_path, sample_pdf_dir, chunked_sample):
     """The thread runner's result is the shared sample project's (stages 1-2, the profile's default runner)."""
-    base = {"data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}}}
+    base = {"data_collector": {"local": {"dir": str(sample_pdf_dir)}}}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       host="127.0.0.1") as cluster:
         config = write_profile(tmp_path / "dask", {**base, "data_processor": {

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.config import DataCollector
-from tasks.collect.download import DownloadPolicy, download_documents, import_local_pdf, is_still_valid
+from harness.pdf_host import PAGE
+from tasks.collect.download import DownloadPolicy, download_documents, import_local_file, is_still_valid
 from tasks.common.records import Document, SourceRef
 
 FAST = DownloadPolicy.of(DataCollector(max_concurrent_downloads=8, max_per_host=4, connect_timeout_s=2, read_timeout_s=1,
@@ -24,7 +25,7 @@ def fetch(urls: list[str], raw_dir: Path, policy: DownloadPolicy = FAST) -> list
 
 
 def leftovers(raw_dir: Path) -> list[str]:
-    return [p.name for p in raw_dir.iterdir() if not p.name.endswith(".pdf")] if raw_dir.exists() else []
+    return [p.name for p in raw_dir.iterdir() if p.suffix not in (".pdf", ".html")] if raw_dir.exists() else []
 
 
 def test_good_pdfs_are_stored_by_content_hash(pdf_server, sample_pdfs, tmp_path):
@@ -126,17 +127,56 @@ def test_redirect_is_checked_hop_by_hop(pdf_server, tmp_path):
 
 
 def test_local_import_validates_like_a_download(sample_pdf_dir, tmp_path):
-    good = import_local_pdf(next(sample_pdf_dir.glob("*.pdf")), tmp_path / "raw", max_bytes=10**7)
+    good = import_local_file(next(sample_pdf_dir.glob("*.pdf")), tmp_path / "raw", max_bytes=10**7)
     assert good.status == "ok" and good.url.startswith("file://") and is_still_valid(good, tmp_path / "raw")
     fake = tmp_path / "fake.pdf"
     fake.write_text("<html>nope</html>")
-    assert import_local_pdf(fake, tmp_path / "raw", max_bytes=10**7).status == "not_pdf"
+    assert import_local_file(fake, tmp_path / "raw", max_bytes=10**7).status == "not_pdf"
     source = next(sample_pdf_dir.glob("*.pdf"))
-    assert import_local_pdf(source, tmp_path / "raw", max_bytes=100).status == "too_large"
+    assert import_local_file(source, tmp_path / "raw", max_bytes=100).status == "too_large"
     assert source.exists()
 
 
+ANY = replace(FAST, mode="any")
+
+
+def test_web_pages_are_told_by_their_content_and_kept_as_fetched(pdf_server, sample_pdfs, tmp_path):
+    urls = [f"{pdf_server.url}/page/{name}.html" for name in ("guide", "moved", "binary", "empty", "report")]
+    guide, moved, binary, empty, report = fetch(urls, tmp_path, ANY)
+    assert (guide.status, guide.kind, guide.pages, guide.title) == ("ok", "html", 1, "Iron in Pregnancy & After")
+    assert (tmp_path / f"{guide.sha256}.html").read_bytes() == PAGE  # as fetched, navigation and all
+    assert guide.final_url is None and moved.final_url == urls[0] and moved.sha256 == guide.sha256
+    assert (binary.status, empty.status) == ("unsupported", "unsupported")
+    assert "neither a PDF nor an HTML page" in binary.error and "empty" in empty.error
+    first = next(iter(sample_pdfs.values()))
+    assert (report.status, report.kind, report.sha256) == ("ok", "pdf", hashlib.sha256(first).hexdigest())  # not by URL
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("mode", "page", "status", "error_part"), [
+    ("pdf", "guide", "not_pdf", "does not start with %PDF-"),
+    ("html", "report", "unsupported", "a PDF document, and data_collector.mode is html"),
+])
+def test_a_kind_the_mode_leaves_out_is_recorded_and_not_kept(pdf_server, tmp_path, mode, page, status, error_part):
+    [doc] = fetch([f"{pdf_server.url}/page/{page}.html"], tmp_path, replace(FAST, mode=mode))
+    assert (doc.status, doc.attempts) == (status, 1) and error_part in doc.error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_of_pages_and_pdfs_imports_each_by_its_content(sample_pdf_dir, tmp_path):
+    page = tmp_path / "site" / "guide.htm"
+    page.parent.mkdir()
+    page.write_bytes(PAGE)
+    renamed = tmp_path / "site" / "actually-a-page.pdf"
+    renamed.write_bytes(PAGE)
+    pdf = next(sample_pdf_dir.glob("*.pdf"))
+    docs = [import_local_file(path, tmp_path / "raw", 10**7, mode="any") for path in (page, renamed, pdf)]
+    assert [(d.status, d.kind) for d in docs] == [("ok", "html"), ("ok", "html"), ("ok", "pdf")]
+    assert docs[0].sha256 == docs[1].sha256 and docs[0].title == "Iron in Pregnancy & After"
+    assert all(is_still_valid(d, tmp_path / "raw") for d in docs)
+
+
 def test_a_changed_file_on_disk_is_not_valid_any_more(sample_pdf_dir, tmp_path):
-    doc = import_local_pdf(next(sample_pdf_dir.glob("*.pdf")), tmp_path, max_bytes=10**7)
+    doc = import_local_file(next(sample_pdf_dir.glob("*.pdf")), tmp_path, max_bytes=10**7)
     (tmp_path / f"{doc.sha256}.pdf").write_bytes(b"%PDF-1.4 tampered")
     assert not is_still_valid(doc, tmp_path)

@@ -149,7 +149,7 @@ def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_
                               cwd=REPO, capture_output=True, text=True, timeout=120)
     assert rendered.returncode == 0, rendered.stderr
     evaluated = json.loads((project / "reports/eval_baseline.json").read_text())["settings"]["max_new_tokens"]
-    write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(pdfs)}}, "evaluation": {"max_new_tokens": evaluated}})
+    write_profile(tmp_path, {"data_collector": {"local": {"dir": str(pdfs)}}, "evaluation": {"max_new_tokens": evaluated}})
     result = cli(tmp_path, "--end", "4a")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "data/qa_dataset/split.json").read_bytes() == (project / "data/qa_dataset/split.json").read_bytes()

@@ -115,7 +115,7 @@ def test_a_refresh_with_a_new_document_keeps_every_earlier_document_on_its_side(
     (tmp_path / "pdfs").mkdir()
     for pdf in pdfs[:2]:
         (tmp_path / "pdfs" / pdf.name).write_bytes(pdf.read_bytes())
-    write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": "pdfs"}}})
+    write_profile(tmp_path, {"data_collector": {"local": {"dir": "pdfs"}}})
 
     def refresh() -> tuple[dict[str, str], dict, dict[str, list[dict]]]:
         result = run_pipeline(tmp_path / "config.yaml", "--end", "3", timeout=600)

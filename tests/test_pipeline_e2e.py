@@ -29,7 +29,7 @@ def project(tmp_path: Path, sample_pdf_dir: Path, pdf_server) -> Path:
             f"{pdf_server.url}/truncated.pdf", f"{pdf_server.url}/flaky-500.pdf"]
     (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
     write_profile(tmp_path, {
-        "data_collector": {"local": {"pdf_dir": "pdfs", "url_file": "urls.txt"}, "allow_private_addresses": True,
+        "data_collector": {"local": {"dir": "pdfs", "url_file": "urls.txt"}, "allow_private_addresses": True,
                            "backoff_base_s": 0.05},
         # no gateway runs there (whatever listens on this machine's :8000 is not this test's business)
         "serving": {"gateway_url": f"http://127.0.0.1:{free_port()}"},

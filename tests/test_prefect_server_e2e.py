@@ -61,7 +61,7 @@ def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(t
     faults = LLMFaults()
     with PrefectServer(tmp_path / "prefect") as server, fake_llm("gemini", KEY, faults=faults) as llm:
         config = write_profile(tmp_path, {
-            "data_collector": {"local": {"pdf_dir": str(sample_pdf_dir)}},
+            "data_collector": {"local": {"dir": str(sample_pdf_dir)}},
             "dataset_generator": {"provider": "gemini", "base_url": llm.url, "max_tokens": 150, "max_concurrent_requests": 1,
                                   "max_retries": 1, "backoff_base_s": 0.05}})
         prefect(server, "work-pool", "create", "local-process", "--type", "process")

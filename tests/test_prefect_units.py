@@ -96,7 +96,7 @@ def test_a_failing_step_fails_one_document_and_the_stage_goes_on(tmp_path: Path,
     from flows.process import process
 
     shutil.copytree(sample_pdf_dir, tmp_path / "pdfs")
-    config = load_config(write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": "pdfs"}}}))
+    config = load_config(write_profile(tmp_path, {"data_collector": {"local": {"dir": "pdfs"}}}))
     documents = asyncio.run(collect(config))
     victim = next(d.sha256 for d in documents if d.url.endswith("02-nutrition.pdf"))
 

@@ -20,7 +20,7 @@ DOT_LEADERS = re.compile(r"(?:\.\s?){4,}\s*\d")
 
 
 def test_real_pdfs_run_through_stages_one_to_three(tmp_path: Path, real_pdf_dir: Path):
-    config = write_profile(tmp_path, {"data_collector": {"local": {"pdf_dir": str(real_pdf_dir)}}})
+    config = write_profile(tmp_path, {"data_collector": {"local": {"dir": str(real_pdf_dir)}}})
     done = run_pipeline(config, "--start", "1", "--end", "3")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output

@@ -33,9 +33,10 @@ def test_stops_when_results_run_out_and_dedupes():
     assert [r.url for r in refs] == ["https://example.org/a.pdf", "https://example.org/b.pdf"]
 
 
-def test_pdf_only_off_sends_the_plain_query():
-    with fake_serpapi(["https://example.org/a.pdf"], KEY) as server:
-        search(server.url, num_results=1, pdf_only=False)
+@pytest.mark.parametrize("mode", ["html", "any"])
+def test_web_page_modes_send_the_plain_query(mode):
+    with fake_serpapi(["https://example.org/a.html"], KEY) as server:
+        search(server.url, num_results=1, mode=mode)
     assert server.hits[0].query["q"] == "pregnancy guide"
 
 
@@ -71,13 +72,20 @@ def test_local_sources_list_pdfs_and_urls(tmp_path):
     (tmp_path / "b.pdf").write_bytes(b"%PDF-1.4")
     (tmp_path / "a.PDF").write_bytes(b"%PDF-1.4")
     (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "site" / "deep").mkdir(parents=True)
+    (tmp_path / "site" / "deep" / "page.html").write_text("<p>x</p>")
+    (tmp_path / "site" / "c.pdf").write_bytes(b"%PDF-1.4")
     url_file = tmp_path / "urls.txt"
     url_file.write_text("# sources\nhttps://example.org/x.pdf\n\n  https://example.org/y.pdf  \n")
     files, refs = list_local_sources.fn(tmp_path, url_file)
-    assert [f.name for f in files] == ["a.PDF", "b.pdf"]
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a.PDF", "b.pdf", "site/c.pdf"]  # recursively
     assert [r.url for r in refs] == ["https://example.org/x.pdf", "https://example.org/y.pdf"]
+    files, _ = list_local_sources.fn(tmp_path, None, "any")
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a.PDF", "b.pdf", "site/c.pdf", "site/deep/page.html"]
+    files, _ = list_local_sources.fn(tmp_path, None, "html")
+    assert [f.name for f in files] == ["page.html"]
 
 
 def test_missing_local_folder_says_how_to_fix(tmp_path):
-    with pytest.raises(SearchError, match=r"pdf_dir: folder not found.*scripts/setup\.sh"):
+    with pytest.raises(SearchError, match=r"local.dir: folder not found.*scripts/setup\.sh"):
         list_local_sources.fn(tmp_path / "nope", None)

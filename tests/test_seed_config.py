@@ -36,7 +36,7 @@ def seed_with_local_overrides(folder: Path, pdf_dir: Path) -> Path:
     """The seed's file, with configs/local.yaml's overrides on top (offline, CPU, no keys)."""
     local = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
     local.pop("inherit"), local.pop("root")
-    local["data_collector"]["local"]["pdf_dir"] = str(pdf_dir)
+    local["data_collector"]["local"]["dir"] = str(pdf_dir)
     return write(folder, {"inherit": str(SEED), "root": str(folder), **local})
 
 
@@ -51,7 +51,7 @@ def test_the_seed_reference_loads_with_every_key_mapped_or_explained():
     assert c.dataset_generator.split.model_dump() == {"train": 0.8, "validation": 0.1, "test": 0.1}
     assert c.evaluation.weights == {"bertscore_f1": 0.40, "rouge_l": 0.30, "token_f1": 0.20, "rouge_1": 0.10}
     assert (c.serving.vllm_url, c.serving.port, c.serving.request_timeout_s) == ("http://vllm:8001", 8000, 60)
-    assert c.data_collector.search_query == "pregnancy pdfs" and c.data_collector.pdf_only
+    assert c.data_collector.search_query == "pregnancy pdfs" and c.data_collector.mode == "pdf"
     assert c.evaluation.max_new_tokens == 256 and c.registration.private is False
     notices = "\n".join(resolved.notices)
     for seed_key, ours in [("finetuning.lora_r", "finetuning.lora.r"), ("serving.api_port", "serving.port"),
@@ -84,7 +84,6 @@ def test_each_notice_is_printed_once():
      "finetuning.output_dir (the seed's layout) and paths.checkpoints set the same thing"),
     ({"finetuning": {"final_model_dir": "a"}, "evaluation": {"adapter_path": "b"}},
      "finetuning.final_model_dir and evaluation.adapter_path both mean paths.lora_weights and differ"),
-    ({"data_collector": {"mode": "html"}}, "data_collector.mode: 'html': only PDFs are collected here"),
     ({"serving": {"api_token": "s3cret"}}, "serving.api_token: a token written here ends up in every copy"),
     ({"finetuning": {"fp16": True}}, "finetuning.fp16: true is not supported: use finetuning.bf16"),
     ({"evaluation": {"base_model": "other/model"}, "finetuning": {"base_model": "meta-llama/Llama-3.2-3B-Instruct"}},
@@ -98,6 +97,17 @@ def test_clashes_and_values_we_cannot_honour_name_the_keys(tmp_path, data, messa
         load_config(path)
     assert message in str(error.value)
     assert "s3cret" not in str(error.value)
+
+
+@pytest.mark.parametrize("mode", ["html", "any"])
+def test_the_seeds_html_mode_is_ours_and_pdf_dir_its_earlier_name(tmp_path, mode):
+    parent = write(tmp_path, {"domain": "pregnancy", "data_collector": {"source": "local", "local": {"dir": "elsewhere"}}},
+                   "parent.yaml")
+    resolved = resolve_config(write(tmp_path, {"inherit": str(parent), "root": str(tmp_path),
+                                               "data_collector": {"mode": mode, "local": {"pdf_dir": "pages"}}}))
+    assert resolved.config.data_collector.mode == mode
+    assert resolved.config.data_collector.local.dir == Path("pages")  # the child's folder wins, whatever its name
+    assert any("data_collector.local.pdf_dir" in notice for notice in resolved.notices)
 
 
 def test_the_domain_is_natural_language_and_names_use_its_slug(tmp_path):

@@ -23,7 +23,7 @@ def project(root: Path, pdf_url: str, names: list[str], llm_url: str, limits: di
     root.mkdir()
     (root / "urls.txt").write_text("".join(f"{pdf_url}/pdf/{name}?copy={copy}\n" for name in names for copy in (1, 2)))
     return write_profile(root, {
-        "data_collector": {"local": {"pdf_dir": None, "url_file": "urls.txt"}, "allow_private_addresses": True,
+        "data_collector": {"local": {"dir": None, "url_file": "urls.txt"}, "allow_private_addresses": True,
                            "max_concurrent_downloads": 8, "max_per_host": 8},
         "dataset_generator": {"provider": "gemini", "base_url": llm_url, "max_tokens": 150, "max_concurrent_requests": 8,
                               "requests_per_minute": 6000},

@@ -1,19 +1,22 @@
-"""Fetch PDFs concurrently, politely and safely, into content-addressed files.
+"""Fetch documents (PDFs, web pages) concurrently, politely and safely, into content-addressed files.
 
-The web is hostile to batch downloads: slow hosts, rate limits, HTML pages served as
-``.pdf``, multi-GB files, redirects to internal addresses. Each URL ends in exactly one
-recorded outcome (see ``records.DownloadStatus``); only transient failures are retried,
-with exponential backoff and full jitter, honouring ``Retry-After``. Bytes are streamed to
-a temp file while hashed, so the cap is enforced without holding files in memory and a
-crash never leaves a partial ``<sha256>.pdf``.
+The web is hostile to batch downloads: slow hosts, rate limits, error pages served as
+``.pdf``, binaries served as ``text/html``, multi-GB files, redirects to internal addresses.
+Each URL ends in exactly one recorded outcome (see ``records.DownloadStatus``); only
+transient failures are retried, with exponential backoff and full jitter, honouring
+``Retry-After``. What a document is comes from its first bytes, never from its URL or its
+Content-Type. Bytes are streamed to a temp file while hashed, so the cap is enforced without
+holding files in memory and a crash never leaves a partial ``<sha256>.pdf`` or ``.html``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import ipaddress
 import os
+import re
 import socket
 import tempfile
 from collections import defaultdict
@@ -35,11 +38,18 @@ from core import artifacts
 from core.config import DataCollector
 from core.files import sha256_file
 from tasks.common.pdfium import open_pdf
-from tasks.common.records import Document, DownloadStatus, SourceRef, utc_now
+from tasks.common.records import Document, DocumentKind, DownloadStatus, SourceRef, utc_now
 from tasks.common.retry import backoff_delay, parse_retry_after
 
 PDF_MAGIC = b"%PDF-"
 _CHUNK = 64 * 1024
+_SNIFF = 1024  # bytes read before deciding what a document is
+_HTML_START = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!doctype\s+html|<html|<head|<body|<!--)", re.IGNORECASE)
+_HTML_TAG = re.compile(rb"<(?:html|head|body|title|meta|p|div|h[1-6])[\s>/]", re.IGNORECASE)
+_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+KINDS: dict[str, frozenset[DocumentKind]] = {"pdf": frozenset({"pdf"}), "html": frozenset({"html"}),
+                                             "any": frozenset({"pdf", "html"})}
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 
@@ -58,6 +68,7 @@ class DownloadPolicy:
     max_redirects: int
     allow_private: bool
     user_agent: str
+    mode: str  # data_collector.mode: which kinds of document are kept (KINDS)
     shared_limit: str | None  # a Prefect global concurrency limit bounding every run's downloads together
 
     @classmethod
@@ -66,7 +77,8 @@ class DownloadPolicy:
                    connect_timeout_s=c.connect_timeout_s, read_timeout_s=c.read_timeout_s, max_retries=c.max_retries,
                    backoff_base_s=c.backoff_base_s, backoff_max_s=c.backoff_max_s,
                    max_bytes=int(c.max_file_size_mb * 1024 * 1024), max_redirects=c.max_redirects,
-                   allow_private=c.allow_private_addresses, user_agent=c.user_agent, shared_limit=shared_limit)
+                   allow_private=c.allow_private_addresses, user_agent=c.user_agent, mode=c.mode,
+                   shared_limit=shared_limit)
 
 
 class BlockedAddress(OSError):
@@ -131,13 +143,34 @@ def count_pages(path: Path) -> int | None:
         return None
 
 
-class PdfSink:
-    """Accumulates a stream into a temp file in ``raw_dir``: checks the magic, enforces the cap, hashes."""
+def sniff_kind(head: bytes) -> DocumentKind | None:
+    """What a document's first bytes say it is: a PDF, an HTML page, or neither (``None``: binary or plain text)."""
+    if head.startswith(PDF_MAGIC):
+        return "pdf"
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    if not head or len(_CONTROL.findall(head)) > len(head) // 100:  # control bytes: a binary, whatever it was served as
+        return None
+    return "html" if _HTML_START.match(head) or _HTML_TAG.search(head) else None
 
-    def __init__(self, raw_dir: Path, max_bytes: int) -> None:
+
+def page_title(path: Path) -> str | None:
+    """An HTML page's ``<title>``, from its first 64 KiB."""
+    with path.open("rb") as handle:
+        head = handle.read(64 * 1024).decode("utf-8", "replace")
+    found = _TITLE.search(head)
+    title = " ".join(html.unescape(found.group(1)).split()) if found else ""
+    return title or None
+
+
+class DocumentSink:
+    """Accumulates a stream into a temp file in ``raw_dir``: tells its kind, enforces the cap, hashes."""
+
+    def __init__(self, raw_dir: Path, max_bytes: int, mode: str) -> None:
         raw_dir.mkdir(parents=True, exist_ok=True)
         self.raw_dir = raw_dir
         self.max_bytes = max_bytes
+        self.mode = mode
+        self.kind: DocumentKind | None = None
         self.size = 0
         self._head = b""
         self._digest = hashlib.sha256()
@@ -145,58 +178,79 @@ class PdfSink:
         self._tmp = Path(name)
         self._handle = os.fdopen(fd, "wb")
 
+    def _refuse(self, kind: DocumentKind | None) -> _Outcome:
+        start = self._head[:16]
+        if self.mode == "pdf":
+            return _Outcome("not_pdf", f"content does not start with %PDF- (starts with {start!r})" if start
+                            else "empty or too short to be a PDF")
+        if kind is None:
+            return _Outcome("unsupported", f"neither a PDF nor an HTML page (starts with {start!r})" if start
+                            else "empty: no content")
+        return _Outcome("unsupported", f"a {kind.upper()} document, and data_collector.mode is {self.mode}")
+
+    def _decide(self) -> None:
+        kind = sniff_kind(self._head)
+        if kind is None or kind not in KINDS[self.mode]:
+            raise self._refuse(kind)
+        self.kind = kind
+
     def write(self, block: bytes) -> None:
         self.size += len(block)
         if self.size > self.max_bytes:
             raise _Outcome("too_large", f"larger than the {self.max_bytes} byte cap")
-        if len(self._head) < len(PDF_MAGIC):
-            self._head += block[: len(PDF_MAGIC)]
-            if len(self._head) >= len(PDF_MAGIC) and not self._head.startswith(PDF_MAGIC):
-                raise _Outcome("not_pdf", f"content does not start with %PDF- (starts with {self._head[:16]!r})")
+        if self.kind is None:
+            self._head += block[: _SNIFF - len(self._head)]
+            if len(self._head) >= _SNIFF or (self.mode == "pdf" and len(self._head) >= len(PDF_MAGIC)):
+                self._decide()
         self._digest.update(block)
         self._handle.write(block)
 
-    def commit(self) -> tuple[str, Path]:
-        """Move the finished file to ``<sha256>.pdf``; identical content already there is kept as is."""
-        if not self._head.startswith(PDF_MAGIC):
-            self.discard()
-            raise _Outcome("not_pdf", "empty or too short to be a PDF")
+    def commit(self) -> tuple[str, DocumentKind, Path]:
+        """Move the finished file to ``<sha256>.<kind>``; identical content already there is kept as is."""
+        if self.kind is None:
+            self._decide()  # a short document: decided on all of it (the caller discards it when refused)
+        assert self.kind is not None
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self._handle.close()
         sha = self._digest.hexdigest()
-        target = artifacts.raw_pdf(self.raw_dir, sha)
+        target = artifacts.raw_document(self.raw_dir, sha, self.kind)
         if target.exists():
             self._tmp.unlink(missing_ok=True)
         else:
             os.replace(self._tmp, target)
-        return sha, target
+        return sha, self.kind, target
 
     def discard(self) -> None:
         self._handle.close()
         self._tmp.unlink(missing_ok=True)
 
 
-def _ok_document(ref: SourceRef, sha: str, target: Path, size: int, attempts: int) -> Document:
-    return Document(url=ref.url, title=ref.title, source=ref.source, sha256=sha, bytes=size,
-                    pages=count_pages(target), status="ok", attempts=attempts)
+def _ok_document(ref: SourceRef, sha: str, kind: DocumentKind, target: Path, size: int, attempts: int,
+                 final_url: str | None = None) -> Document:
+    if kind == "pdf":
+        title, pages = ref.title, count_pages(target)
+    else:  # a web page is one page; its own title says more than a file name
+        title, pages = page_title(target) or ref.title, 1
+    return Document(url=ref.url, title=title, source=ref.source, kind=kind, final_url=final_url, sha256=sha,
+                    bytes=size, pages=pages, status="ok", attempts=attempts)
 
 
-def import_local_pdf(path: Path, raw_dir: Path, max_bytes: int, source: str = "local") -> Document:
-    """Validate and copy a local PDF into the raw store, exactly as a download would be."""
+def import_local_file(path: Path, raw_dir: Path, max_bytes: int, mode: str = "pdf", source: str = "local") -> Document:
+    """Validate and copy a local PDF or HTML file into the raw store, exactly as a download would be."""
     ref = SourceRef(url=path.resolve().as_uri(), title=path.stem, source=source)
     if not path.is_file():
         return Document(url=ref.url, title=ref.title, source=source, status="http_error", error="file not found")
-    sink = PdfSink(raw_dir, max_bytes)
+    sink = DocumentSink(raw_dir, max_bytes, mode)
     try:
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(_CHUNK), b""):
                 sink.write(block)
-        sha, target = sink.commit()
+        sha, kind, target = sink.commit()
     except _Outcome as outcome:
         sink.discard()
         return Document(url=ref.url, title=ref.title, source=source, status=outcome.status, error=outcome.error)
-    return _ok_document(ref, sha, target, sink.size, attempts=1)
+    return _ok_document(ref, sha, kind, target, sink.size, attempts=1)
 
 
 def is_settled(document: Document, raw_dir: Path) -> bool:
@@ -210,8 +264,12 @@ def is_still_valid(document: Document, raw_dir: Path) -> bool:
     """True when an earlier ``ok`` download is still on disk with the same content."""
     if document.status != "ok" or not document.sha256:
         return False
-    path = artifacts.raw_pdf(raw_dir, document.sha256)
+    path = artifacts.raw_document(raw_dir, document.sha256, document.kind)
     return path.is_file() and sha256_file(path) == document.sha256
+
+
+_ACCEPT = {"pdf": "application/pdf,*/*;q=0.5", "html": "text/html,application/xhtml+xml,*/*;q=0.5",
+           "any": "application/pdf,text/html,application/xhtml+xml,*/*;q=0.5"}
 
 
 class Downloader:
@@ -231,7 +289,7 @@ class Downloader:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers={"User-Agent": self.policy.user_agent, "Accept": "application/pdf,*/*;q=0.5"},
+            headers={"User-Agent": self.policy.user_agent, "Accept": _ACCEPT[self.policy.mode]},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.policy.connect_timeout_s,
                                           sock_read=self.policy.read_timeout_s),
         )
@@ -252,8 +310,8 @@ class Downloader:
         while True:
             try:
                 async with self._global, self._shared_slot():
-                    sha, target, size = await self._fetch_once(ref.url)
-                return _ok_document(ref, sha, target, size, attempts=attempt + 1)
+                    sha, kind, target, size, final_url = await self._fetch_once(ref.url)
+                return _ok_document(ref, sha, kind, target, size, attempt + 1, final_url if final_url != ref.url else None)
             except _Transient as failure:
                 if attempt >= self.policy.max_retries:
                     return Document(url=ref.url, title=ref.title, source=ref.source, status=failure.status,
@@ -266,7 +324,7 @@ class Downloader:
                 return Document(url=ref.url, title=ref.title, source=ref.source, status=outcome.status,
                                 error=outcome.error, attempts=attempt + 1, fetched_at=utc_now())
 
-    async def _fetch_once(self, url: str) -> tuple[str, Path, int]:
+    async def _fetch_once(self, url: str) -> tuple[str, DocumentKind, Path, int, str]:
         assert self._session is not None, "use Downloader as an async context manager"
         current = url
         for _ in range(self.policy.max_redirects + 1):
@@ -277,7 +335,7 @@ class Downloader:
                     if response.status in _REDIRECTS and "Location" in response.headers:
                         current = urljoin(current, response.headers["Location"])
                         continue
-                    return await self._store(response)
+                    return *await self._store(response), current
             except (TimeoutError, aiohttp.ServerTimeoutError) as error:
                 raise _Transient("timeout", f"timed out ({type(error).__name__})") from None
             except aiohttp.ClientConnectorError as error:
@@ -290,7 +348,7 @@ class Downloader:
                 raise _Transient("http_error", f"connection broken: {type(error).__name__}: {error}") from None
         raise _Outcome("http_error", f"more than {self.policy.max_redirects} redirects")
 
-    async def _store(self, response: aiohttp.ClientResponse) -> tuple[str, Path, int]:
+    async def _store(self, response: aiohttp.ClientResponse) -> tuple[str, DocumentKind, Path, int]:
         status = response.status
         if status == 429 or status == 408 or status >= 500:
             raise _Transient("http_error", f"HTTP {status} {response.reason}",
@@ -299,23 +357,23 @@ class Downloader:
             raise _Outcome("http_error", f"HTTP {status} {response.reason}")
         if response.content_length is not None and response.content_length > self.policy.max_bytes:
             raise _Outcome("too_large", f"Content-Length {response.content_length} exceeds the {self.policy.max_bytes} byte cap")
-        sink = PdfSink(self.raw_dir, self.policy.max_bytes)
+        sink = DocumentSink(self.raw_dir, self.policy.max_bytes, self.policy.mode)
         try:
             async for block in response.content.iter_chunked(_CHUNK):
                 sink.write(block)
-            sha, target = await asyncio.to_thread(sink.commit)
+            sha, kind, target = await asyncio.to_thread(sink.commit)
         except BaseException:
             sink.discard()
             raise
-        return sha, target, sink.size
+        return sha, kind, target, sink.size
 
 
-@task(name="import-local-pdfs", cache_policy=NO_CACHE)
-def import_local_pdfs(paths: list[Path], raw_dir: Path, max_bytes: int,
-                      on_result: Callable[[Document], None] | None = None) -> list[Document]:
+@task(name="import-local-files", cache_policy=NO_CACHE)
+def import_local_files(paths: list[Path], raw_dir: Path, max_bytes: int, mode: str = "pdf",
+                       on_result: Callable[[Document], None] | None = None) -> list[Document]:
     documents = []
     for path in paths:
-        documents.append(import_local_pdf(path, raw_dir, max_bytes))
+        documents.append(import_local_file(path, raw_dir, max_bytes, mode))
         if on_result is not None:
             on_result(documents[-1])
     return documents

@@ -1,8 +1,9 @@
 """Find documents to collect: SerpAPI web search (real) or a local folder / URL list (offline).
 
-SerpAPI pages results; we keep asking until ``num_results`` unique URLs are found or the
-results run out. Its client puts the API key in the query string, so any transport error
-text is scrubbed before it reaches a log or an exception.
+SerpAPI pages results (Google gives at most 10 a page since September 2025); we keep asking
+until ``num_results`` unique URLs are found or the results run out. Its client puts the API
+key in the query string, so any transport error text is scrubbed before it reaches a log or
+an exception.
 """
 
 from __future__ import annotations
@@ -56,10 +57,14 @@ def _serpapi_page(params: dict, endpoint: str, api_key: str, timeout_s: float, r
 
 @task(name="search-serpapi", cache_policy=NO_CACHE)
 def search_serpapi(query: str, api_key: SecretStr, num_results: int, results_per_page: int = 10,
-                   pdf_only: bool = True, endpoint: str = "https://serpapi.com",
+                   mode: str = "pdf", endpoint: str = "https://serpapi.com",
                    timeout_s: float = 30.0, retries: int = 2) -> list[SourceRef]:
-    """Google results through SerpAPI, paginated until ``num_results`` unique links or no more results."""
-    q = f"{query} filetype:pdf" if pdf_only else query
+    """Google results through SerpAPI, paginated until ``num_results`` unique links or no more results.
+
+    ``mode: pdf`` asks for PDFs only (``filetype:pdf``); ``html`` and ``any`` take every result, and
+    the downloader keeps what the content says is wanted.
+    """
+    q = f"{query} filetype:pdf" if mode == "pdf" else query
     key = api_key.get_secret_value()
     refs: list[SourceRef] = []
     seen: set[str] = set()
@@ -84,16 +89,23 @@ def search_serpapi(query: str, api_key: SecretStr, num_results: int, results_per
     return refs
 
 
+SUFFIXES = {"pdf": (".pdf",), "html": (".html", ".htm", ".xhtml"), "any": (".pdf", ".html", ".htm", ".xhtml")}
+
+
 @task(name="list-local-sources", cache_policy=NO_CACHE)
-def list_local_sources(pdf_dir: Path | None, url_file: Path | None) -> tuple[list[Path], list[SourceRef]]:
-    """PDF files of a folder (sorted) and URLs of a list file (blank lines and ``#`` comments skipped)."""
+def list_local_sources(folder: Path | None, url_file: Path | None,
+                       mode: str = "pdf") -> tuple[list[Path], list[SourceRef]]:
+    """The mode's files under a folder, recursively (sorted), and URLs of a list file (blank lines and ``#`` skipped).
+
+    Files are picked by their suffix here; what each one really is, its content decides when it is imported.
+    """
     files: list[Path] = []
     refs: list[SourceRef] = []
-    if pdf_dir is not None:
-        if not pdf_dir.is_dir():
-            raise SearchError(f"data_collector.local.pdf_dir: folder not found: {pdf_dir} "
-                              "(for the sample corpus run scripts/setup.sh, or point it at your PDFs)")
-        files = sorted(p for p in pdf_dir.iterdir() if p.is_file() and p.suffix.lower() == ".pdf")
+    if folder is not None:
+        if not folder.is_dir():
+            raise SearchError(f"data_collector.local.dir: folder not found: {folder} "
+                              "(for the sample corpus run scripts/setup.sh, or point it at your documents)")
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES[mode])
     if url_file is not None:
         if not url_file.is_file():
             raise SearchError(f"data_collector.local.url_file: file not found: {url_file}")

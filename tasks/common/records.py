@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-DownloadStatus = Literal["ok", "not_pdf", "too_large", "http_error", "timeout", "blocked"]
+# not_pdf: the mode is pdf and the content is not one; unsupported: neither a PDF nor an HTML page (or a kind the mode leaves out)
+DownloadStatus = Literal["ok", "not_pdf", "unsupported", "too_large", "http_error", "timeout", "blocked"]
+DocumentKind = Literal["pdf", "html"]
 
 
 def utc_now() -> str:
@@ -28,6 +30,8 @@ class Document(BaseModel):
     url: str
     title: str | None = None
     source: str
+    kind: DocumentKind = "pdf"       # told by the content (``%PDF-`` or HTML), never by the URL
+    final_url: str | None = None     # where the redirects ended, when they moved it
     sha256: str | None = None
     bytes: int | None = None
     pages: int | None = None
@@ -39,14 +43,15 @@ class Document(BaseModel):
 
 
 class Conversion(BaseModel):
-    """One entry of ``data/processed/manifest.json``: how a raw PDF became Markdown, or why it did not."""
+    """One entry of ``data/processed/manifest.json``: how a raw document became Markdown, or why it did not."""
 
     sha256: str
     status: Literal["ok", "failed"]
+    kind: DocumentKind = "pdf"
     converter: str
     pages: int | None = None
     headings: int = 0
-    heading_source: str | None = None  # outline | typography | numbered | layout-model | None
+    heading_source: str | None = None  # outline | typography | numbered | layout-model | html | None
     noise_lines: int = 0               # running headers/footers and page numbers removed
     seconds: float = 0.0
     step: Literal["conversion", "headings", "cleaning", "chunking"] | None = None  # where it failed

@@ -1,4 +1,4 @@
-"""Remove what PDFs add to the text that is not content, so chunks and QA pairs stay on topic.
+"""Remove what PDFs and web pages add to the text that is not content, so chunks and QA pairs stay on topic.
 
 Two kinds of rules. Page furniture (running headers and footers, page numbers, table of
 contents and index pages) is recognised on the converted lines while their place on the
@@ -6,6 +6,7 @@ page is still known: a header is a line at the top or bottom of many pages, whic
 alone cannot tell from a repeated code line. Text rules then work on Markdown blocks
 (paragraphs separated by blank lines), in a fixed order: drop noise blocks while each PDF
 line is still its own block, re-join wrapped lines into paragraphs, drop empty sections.
+A code block or a table keeps its lines (they are its structure); links keep their text.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ _CREDIT = re.compile(
     r"|(?:(?:photo|image|picture)s?\s+)?courtesy(?:\s+of)?\s+\S"
     r"|©\s*\S)",
     re.IGNORECASE)
+_LINK = re.compile(r"(?<!!)\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\([^)\s]*(?:\s+\"[^\"]*\")?\)")  # one level of [] inside
+_PERMALINK = re.compile(r"\s*[¶§#🔗]+\s*$")  # a heading's permalink sign (Sphinx's ¶, GitHub's #)
 _HEADING = re.compile(r"^(#{1,6})\s+\S")
-_LIST_OR_TABLE = re.compile(r"^(?:[-*+]\s|\d+[.)]\s|\|)")
+_LIST_OR_TABLE = re.compile(r"^(?:[-*+]\s|\d+[.)]\s|\||```)")
+_FENCE = "```"
+_TABLE_RULE = re.compile(r"-{3,}")
 _ENDS_SENTENCE = re.compile(r"[.!?:;\"'”’)\]]$")
 _HYPHEN_BREAK = re.compile(r"[A-Za-z]-$")
 
@@ -42,6 +47,47 @@ def _is_heading(block: str) -> bool:
 
 def remove_image_tags(block: str) -> str:
     return _IMAGE.sub("", block).strip()
+
+
+def unwrap_links(block: str) -> str:
+    """``[text](url)`` → ``text``: a URL is not something to ask a question about."""
+    return _LINK.sub(r"\1", block)
+
+
+def drop_permalink(block: str) -> str:
+    return _PERMALINK.sub("", block) if _is_heading(block) else block
+
+
+def is_verbatim(block: str) -> bool:
+    """A fenced code block or a table: its line breaks carry meaning."""
+    return block.startswith(_FENCE) or all(line.startswith("|") for line in block.splitlines())
+
+
+def markdown_blocks(markdown: str) -> list[str]:
+    """Blocks separated by blank lines; a fenced code block is one block, its blank lines dropped (chunks split at them)."""
+    blocks: list[str] = []
+    fence: list[str] | None = None
+    for block in markdown.split("\n\n"):
+        if fence is not None:
+            fence.append(block.strip("\n"))
+            if block.rstrip().endswith(_FENCE):
+                blocks.append("\n".join(fence))
+                fence = None
+        elif block.lstrip().startswith(_FENCE) and (block.count(_FENCE) % 2 == 1):
+            fence = [block.strip()]
+        else:
+            blocks.append(block)
+    if fence is not None:
+        blocks.append("\n".join(fence) + "\n" + _FENCE)
+    return blocks
+
+
+def tidy_verbatim(block: str) -> str:
+    """Trailing spaces off a code block; a table's cell padding and long rules shortened (they are only tokens)."""
+    lines = [line.rstrip() for line in block.strip().splitlines() if line.strip()]
+    if not block.startswith(_FENCE):
+        lines = [_TABLE_RULE.sub("---", " ".join(line.split())) for line in lines]
+    return "\n".join(lines)
 
 
 def unescape_entities(block: str) -> str:
@@ -202,11 +248,36 @@ def drop_empty_sections(blocks: list[str]) -> list[str]:
     return kept
 
 
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
+
+
+def one_line_per_item(block: str) -> str:
+    """Whitespace collapsed, but a list keeps one item per line (a wrapped item's lines re-joined)."""
+    items: list[str] = []
+    for line in block.splitlines():
+        if not items or _LIST_ITEM.match(line):
+            items.append(line)
+        else:
+            items[-1] += " " + line
+    return "\n".join(" ".join(item.split()) for item in items if item.strip())
+
+
+def _clean_block(block: str) -> str:
+    if block.strip().startswith(_FENCE):
+        return tidy_verbatim(block)
+    if is_verbatim(block.strip()):  # a table
+        return tidy_verbatim(unwrap_links(fix_characters(unescape_entities(block))))
+    return drop_permalink(unwrap_links(fix_characters(unescape_entities(remove_image_tags(one_line_per_item(block))))))
+
+
+def _is_noise(block: str) -> bool:
+    return not block or (not is_verbatim(block) and (is_page_number(block) or is_toc_line(block) or is_photo_credit(block)))
+
+
 def clean_markdown(markdown: str) -> str:
     """Apply every rule in order; the result has one blank line between blocks and ends with a newline."""
-    blocks = [" ".join(b.split()) for b in markdown.split("\n\n")]
-    blocks = [fix_characters(unescape_entities(remove_image_tags(b))) for b in blocks]
-    blocks = [b for b in blocks if b and not is_page_number(b) and not is_toc_line(b) and not is_photo_credit(b)]
+    blocks = [_clean_block(b) for b in markdown_blocks(markdown)]
+    blocks = [b for b in blocks if not _is_noise(b)]
     blocks = join_wrapped_lines(blocks)
     blocks = drop_empty_sections(blocks)
     return "\n\n".join(blocks) + "\n" if blocks else ""

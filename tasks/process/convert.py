@@ -1,4 +1,4 @@
-"""PDF → Markdown with docling, in two configurations that are both real code paths.
+"""PDF or web page → Markdown with docling; PDFs in two configurations that are both real code paths.
 
 ``standard`` is docling's full pipeline (layout and table models): the best structure, but
 its layout model comes from the Hugging Face hub, so offline it needs ``artifacts_path``
@@ -7,6 +7,9 @@ model-free pipeline: it works with no network at all, but emits one paragraph pe
 no headings, so headings are recovered from the PDF itself (see ``tasks.process.headings``) and page
 furniture is removed by position (``tasks.process.clean``) before the lines become Markdown.
 
+A web page goes through docling's HTML backend once its main content is cut out
+(``tasks.process.webpage``): its sections are its own ``<h1>``–``<h6>``.
+
 A document goes through named steps (conversion, headings, cleaning; chunking follows in
 ``tasks.process.chunk``). A failure in any of them fails that document only, and the manifest says
 which step failed and why.
@@ -14,6 +17,7 @@ which step failed and why.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from dataclasses import dataclass
@@ -25,21 +29,23 @@ from prefect.cache_policies import NO_CACHE
 
 from core.config import DataProcessor
 from core.files import atomic_write_text
-from tasks.common.records import Conversion
+from tasks.common.records import Conversion, DocumentKind
 from tasks.process.clean import clean_markdown, drop_page_furniture
 from tasks.process.headings import read_outline, recover_headings, render_markdown
 from tasks.process.layout import document_lines, with_fonts
+from tasks.process.webpage import main_content, redirect_target
 
 if TYPE_CHECKING:
     from docling.document_converter import DocumentConverter, PdfFormatOption
 
 
-RULES_VERSION = 2  # bump when heading recovery or cleaning changes what a conversion produces
+RULES_VERSION = 3  # bump when heading recovery, main-content rules or cleaning change what a conversion produces
+MIN_PAGE_WORDS = 20  # fewer words of main content: a redirect, a login wall or an empty page, not a document
 
 
-def converter_label(settings: DataProcessor) -> str:
+def converter_label(settings: DataProcessor, kind: DocumentKind = "pdf") -> str:
     """Recorded in the manifest: a document converted under another label (or older rules) is converted again."""
-    return f"docling-{settings.converter}/rules-{RULES_VERSION}"
+    return f"docling-{settings.converter if kind == 'pdf' else kind}/rules-{RULES_VERSION}"
 
 
 class ConverterUnavailable(Exception):
@@ -163,21 +169,49 @@ def convert_pdf(pdf_path: Path, settings: DataProcessor, use_outline: bool = Tru
     return Converted(text, document.num_pages(), headings, source, furniture.running + furniture.page_numbers, timings)
 
 
+def convert_html(html_path: Path, settings: DataProcessor) -> Converted:
+    """Convert one web page to cleaned Markdown: its main content through docling's HTML backend."""
+    from docling.datamodel.base_models import DocumentStream
+
+    timings: dict[str, float] = {}
+    content = run_step("conversion", timings, main_content, html_path.read_bytes())
+    page = DocumentStream(name=f"{html_path.stem}.html", stream=io.BytesIO(content))
+    document = run_step("conversion", timings, lambda: _converter(settings).convert(page).document)
+    markdown = run_step("conversion", timings, document.export_to_markdown)
+    text = run_step("cleaning", timings, clean_markdown, markdown)
+    headings = sum(block.startswith("#") for block in text.split("\n\n"))
+    return Converted(text, 1, headings, "html", 0, timings)
+
+
+def _too_little(converted: Converted, path: Path, kind: DocumentKind) -> str | None:
+    """Why a conversion holds no document worth chunking, or None."""
+    if kind == "pdf":
+        return None if converted.markdown.strip() else \
+            "no text left after cleaning (a scanned PDF needs converter: standard with do_ocr: true)"
+    words = len(converted.markdown.split())
+    if words >= MIN_PAGE_WORDS:
+        return None
+    target = redirect_target(path.read_bytes())
+    if target is not None:
+        return f"only a redirect (to {target or 'an unnamed page'}): collect the page it points to"
+    return f"{words} words of main content: a login wall, an empty page or a page built by scripts"
+
+
 @task(name="convert-document", cache_policy=NO_CACHE)
-def convert_document(pdf_path: Path, out_path: Path, settings: DataProcessor) -> Conversion:
-    """Convert and clean one PDF into ``out_path``; a failing step becomes a ``failed`` record, never an exception."""
-    sha = pdf_path.stem
+def convert_document(path: Path, out_path: Path, settings: DataProcessor, kind: DocumentKind = "pdf") -> Conversion:
+    """Convert and clean one document into ``out_path``; a failing step becomes a ``failed`` record, never an exception."""
+    sha, label = path.stem, converter_label(settings, kind)
     try:
-        converted = convert_pdf(pdf_path, settings)
+        converted = convert_pdf(path, settings) if kind == "pdf" else convert_html(path, settings)
     except StepFailed as failure:
-        return Conversion(sha256=sha, status="failed", converter=converter_label(settings), step=failure.step,
+        return Conversion(sha256=sha, status="failed", kind=kind, converter=label, step=failure.step,
                           error=str(failure)[:500])
     text = converted.markdown
-    if not text.strip():
-        return Conversion(sha256=sha, status="failed", converter=converter_label(settings), pages=converted.pages,
-                          seconds=converted.seconds, step="cleaning",
-                          error="no text left after cleaning (a scanned PDF needs converter: standard with do_ocr: true)")
+    reason = _too_little(converted, path, kind)
+    if reason:
+        return Conversion(sha256=sha, status="failed", kind=kind, converter=label, pages=converted.pages,
+                          seconds=converted.seconds, step="cleaning", error=reason)
     atomic_write_text(out_path, text)
-    return Conversion(sha256=sha, status="ok", converter=converter_label(settings), pages=converted.pages,
+    return Conversion(sha256=sha, status="ok", kind=kind, converter=label, pages=converted.pages,
                       headings=converted.headings, heading_source=converted.heading_source,
                       noise_lines=converted.noise_lines, seconds=round(converted.seconds, 3))
