@@ -172,12 +172,14 @@ def convert_pdf(pdf_path: Path, settings: DataProcessor, use_outline: bool = Tru
 def convert_html(html_path: Path, settings: DataProcessor) -> Converted:
     """Convert one web page to cleaned Markdown: its main content through docling's HTML backend."""
     from docling.datamodel.base_models import DocumentStream
+    from docling_core.types.doc import ContentLayer
 
     timings: dict[str, float] = {}
     content = run_step("conversion", timings, main_content, html_path.read_bytes())
     page = DocumentStream(name=f"{html_path.stem}.html", stream=io.BytesIO(content))
     document = run_step("conversion", timings, lambda: _converter(settings).convert(page).document)
-    markdown = run_step("conversion", timings, document.export_to_markdown)
+    markdown = run_step("conversion", timings, lambda: document.export_to_markdown(
+        included_content_layers={ContentLayer.BODY, ContentLayer.FURNITURE}))  # text before the <h1> too
     text = run_step("cleaning", timings, clean_markdown, markdown)
     headings = sum(block.startswith("#") for block in text.split("\n\n"))
     return Converted(text, 1, headings, "html", 0, timings)

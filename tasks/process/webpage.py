@@ -15,7 +15,8 @@ on a whole page kept the sidebar and "On this page" lists; trafilatura, the know
 remover, lost DocBook's headings (14 of a chapter's 14 became 1) and most code blocks. docling
 on the content kept here keeps headings, tables and code, and the nav does not reach it.
 Code blocks lose their highlighting markup first: docling joins a ``<pre>``'s ``<span>``s with
-spaces and loses its line breaks.
+spaces and loses its line breaks. docling files text before a page's first ``<h1>`` as page
+furniture and leaves it out of Markdown; what is furniture was decided here, so stage 2 keeps it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _SITE_NAMES = re.compile(
     r"breadcrumbs?|footer|navheader|navfooter|cookies?|consent|gdpr|banner|skip|skiplink|toc|searchbox|search|"
     r"share|social|pagination|pager|prev|next|headerlink|edit-?link|feedback|advert|ads?)(?:$|[-_])",
     re.IGNORECASE)
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _HIDDEN = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
@@ -43,8 +45,8 @@ class EmptyPage(ValueError):
 
 
 def _parse(raw: bytes) -> etree._Element:
-    try:
-        return lxml.html.fromstring(raw)
+    try:  # control bytes are not text (and lxml refuses them where text is set)
+        return lxml.html.fromstring(_CONTROL.sub(b"", raw))
     except (etree.ParserError, ValueError) as error:
         raise EmptyPage(f"no HTML content ({error})") from None
 
@@ -77,9 +79,11 @@ def redirect_target(raw: bytes) -> str | None:
 
 
 def main_content(raw: bytes) -> bytes:
-    """The page reduced to its title and main content, as HTML; ``EmptyPage`` when there is nothing to read."""
+    """The page reduced to its main content, as HTML; ``EmptyPage`` when there is nothing to read.
+
+    Its ``<title>`` is left out: stage 1 records it, and docling would write it as a heading of its own.
+    """
     tree = _parse(raw)
-    title = tree.findtext(".//title") or ""
     for element in list(tree.iter(etree.Comment, etree.ProcessingInstruction, *_NOT_CONTENT)):
         if element.getparent() is not None:
             element.drop_tree()
@@ -98,7 +102,6 @@ def main_content(raw: bytes) -> bytes:
     page = etree.Element("html")
     head = etree.SubElement(page, "head")
     etree.SubElement(head, "meta", charset="utf-8")
-    etree.SubElement(head, "title").text = title
     content = etree.SubElement(page, "body")
     if root is body:
         content.text = body.text
