@@ -14,7 +14,7 @@ import pytest
 from harness.pdf_host import pdf_host
 from harness.prefect_server import PrefectServer
 from harness.project import REPO, Ran, copy_project, run_pipeline, write_profile
-from harness.real_corpus import build_real_corpus
+from harness.real_corpus import build_real_corpus, build_real_pages
 from tasks.collect.sample_corpus import build_corpus
 
 STAGE4_SETTINGS = {"finetuning": {"wandb_enabled": True, "wandb_run_name": "nightly",
@@ -36,6 +36,14 @@ def real_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Debian's documentation PDFs plus a truncated and an HTML-as-PDF file (harness/real_corpus.py)."""
     folder = tmp_path_factory.mktemp("real_pdfs")
     build_real_corpus(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_pages_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five pages from each of Debian's three documentation sites plus the bad pages (harness/real_corpus.py)."""
+    folder = tmp_path_factory.mktemp("real_pages")
+    build_real_pages(folder, per_site=5)
     return folder
 
 

@@ -133,3 +133,12 @@ def test_whole_page_of_native_output():
         "Prenatal care is the routine health care a person receives during pregnancy. Regular visits let a midwife or "
         "doctor follow the growth of the baby & check the health of the pregnant person.\n\n"
         "## 1.1 The First Visit\n\nThe first visit is the longest.\n")
+
+
+def test_a_list_is_judged_item_by_item_and_a_long_line_with_dots_is_prose():
+    toc = "- 1 Introduction ........ 3\n- 2 Installing ........ 7\n- 3 Using it ........ 12"
+    prose = ("- **Google search**\n- To use Google's search in place of the built-in one, write a template with "
+             "`var cx = '......'` and the rest of the snippet Google gives you; it replaces the search box.")
+    cleaned = clean_markdown(f"# Guide\n\n{toc}\n\n## Search\n\n{prose}\n")
+    assert "Introduction" not in cleaned
+    assert "## Search\n\n- **Google search**\n- To use Google's search" in cleaned

@@ -1,9 +1,11 @@
-"""Stages 1–3 of the local profile on PDFs no one on this project wrote (harness/real_corpus.py), as a user runs them."""
+"""Stages 1–3 of the local profile on PDFs and web pages no one on this project wrote (harness/real_corpus.py),
+as a user runs them."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -54,3 +56,46 @@ def test_real_pdfs_run_through_stages_one_to_three(tmp_path: Path, real_pdf_dir:
     assert all(problem(r["question"], r["answer"]) is None and r["question"].endswith("?") for r in records)
     opening = Counter(r["question"].split()[1].lower() for r in records if len(r["question"].split()) > 1)
     assert not {"there", "these", "this", "it", "they"} & set(opening)
+
+
+def test_a_folder_of_real_web_pages_and_pdfs_runs_through_stages_one_to_three_in_mode_any(
+        tmp_path: Path, real_pages_dir: Path, sample_pdf_dir: Path):
+    docs = tmp_path / "docs"
+    shutil.copytree(real_pages_dir, docs)
+    shutil.copytree(sample_pdf_dir, docs / "guides" / "pdf")  # a mixed folder, PDFs one level deeper
+    config = write_profile(tmp_path, {"data_collector": {"mode": "any", "local": {"dir": "docs"}}})
+    done = run_pipeline(config, "--start", "1", "--end", "3")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert not [n for n in NOISE if n in output], output
+    pdfs = len(list(sample_pdf_dir.glob("*.pdf")))
+    assert f"(18 web pages and {pdfs} PDFs unique)" in output and "2 unsupported" in output  # 15 pages + 3 bad ones
+
+    raw = {d["url"].split("/docs/", 1)[1]: d for d in json.loads((tmp_path / "data/raw/metadata.json").read_text())}
+    assert raw["bad/empty.html"]["status"] == "unsupported" and "empty" in raw["bad/empty.html"]["error"]
+    assert "neither a PDF nor an HTML page" in raw["bad/binary.html"]["error"]
+    assert raw["sphinx/faq.html"]["kind"] == "html" and raw["sphinx/faq.html"]["title"] == "Sphinx FAQ — Sphinx documentation"
+    assert (tmp_path / "data/raw" / f"{raw['sphinx/faq.html']['sha256']}.html").read_bytes() == \
+        (real_pages_dir / "sphinx/faq.html").read_bytes()  # kept as fetched
+    manifest = {c["sha256"]: c for c in json.loads((tmp_path / "data/processed/manifest.json").read_text())}
+    outcome = {name: manifest[d["sha256"]] for name, d in raw.items() if d["status"] == "ok"}
+    assert "only a redirect" in outcome["bad/redirect.html"]["error"]
+    assert "words of main content" in outcome["bad/login.html"]["error"]
+    assert outcome["bad/truncated.html"]["status"] == "ok"  # a page cut short still has content
+    assert {c["kind"] for c in outcome.values() if c["status"] == "ok"} == {"html", "pdf"}
+
+    chunks = json.loads((tmp_path / "data/chunks/chunks.json").read_text())
+    by_url = Counter(c["url"].split("/docs/", 1)[1].split("/")[0] for c in chunks)
+    assert {"docbook", "asciidoc", "sphinx", "guides"} <= set(by_url)
+    assert all(c["section_path"] for c in chunks if "/docs/asciidoc/" in c["url"])  # each under the page's headings
+    faq = [c for c in chunks if c["url"].endswith("sphinx/faq.html")]
+    assert {"Sphinx FAQ", "Epub info", "Displaying Links"} <= {p for c in faq for p in c["section_path"]}
+    # on every raw page of its site: Sphinx's sidebar and footer, AsciiDoc's footer, DocBook's TOC; permalinks
+    site_parts = ("Site navigation", "On this page", "Created using", "Last updated", "Table of Contents", "¶")
+    assert not [c["text"][:80] for c in chunks if any(part in c["text"] for part in site_parts)]
+    assert not [c["section_path"] for c in chunks if {"Navigation", "Quick search"} & set(c["section_path"])]
+
+    records = [r for side in qa_dataset(tmp_path / "data/qa_dataset").values() for r in side]
+    kinds = {raw_name.rsplit(".", 1)[1] for raw_name, d in raw.items()
+             if d.get("sha256") in {r["doc_sha256"] for r in records}}
+    assert kinds == {"html", "pdf"}  # QA pairs from both kinds

@@ -61,7 +61,8 @@ def test_a_page_keeps_its_content_sections_code_and_tables_and_nothing_of_the_si
     assert "four hours** at room temperature & for four days in a fridge at 4 °C" in first  # entity, link text kept
     assert "```\nlabel \"date\"\nfreeze --at -18\nthaw --in fridge\n```" in sections[("Storing breast milk", "Freezing")]
     table = sections[("Storing breast milk", "Freezing", "Quantities")]
-    assert "| Age | Millilitres per feed |\n|---|---|\n| 1 week | 60-90 |\n| 1 month | 90-120 |" in table  # docling writes the dash as -
+    # docling writes the dash as -
+    assert "| Age | Millilitres per feed |\n|---|---|\n| 1 week | 60-90 |\n| 1 month | 90-120 |" in table
     assert "- Label every container with the date it was expressed.\n- Use the oldest milk first." in table
 
 

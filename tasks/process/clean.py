@@ -23,6 +23,7 @@ _IMAGE = re.compile(r"<!--\s*image\s*-->|!\[[^\]]*\]\([^)]*\)")
 _PAGE_NUMBER = re.compile(r"^(?:page\s+)?(?:\d{1,4}|[ivxlc]{1,7})(?:\s*(?:/|of)\s*\d{1,4})?$", re.IGNORECASE)
 _DOT_LEADER = re.compile(r"(?:\.\s?){4,}\s*(?:\d{1,4}|[ivxlc]{1,7})(?:\s*[,–-]\s*\d{1,4})*$|(?:…\s*)+\d{1,4}$|(?:\.\s?){6,}")
 _PAGE_LIST = re.compile(r"^[^\d.!?;:]{1,60}?,\s*\d{1,4}(?:\s*[,–-]\s*\d{1,4})*$")  # index: "intersections, 34, 144"
+_TOC_LINE_MAX = 200  # characters: the longest line taken for a TOC or index line
 _TOC_TITLE = re.compile(r"^(?:table of )?contents$|^(?:index|list of (?:figures|tables))$", re.IGNORECASE)
 _LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
                             "\ufb05": "st", "\ufb06": "st", "\u00ad": None})
@@ -106,6 +107,8 @@ def is_page_number(block: str) -> bool:
 def is_toc_line(block: str) -> bool:
     """A table-of-contents or index line: dot leaders (spaced or not) to a page, or a term followed by page numbers."""
     text = block.strip().lstrip("#").strip()
+    if len(text) > _TOC_LINE_MAX:  # a paragraph that happens to hold "......" (code, an elided quote) is prose
+        return False
     return bool(_DOT_LEADER.search(text) or _TOC_TITLE.match(text) or _PAGE_LIST.match(text))
 
 
@@ -271,7 +274,11 @@ def _clean_block(block: str) -> str:
 
 
 def _is_noise(block: str) -> bool:
-    return not block or (not is_verbatim(block) and (is_page_number(block) or is_toc_line(block) or is_photo_credit(block)))
+    """Empty, or mostly page numbers, TOC/index lines and credits (a list's items are judged one by one)."""
+    if not block or is_verbatim(block):
+        return not block
+    lines = block.splitlines()
+    return 2 * sum(is_page_number(line) or is_toc_line(line) or is_photo_credit(line) for line in lines) > len(lines)
 
 
 def clean_markdown(markdown: str) -> str:
