@@ -85,8 +85,16 @@ def _hide_engine_tracebacks() -> None:
     """Prefect logs a failed run's traceback to the console; the CLI prints one line instead.
 
     Only the console handler is filtered: the run's logs in the Prefect API/UI keep the traceback.
+    The CLI also leaves out what it printed itself already (a skipped document's warning) and other
+    libraries' warnings (docling's about a document it could not read: the stage's own line says why).
     """
+    from flows.report import PRINTED
+
     def keep(record: logging.LogRecord) -> bool:
+        if getattr(record, PRINTED, False):
+            return False
+        if not record.name.startswith("prefect"):
+            return record.levelno >= logging.ERROR
         return not (record.levelno >= logging.ERROR and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")))
 
     for handler in logging.getLogger().handlers:

@@ -12,7 +12,7 @@ from prefect.settings import PREFECT_UI_URL
 from core.config import ConfigError, PipelineConfig
 from core.stages import KEYS, STAGES
 from flows import collect, finetune, generate, process, register, rollout
-from flows.report import log_failures_once, recording
+from flows.report import Said, log_failures_once, recording
 
 Preflight = Callable[[PipelineConfig], None]
 
@@ -129,7 +129,7 @@ async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = 
     # the dispatched stage 4 ("4") runs where 4a-4d would ("4" sorts between "3" and "5")
     planned = sorted(["4", *(key for key in stages if key not in training)]) if deployment else list(stages)
     results: dict[str, object] = {}
-    outcomes: dict[str, tuple[str, list[str]]] = {key: ("not run", []) for key in planned}
+    outcomes: dict[str, tuple[str, Said]] = {key: ("not run", Said()) for key in planned}
     try:
         for key in planned:
             with recording() as said:
@@ -149,12 +149,14 @@ async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = 
     return results
 
 
-def summary_markdown(outcomes: dict[str, tuple[str, list[str]]], ui: str | None) -> str:
-    """One row per stage: outcome, what it reported, its own artifact (a link when the UI's address is known)."""
-    names = {stage.key: stage for stage in STAGES}
+def summary_markdown(outcomes: dict[str, tuple[str, Said]], ui: str | None) -> str:
+    """A table of stages (outcome, a link to the stage's artifact), then what each stage said, then the documents
+    left out, counted in the headline.
 
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+    The UI draws table cells on one line, however long: seen in a browser, a stage's figures (or a failure's
+    message) in a cell pushed the artifact links out of sight. The table keeps short cells; the rest is lists.
+    """
+    names = {stage.key: stage for stage in STAGES}
 
     def link(key: str) -> str:
         artifact = names[key].artifact if key in names else None
@@ -162,13 +164,21 @@ def summary_markdown(outcomes: dict[str, tuple[str, list[str]]], ui: str | None)
             return ""
         return f"[{artifact}]({ui.rstrip('/')}/artifacts/key/{artifact})" if ui else f"`{artifact}`"
 
-    rows = [f"| {key} {names[key].name if key in names else 'fine-tune (deployment)'} | {cell(outcome)} | "
-            f"{cell('; '.join(said))} | {link(key)} |" for key, (outcome, said) in outcomes.items()]
+    def title(key: str) -> str:
+        return f"{key} {names[key].name if key in names else 'fine-tune (deployment)'}"
+
+    rows = [f"| {title(key)} | {outcome.split(':', 1)[0]} | {link(key)} |" for key, (outcome, _) in outcomes.items()]
+    said = [f"- **{title(key)}** {outcome}" + (": " + "; ".join(s.lines) if s.lines else "")
+            for key, (outcome, s) in outcomes.items() if s.lines or outcome.startswith("failed")]
     failed = [key for key, (outcome, _) in outcomes.items() if outcome.startswith("failed")]
+    skipped = [(key, line) for key, (_, s) in outcomes.items() for line in s.skipped]
     verdict = (f"**Stage {failed[0]} failed**: Retry the run (or run the same command again) to resume: "
                "finished work is kept." if failed else "**Every stage completed.**")
-    return "\n".join(["# Pipeline run", "", verdict, "", "| stage | outcome | figures | artifact |",
-                      "|---|---|---|---|", *rows])
+    if skipped:
+        verdict += f" {len(skipped)} document{'s' if len(skipped) > 1 else ''} left out (below)."
+    listing = ["", "## Documents left out", "", *(f"- stage {key}: {line}" for key, line in skipped)] if skipped else []
+    return "\n".join(["# Pipeline run", "", verdict, "", "| stage | outcome | artifact |", "|---|---|---|", *rows,
+                      *(["", "## What each stage said", "", *said] if said else []), *listing])
 
 
 @flow(name="pipeline")

@@ -10,7 +10,7 @@ from core import artifacts
 from core.artifacts import MissingStageOutput
 from core.config import ConfigError, DataProcessor, PipelineConfig
 from core.files import atomic_write_json
-from flows.report import progress_bar, say
+from flows.report import progress_bar, say, say_skipped
 from flows.threaded import threaded_flow
 from tasks.common.records import Conversion, Document, DocumentKind
 from tasks.common.store import RecordIndex
@@ -90,11 +90,13 @@ def _chunk(config: PipelineConfig, urls: dict[str, str], manifest: RecordIndex[C
 def _report(urls: dict[str, str], converted: list[Conversion], summary: dict[str, int]) -> None:
     say("process: " + ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.items()))
     for conversion in (c for c in converted if c.status == "failed"):
-        say(f"process: skipped {conversion.sha256[:12]} ({urls[conversion.sha256]}) at {conversion.step}: {conversion.error}")
+        name = urls[conversion.sha256].rstrip("/").rsplit("/", 1)[-1] or urls[conversion.sha256]
+        say_skipped(f"process: skipped {conversion.sha256[:12]} ({name}) at {conversion.step}: {conversion.error}",
+                    f"{urls[conversion.sha256]}: {conversion.detail}" if conversion.detail else urls[conversion.sha256])
     create_table_artifact(
         _sync=True,  # see flows.threaded
         key="process-summary",
-        table=[{"sha256": c.sha256[:12], "url": urls[c.sha256], "status": c.status, "pages": c.pages,
+        table=[{"sha256": c.sha256[:12], "url": urls[c.sha256], "kind": c.kind, "status": c.status, "pages": c.pages,
                 "headings": c.headings, "heading_source": c.heading_source or "", "noise_lines": c.noise_lines,
                 "failed_step": c.step or "", "error": c.error or ""}
                for c in converted],

@@ -2,7 +2,9 @@
 
 Summaries go to the Prefect run log (visible in the UI) and to stdout (visible on the
 CLI, where Prefect's own console chatter is turned down to warnings); the pipeline's summary
-artifact collects them per stage. Progress bars go to stderr and only on a terminal, so piped
+artifact collects them per stage. A document a stage had to leave out is said the same way,
+once, in one short line, and is a WARNING in the run log with its details (a filter on
+warnings finds every one); the summary counts and lists them apart. Progress bars go to stderr and only on a terminal, so piped
 output stays clean.
 """
 
@@ -12,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
@@ -19,24 +22,44 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 _stderr = Console(stderr=True)
-_said: ContextVar[list[str] | None] = ContextVar("said", default=None)
+PRINTED = "printed_by_the_cli"  # a log record's attribute: the CLI has printed this line already
+
+
+@dataclass
+class Said:
+    """What a stage told its user: its summary lines, and one line per document it left out."""
+
+    lines: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+_said: ContextVar[Said | None] = ContextVar("said", default=None)
 
 
 def say(message: str) -> None:
     print(message, flush=True)
-    if (lines := _said.get()) is not None:
-        lines.append(message)
+    if (said := _said.get()) is not None:
+        said.lines.append(message)
     with suppress(MissingContextError):
-        get_run_logger().info(message)
+        get_run_logger().info(message, extra={PRINTED: True})
+
+
+def say_skipped(message: str, detail: str | None = None) -> None:
+    """A document left out: printed like ``say``, listed apart in the summary, a WARNING (with ``detail``) in the run log."""
+    print(message, flush=True)
+    if (said := _said.get()) is not None:
+        said.skipped.append(message)
+    with suppress(MissingContextError):
+        get_run_logger().warning(message + (f"\n{detail}" if detail else ""), extra={PRINTED: True})
 
 
 @contextmanager
-def recording() -> Iterator[list[str]]:
-    """Collect what ``say`` prints inside (stage flows too: their threads carry the context along)."""
-    lines: list[str] = []
-    token = _said.set(lines)
+def recording() -> Iterator[Said]:
+    """Collect what ``say`` and ``say_skipped`` print inside (stage flows too: their threads carry the context along)."""
+    said = Said()
+    token = _said.set(said)
     try:
-        yield lines
+        yield said
     finally:
         _said.reset(token)
 

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NOISE = ["Traceback", "Error flushing", "CancelledError", "EventsWorker", "Still processing items",
          # other libraries' output: tqdm bars (GGUF conversion, the trainer), the trainer's loss dicts, warnings
-         "it/s]", "Converting and de-quantizing", "{'loss'", "Warning", "wandb:"]
+         "it/s]", "Converting and de-quantizing", "{'loss'", "Warning", "wandb:",
+         "| WARNING |"]  # a library's log line (docling's about a document it could not read): the stage says why
 SCREEN = 24  # lines: a whole local run's output fits one terminal screen
 
 

@@ -90,8 +90,9 @@ def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(t
             assert done_before and downloaded and converted
 
             summary = summary_artifact(server, run_id)
-            assert "**Stage 3 failed**" in summary and "| 1 collect | completed | collect: " in summary
-            assert "| 2 process | completed | process: " in summary and "| 3 generate | failed: StageIncomplete: " in summary
+            assert "**Stage 3 failed**" in summary and "- **1 collect** completed: collect: " in summary
+            assert "- **2 process** completed: process: " in summary and "- **3 generate** failed: StageIncomplete: " in summary
+            assert "| 3 generate | failed | " in summary
             assert "baseline-eval" not in summary  # end=3: the stages after 3 were never part of this run
             # the task whose groups failed is Failed, with the counts; the failure is logged once, without a traceback
             groups_task = api(server, "task_runs", {"task_runs": {"name": {"like_": "generate-qa-groups"}}})

@@ -55,7 +55,8 @@ class Conversion(BaseModel):
     noise_lines: int = 0               # running headers/footers and page numbers removed
     seconds: float = 0.0
     step: Literal["conversion", "headings", "cleaning", "chunking"] | None = None  # where it failed
-    error: str | None = None
+    error: str | None = None   # why, in one line (tasks.process.reasons)
+    detail: str | None = None  # the converter's own error, in full
 
 
 class Chunk(BaseModel):

@@ -33,6 +33,7 @@ from tasks.common.records import Conversion, DocumentKind
 from tasks.process.clean import clean_markdown, drop_page_furniture
 from tasks.process.headings import read_outline, recover_headings, render_markdown
 from tasks.process.layout import document_lines, with_fonts
+from tasks.process.reasons import short_reason
 from tasks.process.webpage import main_content, redirect_target
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class StepFailed(Exception):
 
     def __init__(self, step: str, error: BaseException) -> None:
         super().__init__(f"{type(error).__name__}: {error}")
-        self.step = step
+        self.step, self.error = step, error
 
 
 def run_step(step: str, timings: dict[str, float], function, *args):
@@ -207,7 +208,7 @@ def convert_document(path: Path, out_path: Path, settings: DataProcessor, kind: 
         converted = convert_pdf(path, settings) if kind == "pdf" else convert_html(path, settings)
     except StepFailed as failure:
         return Conversion(sha256=sha, status="failed", kind=kind, converter=label, step=failure.step,
-                          error=str(failure)[:500])
+                          error=short_reason(kind, failure.step, failure.error, path), detail=str(failure)[:2000])
     text = converted.markdown
     reason = _too_little(converted, path, kind)
     if reason:
