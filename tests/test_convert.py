@@ -18,6 +18,7 @@ from harness.project import REPO
 from tasks.process.convert import ConverterUnavailable, convert_document, format_options
 from tasks.process.headings import OutlineEntry, detect_by_typography, escape_hash_lines, place_outline, title_key
 from tasks.process.layout import Line
+from tasks.process.reasons import MAX_REASON, short_reason
 
 NATIVE = DataProcessor(converter="native")
 
@@ -155,3 +156,23 @@ def test_sample_pdfs_render_byte_for_byte_the_same_anywhere_any_time(sample_pdf_
     first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sample_pdf_dir.glob("*.pdf")}
     second = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in again.glob("*.pdf")}
     assert first == second and len(first) == len(list((REPO / "sample_corpus").glob("*.md")))
+
+
+def test_a_truncated_pdf_fails_with_one_short_reason_and_the_details_kept(sample_pdf_dir, tmp_path):
+    data = (sample_pdf_dir / "02-nutrition.pdf").read_bytes()
+    sha = hashlib.sha256(data[: len(data) // 2]).hexdigest()
+    path = tmp_path / f"{sha}.pdf"
+    path.write_bytes(data[: len(data) // 2])
+    record = convert_document.fn(path, tmp_path / "out.md", NATIVE)
+    assert (record.status, record.step) == ("failed", "conversion")
+    assert record.error == "truncated or damaged PDF: it cannot be opened (data format error)"
+    assert sha in record.detail  # docling's message, as it was, for the run log and the manifest
+
+
+def test_a_reason_never_shows_content_addressed_paths_and_stays_on_one_short_line(tmp_path):
+    sha = "ab" * 32
+    error = RuntimeError(f"Conversion failed for: /data/raw/{sha}.html with status: failure.\nErrors: key=/data/raw/{sha}"
+                         + " and more" * 40)
+    reason = short_reason("html", "conversion", error, tmp_path / f"{sha}.html")
+    assert reason.startswith("web page, conversion failed: RuntimeError: Conversion failed for: the document with status")
+    assert sha not in reason and "\n" not in reason and len(reason) <= MAX_REASON and reason.endswith("…")
