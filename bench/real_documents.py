@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import random
 import re
 import tempfile
@@ -149,13 +150,33 @@ def is_noise(text: str, running: set[str]) -> bool:
     return listing > 0.3 * len(text) or (bool(sentences) and sum(bool(_TOC.search(s)) for s in sentences) > len(sentences) / 2)
 
 
+_NUMBER = re.compile(r"[-+−]?\d+(?:[.,]\d+)?")
+
+
+def figure_text(text: str) -> str | None:
+    """A run in a chunk that reads like text drawn in a figure: four numbers or more evenly spaced (an axis's
+    ticks), or one short token four times or more (a logo's letters); the run, or None. (Not stage 2's rule:
+    runs anywhere in the chunk, not one PDF line at a time.)"""
+    tokens = text.split()
+    for start in range(len(tokens) - 3):
+        run = tokens[start:start + 4]
+        if all(_NUMBER.fullmatch(t) for t in run):
+            values = [float(t.replace(",", ".").replace("−", "-")) for t in run]
+            steps = {round(b - a, 6) for a, b in itertools.pairwise(values)}
+            if len(steps) == 1 and 0 not in steps:
+                return " ".join(tokens[max(0, start - 6):start + 10])
+        if len(set(run)) == 1 and len(run[0]) <= 2 and not run[0].isdigit():
+            return " ".join(tokens[max(0, start - 6):start + 10])
+    return None
+
+
 def pdfium_text(path: Path) -> int:
     with open_pdf(path) as document:
         return sum(len(page.get_textpage().get_text_range()) for page in document)
 
 
-def measure_pdfs(args: argparse.Namespace) -> float:
-    """Every PDF measure; returns stage 2's pages/s (the web pages are held to it)."""
+def measure_pdfs(args: argparse.Namespace) -> tuple[float, float]:
+    """Every PDF measure; returns stage 2's pages/s and words/s (the web pages are held to them)."""
     config = load_config(REPO / "configs" / "local.yaml")
     p, g = config.data_processor, config.dataset_generator
     count = token_counter(config.finetuning.base_model, config.finetuning.base_model_gguf)
@@ -194,6 +215,7 @@ def measure_pdfs(args: argparse.Namespace) -> float:
     agreement: dict[str, dict[str, tuple[int, int]]] = {"outline": {}, "typography": {}}
     all_chunks = []
     noise = total_chunks = 0
+    figures: list[tuple[str, str]] = []
     for path, result in ok.items():
         outline = read_outline(path)
         running = running_lines(path)
@@ -207,6 +229,7 @@ def measure_pdfs(args: argparse.Namespace) -> float:
                 all_chunks += chunks
                 total_chunks += len(chunks)
                 noise += sum(is_noise(c.text, running) for c in chunks)
+                figures += [(path.name, run) for c in chunks if (run := figure_text(c.text))]
             if locator is None:
                 continue
             hits = located = 0
@@ -234,15 +257,22 @@ def measure_pdfs(args: argparse.Namespace) -> float:
     print(f"\nnoise: {noise} of {total_chunks} chunks are mostly TOC/index lines or repeat a running header/footer: "
           f"{share:.2%} (goal < {GOALS['noise']:.0%}: {'met' if share < GOALS['noise'] else 'MISSED'})")
 
+    print(f"figure text: {len(figures)} of {total_chunks} chunks hold a run of evenly spaced numbers or of one "
+          f"repeated letter: {len(figures) / max(1, total_chunks):.2%} (read them: a file format's example counts too)")
+    for name, run in figures[:8]:
+        print(f"  {name}: …{run}…")
+
     overhead = (steps["headings"] + steps["cleaning"]) / max(1e-9, steps["conversion"])
-    print(f"\nthroughput with {p.workers} workers: stage 2 {pages / stage_s:.1f} pages/s, pypdfium2 plain text "
+    words = sum(len(c.markdown.split()) for c in ok.values())
+    print(f"\nthroughput with {p.workers} workers: stage 2 {pages / stage_s:.1f} pages/s ({words / stage_s:.0f} words "
+          f"of Markdown/s, {words / pages:.0f} a page), pypdfium2 plain text "
           f"{pages / pdfium_s:.1f} pages/s: ratio {pdfium_s / stage_s:.3f}")
     print(f"  one file at a time: heading recovery {steps['headings']:.2f} s + cleaning {steps['cleaning']:.2f} s "
           f"on top of docling's conversion {steps['conversion']:.2f} s: +{overhead:.1%} (goal < {GOALS['overhead']:.0%}: "
           f"{'met' if overhead < GOALS['overhead'] else 'MISSED'})")
 
     offline_questions(all_chunks, g, args.pairs)
-    return pages / stage_s
+    return pages / stage_s, words / stage_s
 
 
 def offline_questions(chunks: list, g, show: int) -> list:
@@ -282,11 +312,11 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", choices=("pdf", "html"), default=["pdf", "html"])
     parser.add_argument("--pairs", type=int, default=30)
     args = parser.parse_args()
-    pdf_pages_per_s = measure_pdfs(args) if "pdf" in args.kinds else None
+    pdf_rates = measure_pdfs(args) if "pdf" in args.kinds else None
     if "html" in args.kinds:
         from bench.real_pages import measure_pages  # it borrows this file's locator rules
 
-        measure_pages(args, pdf_pages_per_s)
+        measure_pages(args, pdf_rates)
 
 
 if __name__ == "__main__":

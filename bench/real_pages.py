@@ -99,7 +99,7 @@ def site_boilerplate(pages: list[Path]) -> set[str]:
     return {keys for keys, where in seen.items() if len(where) >= needed}
 
 
-def measure_pages(args: argparse.Namespace, pdf_pages_per_s: float | None) -> None:
+def measure_pages(args: argparse.Namespace, pdf_rates: tuple[float, float] | None) -> None:
     config = load_config(REPO / "configs" / "local.yaml")
     p, g = config.data_processor, config.dataset_generator
     count = token_counter(config.finetuning.base_model, config.finetuning.base_model_gguf)
@@ -174,12 +174,15 @@ def measure_pages(args: argparse.Namespace, pdf_pages_per_s: float | None) -> No
     print(f"  web pages: {share:.2%} (goal < {GOALS['boilerplate']:.0%}: {'met' if share < GOALS['boilerplate'] else 'MISSED'})")
 
     html_rate = len(pages) / stage_s
+    words = sum(len(c.markdown.split()) for c in converted.values() if not isinstance(c, StepFailed))
     print(f"throughput with {p.workers} workers: conversion + cleaning {html_rate:.1f} pages/s "
-          f"({size_kb / stage_s:.0f} KiB/s), lxml plain text {len(pages) / plain_s:.1f} pages/s: ratio "
-          f"{plain_s / stage_s:.3f}")
-    if pdf_pages_per_s:
-        print(f"  web pages vs PDF pages in this run: {html_rate:.1f} vs {pdf_pages_per_s:.1f} pages/s = "
-              f"{html_rate / pdf_pages_per_s:.2f}× (goal ≥ 1: {'met' if html_rate >= pdf_pages_per_s else 'MISSED'})")
+          f"({words / stage_s:.0f} words of Markdown/s, {words / len(pages):.0f} a page; {size_kb / stage_s:.0f} KiB/s), "
+          f"lxml plain text {len(pages) / plain_s:.1f} pages/s: ratio {plain_s / stage_s:.3f}")
+    if pdf_rates:
+        pdf_pages, pdf_words = pdf_rates
+        print(f"  web pages vs PDF pages in this run: {html_rate:.1f} vs {pdf_pages:.1f} pages/s = "
+              f"{html_rate / pdf_pages:.2f}× (goal ≥ 1: {'met' if html_rate >= pdf_pages else 'MISSED'}); "
+              f"per word of text {words / stage_s:.0f} vs {pdf_words:.0f} words/s = {words / stage_s / pdf_words:.2f}×")
 
     print("bad pages (collected and converted as stage 1 and 2 do, mode any):")
     with tempfile.TemporaryDirectory() as tmp:

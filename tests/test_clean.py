@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tasks.process.clean import (
     clean_markdown,
     drop_empty_sections,
     drop_page_furniture,
     fix_characters,
+    is_figure_text,
     is_page_number,
     is_photo_credit,
     is_toc_line,
@@ -142,3 +145,23 @@ def test_a_list_is_judged_item_by_item_and_a_long_line_with_dots_is_prose():
     cleaned = clean_markdown(f"# Guide\n\n{toc}\n\n## Search\n\n{prose}\n")
     assert "Introduction" not in cleaned
     assert "## Search\n\n- **Google search**\n- To use Google's search" in cleaned
+
+
+@pytest.mark.parametrize(("line", "figure"), [
+    ("0 20 40 60 80 100", True),          # an axis's ticks, drawn in a chart
+    ("0.0 0.5 1.0 1.5 2.0", True),
+    ("1 10 100 1000 10000", True),        # a log scale
+    ("−40 −20 0 20 40", True),
+    ("G G G G", True),                    # a logo's letters
+    ("1 3 2 99 2 1 2 3 4", False),        # a file format's example line (gmsh): not evenly spaced
+    ("1 2", False),
+    ("The dose is 20 40 or 60 mg.", False),
+    ("In 2020 2021 and 2022 the rate fell.", False),
+])
+def test_figure_text_is_told_from_numbers_in_prose(line, figure):
+    assert is_figure_text(line) is figure
+
+
+def test_figure_text_never_joins_the_paragraph_around_it():
+    cleaned = clean_markdown("Blood pressure rises slowly in the third\n\n0 10 20 30 40\n\ntrimester for most women.\n")
+    assert cleaned == "Blood pressure rises slowly in the third trimester for most women.\n"

@@ -23,6 +23,7 @@ _IMAGE = re.compile(r"<!--\s*image\s*-->|!\[[^\]]*\]\([^)]*\)")
 _PAGE_NUMBER = re.compile(r"^(?:page\s+)?(?:\d{1,4}|[ivxlc]{1,7})(?:\s*(?:/|of)\s*\d{1,4})?$", re.IGNORECASE)
 _DOT_LEADER = re.compile(r"(?:\.\s?){4,}\s*(?:\d{1,4}|[ivxlc]{1,7})(?:\s*[,–-]\s*\d{1,4})*$|(?:…\s*)+\d{1,4}$|(?:\.\s?){6,}")
 _PAGE_LIST = re.compile(r"^[^\d.!?;:]{1,60}?,\s*\d{1,4}(?:\s*[,–-]\s*\d{1,4})*$")  # index: "intersections, 34, 144"
+_NUMBER = re.compile(r"^[-+−]?\d+(?:[.,]\d+)?%?$")
 _TOC_LINE_MAX = 200  # characters: the longest line taken for a TOC or index line
 _TOC_TITLE = re.compile(r"^(?:table of )?contents$|^(?:index|list of (?:figures|tables))$", re.IGNORECASE)
 _LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
@@ -110,6 +111,23 @@ def is_toc_line(block: str) -> bool:
     if len(text) > _TOC_LINE_MAX:  # a paragraph that happens to hold "......" (code, an elided quote) is prose
         return False
     return bool(_DOT_LEADER.search(text) or _TOC_TITLE.match(text) or _PAGE_LIST.match(text))
+
+
+def _evenly_spaced(values: list[float]) -> bool:
+    steps = {round(b - a, 6) for a, b in itertools.pairwise(values)}
+    ratios = {round(b / a, 6) for a, b in itertools.pairwise(values) if a} if all(values) else set()
+    return (len(steps) == 1 and 0 not in steps) or (len(ratios) == 1 and 1 not in ratios)
+
+
+def is_figure_text(block: str) -> bool:
+    """Text drawn inside a figure, read as a line: an axis's tick labels (three numbers or more, evenly spaced or
+    on a log scale: "0 20 40 60 80 100", "1 10 100 1000") or a logo's letters (one short token repeated)."""
+    tokens = block.split()
+    if len(tokens) < 3:
+        return False
+    if all(_NUMBER.match(token) for token in tokens):
+        return _evenly_spaced([float(token.rstrip("%").replace(",", ".").replace("−", "-")) for token in tokens])
+    return len(set(tokens)) == 1 and len(tokens[0]) <= 2
 
 
 def is_photo_credit(block: str) -> bool:
@@ -274,11 +292,12 @@ def _clean_block(block: str) -> str:
 
 
 def _is_noise(block: str) -> bool:
-    """Empty, or mostly page numbers, TOC/index lines and credits (a list's items are judged one by one)."""
+    """Empty, or mostly page numbers, TOC/index lines, credits and figure text (a list's items are judged one by one)."""
     if not block or is_verbatim(block):
         return not block
     lines = block.splitlines()
-    return 2 * sum(is_page_number(line) or is_toc_line(line) or is_photo_credit(line) for line in lines) > len(lines)
+    return 2 * sum(is_page_number(line) or is_toc_line(line) or is_photo_credit(line) or is_figure_text(line)
+                   for line in lines) > len(lines)
 
 
 def clean_markdown(markdown: str) -> str:
