@@ -170,6 +170,25 @@ def figure_text(text: str) -> str | None:
     return None
 
 
+def side_by_side(files: list[Path], convert, plain, workers: int) -> tuple[dict, float, float]:
+    """Stage 2's ``convert`` over ``files``, then the naive ``plain`` extraction of those it converted, each with
+    ``workers`` threads: the results (a ``StepFailed`` for a failed file) and the seconds each took."""
+    def attempt(path: Path):
+        try:
+            return convert(path)
+        except StepFailed as failure:
+            return failure
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        converted = dict(zip(files, pool.map(attempt, files), strict=True))
+    ours_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda f: plain(f) if not isinstance(converted[f], StepFailed) else 0, files))
+    return converted, ours_s, time.perf_counter() - started
+
+
 def pdfium_text(path: Path) -> int:
     with open_pdf(path) as document:
         return sum(len(page.get_textpage().get_text_range()) for page in document)
@@ -184,20 +203,7 @@ def measure_pdfs(args: argparse.Namespace) -> tuple[float, float]:
     settings = DataProcessor(converter="native")
     convert_pdf(REPO / "build" / "sample_pdfs" / "01-prenatal-care.pdf", settings)  # build the converter outside timing
 
-    def convert(path: Path, use_outline: bool = True):
-        try:
-            return convert_pdf(path, settings, use_outline)
-        except StepFailed as failure:
-            return failure
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(p.workers) as pool:
-        converted = dict(zip(files, pool.map(convert, files), strict=True))
-    stage_s = time.perf_counter() - started
-    started = time.perf_counter()
-    with ThreadPoolExecutor(p.workers) as pool:
-        list(pool.map(lambda f: pdfium_text(f) if not isinstance(converted[f], StepFailed) else 0, files))
-    pdfium_s = time.perf_counter() - started
+    converted, stage_s, pdfium_s = side_by_side(files, lambda path: convert_pdf(path, settings), pdfium_text, p.workers)
 
     ok = {f: c for f, c in converted.items() if not isinstance(c, StepFailed)}
     pages = sum(c.pages or 0 for c in ok.values())

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lxml.html
 from lxml import etree
 
-from bench.real_documents import _normalise, agrees, offline_questions
+from bench.real_documents import _normalise, agrees, offline_questions, side_by_side
 from core.config import DataProcessor, load_config
 from harness.project import REPO
 from harness.real_corpus import build_real_pages
@@ -109,20 +107,8 @@ def measure_pages(args: argparse.Namespace, pdf_rates: tuple[float, float] | Non
     settings = DataProcessor(converter="native")
     convert_html(pages[0], settings)  # build the converter outside timing
 
-    def convert(path: Path):
-        try:
-            return convert_html(path, settings)
-        except StepFailed as failure:
-            return failure
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(p.workers) as pool:
-        converted = dict(zip(pages, pool.map(convert, pages), strict=True))
-    stage_s = time.perf_counter() - started
-    started = time.perf_counter()
-    with ThreadPoolExecutor(p.workers) as pool:
-        list(pool.map(lambda f: lxml.html.fromstring(f.read_bytes()).text_content(), pages))
-    plain_s = time.perf_counter() - started
+    converted, stage_s, plain_s = side_by_side(pages, lambda path: convert_html(path, settings),
+                                               lambda f: lxml.html.fromstring(f.read_bytes()).text_content(), p.workers)
     size_kb = sum(page.stat().st_size for page in pages) / 1024
 
     sites = sorted({page.parent.relative_to(args.pages).parts[0] for page in pages})
