@@ -155,7 +155,7 @@ _NUMBER = re.compile(r"[-+−]?\d+(?:[.,]\d+)?")
 
 def figure_text(text: str) -> str | None:
     """A run in a chunk that reads like text drawn in a figure: four numbers or more evenly spaced (an axis's
-    ticks), or one short token four times or more (a logo's letters); the run, or None. (Not stage 2's rule:
+    ticks), or one short word four times or more (a logo's letters); the run, or None. (Not stage 2's rule:
     runs anywhere in the chunk, not one PDF line at a time.)"""
     tokens = text.split()
     for start in range(len(tokens) - 3):
@@ -165,7 +165,7 @@ def figure_text(text: str) -> str | None:
             steps = {round(b - a, 6) for a, b in itertools.pairwise(values)}
             if len(steps) == 1 and 0 not in steps:
                 return " ".join(tokens[max(0, start - 6):start + 10])
-        if len(set(run)) == 1 and len(run[0]) <= 2 and not run[0].isdigit():
+        if len(set(run)) == 1 and len(run[0]) <= 2 and run[0].isalpha():
             return " ".join(tokens[max(0, start - 6):start + 10])
     return None
 
