@@ -176,3 +176,27 @@ def test_a_reason_never_shows_content_addressed_paths_and_stays_on_one_short_lin
     reason = short_reason("html", "conversion", error, tmp_path / f"{sha}.html")
     assert reason.startswith("web page, conversion failed: RuntimeError: Conversion failed for: the document with status")
     assert sha not in reason and "\n" not in reason and len(reason) <= MAX_REASON and reason.endswith("…")
+
+
+def test_a_charts_tick_labels_and_a_logos_letters_do_not_reach_the_text(tmp_path):
+    source = tmp_path / "chart.pdf"
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    pdf.multi_cell(0, 6, "1 Weight gain", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 6, "Most women gain between 11 and 16 kg during a pregnancy, much of it in the second half.",
+                   new_x="LMARGIN", new_y="NEXT")
+    pdf.rect(20, 40, 160, 60)  # the chart's frame; its axis labels are text on one baseline
+    for index, tick in enumerate(("0", "10", "20", "30", "40")):
+        pdf.text(22 + index * 38, 106, tick)
+    for index in range(4):
+        pdf.text(150 + index * 6, 35, "W")  # a logo's letters
+    pdf.set_xy(10, 115)
+    pdf.multi_cell(0, 6, "Gaining less or more than this is discussed at the next visit with the midwife.",
+                   new_x="LMARGIN", new_y="NEXT")
+    pdf.output(str(source))
+    record = convert_document.fn(source, tmp_path / "chart.md", NATIVE)
+    assert record.status == "ok", record
+    text = (tmp_path / "chart.md").read_text()
+    assert "Most women gain between 11 and 16 kg" in text and "next visit with the midwife" in text
+    assert "0 10 20 30 40" not in " ".join(text.split()) and "W W W W" not in text, text

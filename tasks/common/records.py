@@ -52,7 +52,7 @@ class Conversion(BaseModel):
     pages: int | None = None
     headings: int = 0
     heading_source: str | None = None  # outline | typography | numbered | layout-model | html | None
-    noise_lines: int = 0               # running headers/footers and page numbers removed
+    noise_lines: int = 0               # running headers/footers, page numbers and figure text removed
     seconds: float = 0.0
     step: Literal["conversion", "headings", "cleaning", "chunking"] | None = None  # where it failed
     error: str | None = None   # why, in one line (tasks.process.reasons)

@@ -142,6 +142,7 @@ class Furniture:
     running: int = 0
     page_numbers: int = 0
     toc_index_pages: int = 0
+    figure_text: int = 0
 
 
 def _furniture_key(text: str) -> str:
@@ -186,6 +187,22 @@ def _edge_rows(lines: list[Line], by_page: dict[int, list[int]]) -> tuple[set[in
     return edges, apart
 
 
+def figure_rows(lines: list[Line]) -> set[int]:
+    """Lines drawn in a figure: a row (one page, one baseline) of three cells or more that read, left to right,
+    as an axis's tick labels or a logo's letters (``is_figure_text``). Each label is a cell of its own, so alone
+    each looks like a page number, and a page with a chart looked like a contents page."""
+    rows: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, line in enumerate(lines):
+        rows[(line.page, round(line.top / 2))].append(index)
+    found: set[int] = set()
+    for indices in rows.values():
+        cells = sorted(indices, key=lambda i: lines[i].left)
+        if len(cells) >= 3 and not any(lines[i].heading for i in cells) \
+                and is_figure_text(" ".join(lines[i].text for i in cells)):
+            found.update(cells)
+    return found
+
+
 def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Line], Furniture]:
     """Remove running headers/footers, page numbers and table-of-contents/index pages; headings are never removed.
 
@@ -195,6 +212,10 @@ def drop_page_furniture(lines: list[Line], min_pages: int = 3) -> tuple[list[Lin
     set apart on some of them; it is removed from every top or bottom row it stands in. A page
     is a TOC or index page when most of its lines are TOC/index lines.
     """
+    figures = figure_rows(lines)
+    if figures:
+        kept, furniture = drop_page_furniture([line for i, line in enumerate(lines) if i not in figures], min_pages)
+        return kept, Furniture(furniture.running, furniture.page_numbers, furniture.toc_index_pages, len(figures))
     by_page = _by_page(lines)
     edges, apart = _edge_rows(lines, by_page)
     at_edge: dict[str, set[int]] = defaultdict(set)

@@ -167,7 +167,8 @@ def convert_pdf(pdf_path: Path, settings: DataProcessor, use_outline: bool = Tru
     lines, furniture = run_step("cleaning", timings, drop_page_furniture, lines)
     lines, headings, source = run_step("headings", timings, find_headings, lines, pdf_path, use_outline)
     text = run_step("cleaning", timings, lambda: clean_markdown(render_markdown(lines)))
-    return Converted(text, document.num_pages(), headings, source, furniture.running + furniture.page_numbers, timings)
+    return Converted(text, document.num_pages(), headings, source,
+                     furniture.running + furniture.page_numbers + furniture.figure_text, timings)
 
 
 def convert_html(html_path: Path, settings: DataProcessor) -> Converted:
