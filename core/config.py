@@ -218,7 +218,7 @@ class Evaluation(_Section):
     bertscore_num_layers: PositiveInt | None = None
     max_new_tokens: PositiveInt = 128
     batch_size: PositiveInt = 8
-    checkpoint_eval_samples: PositiveInt | None = None
+    max_validation_questions: PositiveInt | None = 200  # 4c's seeded sample per checkpoint; None: all of them
     resamples: Annotated[int, Field(ge=1000)] = 10000
     confidence: Fraction = 0.95
     seed: int = 42

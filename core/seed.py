@@ -17,6 +17,7 @@ from typing import Any
 # seed key (or an earlier name of ours) → our key (the value moves unchanged)
 RENAMED = {
     "data_collector.local.pdf_dir": "data_collector.local.dir",
+    "evaluation.checkpoint_eval_samples": "evaluation.max_validation_questions",
     "paths.raw_data": "paths.raw",
     "paths.processed_data": "paths.processed",
     "data_collector.query": "data_collector.search_query",

@@ -75,9 +75,9 @@ def _eval_kwargs(config: PipelineConfig) -> dict:
 
 
 def _questions(config: PipelineConfig, side: str, limit: int | None = None) -> list[dict]:
-    """Stage 3's questions of one side: "validation" (4c chooses on it) or "test" (4a and 4d report on it)."""
+    """Stage 3's questions of one side: "validation" (4c chooses on a seeded sample) or "test" (4a and 4d report on all)."""
     try:
-        return load_questions(artifacts.path(config, side), limit)
+        return load_questions(artifacts.path(config, side), limit, config.evaluation.seed)
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"stage 4 has no {side} questions: {error} (with few source documents a side can get "
                           f"none: add documents, or give dataset_generator.split.{side} a larger share)") from None
@@ -164,7 +164,7 @@ def select_checkpoint(config: PipelineConfig) -> dict:
     choice. Cleanup leaves only the chosen checkpoint, so selecting again after it would compare one checkpoint
     with itself and lose the others' scores from the report.
     """
-    records = _questions(config, "validation", config.evaluation.checkpoint_eval_samples)
+    records = _questions(config, "validation", config.evaluation.max_validation_questions)
     key, target = _selection_key(config, records), config.path(config.paths.lora_weights)
     previous = artifacts.load_if_present(config, "checkpoint_selection")
     if previous and previous.get("selection_key") == key and adapter_hashes(target) == previous["adapter_sha256"]:
@@ -178,7 +178,9 @@ def select_checkpoint(config: PipelineConfig) -> dict:
     selection = choose_checkpoint(reports, _evaluate(config, base, None, records, "validation")[0], e.resamples, e.seed,
                                   e.confidence)
     chosen = next(c for c in found if c.name == selection["selected"])
-    selection |= {"installed_to": str(target), "adapter_sha256": install_adapter(chosen, target),
+    total = len(_questions(config, "validation"))
+    selection |= {"validation_total": total,  # eval_examples of them were asked (evaluation.max_validation_questions)
+                  "installed_to": str(target), "adapter_sha256": install_adapter(chosen, target),
                   "removed_checkpoints": cleanup_checkpoints(found, chosen, target)
                   if config.finetuning.cleanup_checkpoints else [], "selection_key": key}
     atomic_write_json(artifacts.path(config, "checkpoint_selection"), selection)
@@ -189,7 +191,8 @@ def select_checkpoint(config: PipelineConfig) -> dict:
                 [{"checkpoint_step": int(name.rsplit("-", 1)[-1]), "validation/combined": score}
                  for name, score in selection["scores"].items()])
     say(f"4c select: {selection_line(selection)}; all: " + ", ".join(f"{n} {s:.4f}" for n, s in selection["scores"].items())
-        + f"; {selection['answers_changed_vs_base']}/{len(records)} answers differ from base")
+        + f"; {selection['answers_changed_vs_base']}/{len(records)} answers differ from base"
+        + (f" ({len(records)} of {total} validation questions, a seeded sample)" if len(records) < total else ""))
     return selection
 
 

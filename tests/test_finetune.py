@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
 from core.config import ConfigError, load_config
 from flows import finetune
 from harness.project import REPO
+from tasks.finetune.evaluate import load_questions
 from tasks.finetune.select import best_checkpoint, cleanup_checkpoints, install_adapter
 
 
@@ -118,3 +121,23 @@ def test_4b_resumes_its_own_run_and_never_another(tmp_path):
     tracking_only = settings.model_copy(update={"wandb_run_name": "another-name"})
     assert resume.fingerprint("models/base", b'{"messages": []}\n', tracking_only) == run
     assert resume.fingerprint("models/base", b'{"messages": [1]}\n', settings) != run
+
+
+def test_4c_asks_a_seeded_sample_of_validation_questions_from_every_document(tmp_path):
+    records = [{"id": f"{doc}-{n}", "doc_sha256": doc, "question": f"q{doc}{n}?", "answer": "a"}
+               for doc in "abcdefghij" for n in range(50)]
+    path = tmp_path / "validation.json"
+    path.write_text(json.dumps(records))
+    sample = load_questions(path, 40, seed=42)
+    assert len(sample) == 40 and sample == load_questions(path, 40, seed=42)  # the same questions every run
+    assert sample != load_questions(path, 40, seed=7)
+    assert [r["id"] for r in sample] == sorted((r["id"] for r in sample), key=[r["id"] for r in records].index)
+    assert len({r["doc_sha256"] for r in sample}) >= 8  # not the first documents' questions only
+    assert load_questions(path, 1000) == records and load_questions(path, None) == records
+
+
+def test_the_earlier_name_of_the_validation_bound_still_works(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: {tmp_path}\n"
+                      "evaluation:\n  checkpoint_eval_samples: 50\n")
+    assert load_config(config).evaluation.max_validation_questions == 50

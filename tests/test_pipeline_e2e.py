@@ -77,7 +77,7 @@ def test_collect_and_process_then_rerun_does_nothing_new(project: Path, pdf_serv
     validation, test = {r["id"] for r in split["validation"]}, {r["id"] for r in split["test"]}
     assert validation and test and not validation & test
     selection = json.loads((project / "reports/checkpoint_selection.json").read_text())
-    assert selection["split"] == "validation" and selection["eval_examples"] == len(validation)
+    assert selection["split"] == "validation" and selection["eval_examples"] == selection["validation_total"] == len(validation)
     for report in ("eval_baseline.json", "eval_finetuned.json"):
         assert {p["id"] for p in json.loads((project / "reports" / report).read_text())["predictions"]} == test
     summary = json.loads((project / "reports/comparison.json").read_text())

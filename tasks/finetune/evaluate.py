@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,17 @@ def evaluation_key(_context: Any, parameters: dict[str, Any]) -> str:
     })
 
 
-def load_questions(path: Path, limit: int | None = None) -> list[dict]:
+def load_questions(path: Path, limit: int | None = None, seed: int = 0) -> list[dict]:
+    """A side's questions; with ``limit``, a seeded sample of that many in file order (the first ones would all come
+    from the first documents)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing (run stage 3 first)")
     records = json.loads(path.read_text(encoding="utf-8"))
     if not records:
         raise ValueError(f"{path} has no questions")
-    return records[:limit] if limit else records
+    if limit is None or len(records) <= limit:
+        return records
+    return [records[i] for i in sorted(random.Random(seed).sample(range(len(records)), limit))]
 
 
 @task(name="evaluate-model", cache_policy=CacheKeyFnPolicy(cache_key_fn=evaluation_key), persist_result=True)
