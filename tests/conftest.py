@@ -9,6 +9,10 @@ import os
 import subprocess
 from pathlib import Path
 
+# tests that use Prefect in-process start its temporary server: 20 s (Prefect's default) was passed while two suites
+# shared the 2 cores (pipeline.py itself gives it 120 s); before prefect is imported, which reads the setting
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 import pytest
 
 from harness.pdf_host import pdf_host
