@@ -26,6 +26,7 @@ from tasks.dataset.assemble import (
     deduplicate,
     keep_judged,
     records_from,
+    shares_off,
     split_level,
     split_records,
 )
@@ -131,10 +132,15 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
                             judge_rejected=judged[0], judge_failed=judged[1])
         stats = dataset_stats(g, run, split, level)
         atomic_write_json(artifacts.path(config, "stats"), stats)
+        shares = stats["split"]["shares"]
         say(f"generate: {len(groups)} groups ({cached} cached, {caller.calls} provider calls), "
             f"{stats['pairs_generated']} pairs generated, {n_exact + n_near} duplicates, "
-            f"{sum(stats['dropped_by_reason'].values())} dropped, " + " / ".join(f"{len(split[s])} {s}" for s in SIDES)
+            f"{sum(stats['dropped_by_reason'].values())} dropped, "
+            + " / ".join(f"{len(split[s])} {s} ({shares[s]:.0%})" for s in SIDES)
             + f" ({stats['split']['level']}-level split)")
+        if off := shares_off(shares, g.split.model_dump()):
+            say(f"generate: warning: {'; '.join(off)}: whole documents cannot come closer (a side's documents never "
+                "move once placed; more, or smaller, documents even it out)")
         await acreate_table_artifact(key="generate-summary", description="Stage 3 dataset statistics",
                                      table=table_rows({k: v for k, v in stats.items() if k != "source_documents"}))
         return stats

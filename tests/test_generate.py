@@ -24,6 +24,8 @@ from tasks.dataset.assemble import (
     chat_view,
     dataset_stats,
     deduplicate,
+    pair_shares,
+    shares_off,
     split_level,
     split_records,
 )
@@ -345,3 +347,24 @@ def test_the_split_level_is_written_as_found_with_its_warning():
     assert split_level(one) is SplitLevel.CHUNK and "split by chunk" in SplitLevel.CHUNK.warning
     assert split_level({"a": "train", "b": "validation", "c": "test"}) is SplitLevel.DOCUMENT
     assert SplitLevel.DOCUMENT.warning is None
+
+
+def test_documents_of_very_different_sizes_give_each_side_close_to_its_share_of_pairs():
+    """Six manuals (pairs per document as stage 3 made them from Debian's PDFs) at the local profile's ratios."""
+    ratios = {"train": 0.6, "validation": 0.2, "test": 0.2}
+    sizes = {"gmsh": 506, "maxima": 150, "freefem": 71, "octave": 48, "tasn1": 40, "refcard": 12}
+    records = [_record(i, f"{doc}-{i}", doc=doc) for doc, n in sizes.items() for i in range(n)]
+    split, sides = split_records(records, ratios, seed=42)
+    shares = pair_shares(split)
+    assert all(abs(shares[side] - ratios[side]) <= 0.10 for side in ratios), (shares, sides)
+    assert shares_off(shares, ratios) == [] and set(sides.values()) == set(ratios)
+    assert split_records(records, ratios, seed=42)[1] == sides  # the same placement every run
+    more = records + [_record(1000 + i, f"new-{i}", doc="new") for i in range(30)]
+    _, later = split_records(more, ratios, seed=42, assigned=sides)
+    assert {doc: later[doc] for doc in sides} == sides  # a refresh places the new document, moves none
+
+
+def test_a_side_far_off_its_ratio_is_named():
+    off = shares_off({"train": 0.31, "validation": 0.6, "test": 0.09}, {"train": 0.6, "validation": 0.2, "test": 0.2})
+    assert off == ["train has 31% of the pairs for a ratio of 60%", "validation has 60% of the pairs for a ratio of 20%",
+                   "test has 9% of the pairs for a ratio of 20%"]
