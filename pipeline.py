@@ -8,6 +8,7 @@
   python pipeline.py --config config.yaml --stage 3 --preview
 
   python pipeline.py --config my.yaml --check               # validate; show each value and its origin
+  python pipeline.py --config configs/local.yaml --review   # review the dataset in a browser (loopback)
 
 Exit codes: 0 done, 1 a stage failed (or an earlier stage's output is missing), 2 bad arguments or
 configuration (before any work), 130 interrupted.
@@ -68,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", action="store_true",
                         help="stage 3: generate from a few groups, print pairs and the full-run cost estimate, write no dataset")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's own logs and full tracebacks")
+    parser.add_argument("--review", action="store_true",
+                        help="serve the dataset review page (stage 3's pairs beside their sources) until Ctrl+C")
+    parser.add_argument("--review-host", default="127.0.0.1",
+                        help="--review: address to listen on (default 127.0.0.1; any other gets a token)")
+    parser.add_argument("--review-port", type=int, default=8790, help="--review: port (default 8790)")
     return parser
 
 
@@ -100,6 +106,24 @@ def _hide_engine_tracebacks() -> None:
     for handler in logging.getLogger().handlers:
         if type(handler).__name__ == "PrefectConsoleHandler":
             handler.addFilter(keep)
+
+
+def _review(args: argparse.Namespace) -> int:
+    from core.artifacts import MissingStageOutput
+    from core.config import ConfigError, load_config
+    from flows.review import serve_review
+
+    try:
+        serve_review(load_config(args.config), args.review_host, args.review_port)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except MissingStageOutput as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join([*(f"notice: {n}" for n in resolved.notices), *describe(resolved),
                          f"{args.config}: valid"]))
         return 0
+
+    if args.review:
+        return _review(args)
 
     from flows.pipeline import pipeline, preflight  # torch, docling, Prefect: seconds
 

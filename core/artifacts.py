@@ -25,6 +25,7 @@ OUTPUTS: dict[str, tuple[str, str, str]] = {
     "test": ("3", "qa_dataset", "test.json"),
     "split": ("3", "qa_dataset", "split.json"),
     "stats": ("3", "qa_dataset", "stats.json"),
+    "excluded": ("3", "qa_dataset", "excluded.json"),  # pairs left out by the review or the contamination check
     "eval_baseline": ("4a", "reports", "eval_baseline.json"),
     "train_log": ("4b", "reports", "train_log.json"),
     "training_run": ("4b", "checkpoints", "run.json"),
@@ -34,7 +35,8 @@ OUTPUTS: dict[str, tuple[str, str, str]] = {
     "registration": ("5", "reports", "registration.json"),
     "rollout": ("6", "reports", "rollout.json"),
 }
-Name = Literal["metadata", "chunks", "train", "train_chat", "validation", "test", "split", "stats", "eval_baseline",
+Name = Literal["metadata", "chunks", "train", "train_chat", "validation", "test", "split", "stats", "excluded",
+               "eval_baseline",
                "train_log", "training_run", "checkpoint_selection", "eval_finetuned", "comparison", "registration",
                "rollout"]
 assert set(get_args(Name)) == set(OUTPUTS)
@@ -107,6 +109,11 @@ def llm_cache(config: PipelineConfig, kind: Literal["groups", "judge", "grades"]
 def cache_entry(folder: Path, key: str) -> Path:
     """One cached call's reply, by its key."""
     return folder / f"{key}.json"
+
+
+def review_file(config: PipelineConfig) -> Path:
+    """The reviewer's verdicts (tasks.common.review): written by the review app, read by stages 3 and 4."""
+    return config.path(config.paths.qa_dataset) / "review.json"
 
 
 def report_page(config: PipelineConfig) -> Path:

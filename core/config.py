@@ -146,6 +146,7 @@ class DatasetGenerator(_Section):
     near_duplicate_threshold: Fraction = 0.8
     judge: bool = False
     judge_threshold: Annotated[float, Field(ge=0, le=1)] = 0.6
+    decontaminate: bool = False  # drop validation/test pairs sharing a 13-word run with training (else flagged only)
     preview_groups: PositiveInt = 3
     input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.30
     output_price_per_mtok: Annotated[float, Field(ge=0)] = 2.50
@@ -357,6 +358,7 @@ class Secrets(BaseSettings):
     wandb_api_key: SecretStr | None = None
     api_token: SecretStr | None = None
     admin_token: SecretStr | None = None
+    review_token: SecretStr | None = None  # the review app's, beyond loopback (else a random one is made)
 
     def require(self, name: str, setting: str, alternative: str) -> SecretStr:
         """Return the secret, or fail with one line naming the variable, the setting and the alternative."""

@@ -22,6 +22,8 @@ from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
 from tasks.common.base_models import model_ref, prepare_base_model
 from tasks.common.cache_keys import content_key
+from tasks.common.review import Review, apply_review, load_review
+from tasks.dataset.assemble import QARecord, chat_jsonl, dataset_caveats
 from tasks.finetune import resume
 from tasks.finetune.comparison import comparison_markdown, selection_line, summarise, write_figures
 from tasks.finetune.evaluate import evaluate_model, load_questions
@@ -75,9 +77,11 @@ def _eval_kwargs(config: PipelineConfig) -> dict:
 
 
 def _questions(config: PipelineConfig, side: str, limit: int | None = None) -> list[dict]:
-    """Stage 3's questions of one side: "validation" (4c chooses on a seeded sample) or "test" (4a and 4d report on all)."""
+    """Stage 3's questions of one side: "validation" (4c chooses on a seeded sample) or "test" (4a and 4d report on all),
+    the review's verdicts applied (a pair left out or corrected since stage 3 ran counts already)."""
     try:
-        return load_questions(artifacts.path(config, side), limit, config.evaluation.seed)
+        return load_questions(artifacts.path(config, side), limit, config.evaluation.seed,
+                              load_review(artifacts.review_file(config)))
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"stage 4 has no {side} questions: {error} (with few source documents a side can get "
                           f"none: add documents, or give dataset_generator.split.{side} a larger share)") from None
@@ -113,7 +117,7 @@ def baseline_eval(config: PipelineConfig) -> dict:
 def train(config: PipelineConfig) -> dict:
     """LoRA SFT; resumes an interrupted run, starts afresh when the data or settings changed."""
     base = _base(config)
-    train_chat = artifacts.require(config, "train_chat", "4b")
+    train_chat = _reviewed_train_chat(config)
     output_dir, settings = config.path(config.paths.checkpoints), config.finetuning
     chat = train_chat.read_bytes()
     fingerprint = resume.fingerprint(base, chat, settings)
@@ -137,6 +141,21 @@ def train(config: PipelineConfig) -> dict:
         + (f"; {summary['examples_too_long']} examples over max_seq_length left out" if summary["examples_too_long"] else "")
         + (f"; W&B run {where(run)}" if run else ""))
     return summary
+
+
+def _reviewed_train_chat(config: PipelineConfig) -> Path:
+    """train_chat.jsonl, rewritten when the review left out or corrected training pairs since stage 3 wrote it."""
+    path = artifacts.require(config, "train_chat", "4b")
+    review = load_review(artifacts.review_file(config))
+    if review == Review():
+        return path
+    kept, left_out = apply_review(artifacts.load(config, "train", "4b"), review)
+    text = chat_jsonl((QARecord.model_validate(r) for r in kept), config.domain)
+    if text != path.read_text(encoding="utf-8"):
+        atomic_write_text(path, text)
+        say(f"4b: the review changed the training pairs since stage 3 ({len(left_out)} left out, "
+            f"{sum('original_answer' in r for r in kept)} corrected): {path.name} rewritten")
+    return path
 
 
 def _training_run(config: PipelineConfig) -> str | None:
@@ -253,6 +272,7 @@ def final_eval(config: PipelineConfig) -> dict:
         return report["metrics"]
     e = config.evaluation
     summary = summarise(baseline, report, len({r["doc_sha256"] for r in records}), e.resamples, e.seed, e.confidence)
+    summary["caveats"] = dataset_caveats(artifacts.load_if_present(config, "stats", {}))
     if e.judge:
         summary["judge"] = _grade(config, baseline, report)
     atomic_write_json(artifacts.path(config, "comparison"), summary)

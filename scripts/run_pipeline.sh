@@ -4,6 +4,7 @@
 #   scripts/run_pipeline.sh --config configs/local.yaml --stage 2
 #   scripts/run_pipeline.sh --start 1 --end 2 --config config.yaml
 #   scripts/run_pipeline.sh --list
+#   scripts/run_pipeline.sh --review --config configs/local.yaml   # review the QA pairs in a browser (127.0.0.1:8790)
 #   scripts/run_pipeline.sh --serve-local --config configs/local.yaml   # gateway with the in-process model (CPU)
 #   scripts/run_pipeline.sh --serve-local --config configs/local-vllm.yaml  # the CPU build of vLLM, then the gateway
 #   scripts/run_pipeline.sh --build                                     # docker images: gateway, edge, GPU trainer
@@ -23,8 +24,11 @@ while [ $# -gt 0 ]; do
         --stage|--start|--end)
             [ $# -ge 2 ] || { echo "error: $1 needs a value" >&2; exit 2; }
             args+=("$1" "$2"); run=1; shift 2 ;;
-        --list|--preview|--verbose)
+        --list|--preview|--verbose|--review)
             args+=("$1"); run=1; shift ;;
+        --review-host|--review-port)
+            [ $# -ge 2 ] || { echo "error: $1 needs a value" >&2; exit 2; }
+            args+=("$1" "$2"); run=1; shift 2 ;;
         --build) build=1; shift ;;
         --serve) serve=1; shift ;;
         --serve-local) serve_local=1; shift ;;
@@ -32,9 +36,9 @@ while [ $# -gt 0 ]; do
         --stop) stop=1; shift ;;
         --all) all=1; shift ;;
         -h|--help)
-            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *)
-            echo "error: unknown option '$1' (supported: --stage --start --end --config --list --preview --verbose" \
+            echo "error: unknown option '$1' (supported: --stage --start --end --config --list --preview --verbose --review" \
                  "--build --serve --serve-local --test --stop --all)" >&2
             exit 2 ;;
     esac

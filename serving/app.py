@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.asgi import with_full_allow
 from core.gateway import GatewaySettings
 from core.naming import version_label
 from core.prompts import system_prompt
@@ -98,11 +99,6 @@ class Observe:
     def __init__(self, app: ASGIApp, state: GatewayState, routes: list) -> None:
         self.app, self.state, self.routes = app, state, routes
 
-    def allowed(self, path: str) -> bytes:
-        """Every method some route takes on ``path``: Starlette's 405 names only the first route's."""
-        methods = {m for r in self.routes if getattr(r, "methods", None) and r.path_regex.match(path) for m in r.methods}
-        return ", ".join(sorted(methods)).encode()
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -120,7 +116,7 @@ class Observe:
                 status, responded = message["status"], True
                 headers = [*message.get("headers", ()), header]
                 if status == 405:
-                    headers = [(k, v) for k, v in headers if k.lower() != b"allow"] + [(b"allow", self.allowed(scope["path"]))]
+                    headers = with_full_allow(headers, self.routes, scope["path"])
                 message["headers"] = headers
             await send(message)
 

@@ -342,7 +342,7 @@ def test_the_split_level_is_written_as_found_with_its_warning():
     level = split_level(sides)
     assert level is SplitLevel.QUESTION and "shared out between validation and test" in level.warning
     run = GenerationRun("offline", "offline-extractive-2", ["a", "b", "d"], 3, 0, 3, [], Counter(), 0, 0, 0, 0)
-    assert dataset_stats(DatasetGenerator(), run, split, level)["split"]["level"] == "question"
+    assert dataset_stats(DatasetGenerator(), run, split, level, {}, {})["split"]["level"] == "question"
     _, one = split_records([_record(i, f"q{i}", doc="only") for i in range(60)], RATIOS, 1)
     assert split_level(one) is SplitLevel.CHUNK and "split by chunk" in SplitLevel.CHUNK.warning
     assert split_level({"a": "train", "b": "validation", "c": "test"}) is SplitLevel.DOCUMENT

@@ -12,6 +12,7 @@ import pypdfium2
 import pytest
 from PIL import Image, ImageStat
 
+from harness.browser import chromium
 from tasks.finetune.comparison import summarise
 from tasks.report.page import write_report
 
@@ -26,12 +27,6 @@ def _report(shift: list[float], answers: str) -> dict:
                     "prediction": f"{answers} answer {i}.", "scores": {name: value + d for name, value in scores.items()}}
                    for i, (q, d) in enumerate(zip(QUESTIONS, shift, strict=True))]
     return {"examples": len(shift), "weights": WEIGHTS, "split": "test", "metrics": scores, "predictions": predictions}
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    assert found, "headless Chromium is needed for this test: apt-get install chromium (scripts/test.sh does it as root)"
-    return found
 
 
 def browse(page: Path, out: Path, *what: str) -> None:

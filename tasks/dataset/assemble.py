@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ from pydantic import BaseModel
 from core.config import DatasetGenerator
 from core.prompts import PROMPT_VERSION, system_prompt
 from tasks.common.questions import problem
+from tasks.common.records import Chunk
+from tasks.dataset.contamination import contamination_line
 from tasks.dataset.generate import Group, GroupResult, JudgeScores, cost_usd
 
 _WORDS = re.compile(r"[a-z0-9]+")
@@ -42,6 +45,7 @@ class QARecord(BaseModel):
     model: str
     prompt_version: str
     judge: dict[str, float] | None = None
+    original_answer: str | None = None  # as generated, when a reviewer corrected ``answer`` (data/qa_dataset/review.json)
 
 
 def record_id(doc_sha256: str, question: str, answer: str) -> str:
@@ -87,7 +91,7 @@ def _normalise(text: str) -> str:
     return " ".join(_WORDS.findall(text.lower()))
 
 
-def _minhash(text: str, num_perm: int) -> MinHash:
+def minhash(text: str, num_perm: int) -> MinHash:
     words = _WORDS.findall(text.lower())
     shingles = set(words) | {f"{a} {b}" for a, b in itertools.pairwise(words)}
     signature = MinHash(num_perm=num_perm, seed=1)
@@ -112,7 +116,7 @@ def deduplicate(records: Iterable[QARecord], threshold: float = 0.8, num_perm: i
         if key in exact:
             n_exact += 1
             continue
-        signature = _minhash(record.question, num_perm)
+        signature = minhash(record.question, num_perm)
         if any(signatures[other].jaccard(signature) >= threshold for other in lsh.query(signature)):
             n_near += 1
             continue
@@ -243,6 +247,12 @@ def split_records(records: list[QARecord], ratios: dict[str, float], seed: int,
     return split, sides
 
 
+def trains_on(chunk: Chunk, sides: dict[str, str], ratios: dict[str, float], seed: int) -> bool:
+    """Whether ``chunk``'s text is on the training side: its document's, or its own where the document is split by chunk."""
+    value = sides.get(chunk.doc_sha256)
+    return value == "train" or (value == "chunks" and _side_of(_score(seed, chunk.id), ratios, SIDES) == "train")
+
+
 def chat_view(record: QARecord, domain: str) -> dict:
     """The conversation stage 4 trains on: the shared system prompt, the question, the answer."""
     return {"id": record.id, "messages": [
@@ -250,6 +260,11 @@ def chat_view(record: QARecord, domain: str) -> dict:
         {"role": "user", "content": record.question},
         {"role": "assistant", "content": record.answer},
     ]}
+
+
+def chat_jsonl(records: Iterable[QARecord], domain: str) -> str:
+    """train_chat.jsonl's text: one conversation a line."""
+    return "".join(json.dumps(chat_view(record, domain), ensure_ascii=False) + "\n" for record in records)
 
 
 class SplitLevel(StrEnum):
@@ -311,8 +326,10 @@ def shares_off(shares: dict[str, float], ratios: dict[str, float]) -> list[str]:
             if abs(shares[side] - ratios[side]) > SHARE_TOLERANCE + 1e-9]
 
 
-def dataset_stats(g: DatasetGenerator, run: GenerationRun, split: dict[str, list[QARecord]], level: SplitLevel) -> dict:
-    """stats.json: where the pairs came from, what was dropped and why, the split, the tokens and their cost."""
+def dataset_stats(g: DatasetGenerator, run: GenerationRun, split: dict[str, list[QARecord]], level: SplitLevel,
+                  review: dict, contamination: dict) -> dict:
+    """stats.json: where the pairs came from, what was dropped and why, the split, what the review left out,
+    the contamination check, the tokens and their cost."""
     results = run.results
     dropped = sum((Counter(r.dropped) for r in results), run.rejected)
     tokens_in, tokens_out = sum(r.input_tokens for r in results), sum(r.output_tokens for r in results)
@@ -334,7 +351,23 @@ def dataset_stats(g: DatasetGenerator, run: GenerationRun, split: dict[str, list
         "split": {"level": level.value, "ratios": g.split.model_dump(), "shares": pair_shares(split),
                   "seed": g.seed, **{f"{side}_pairs": len(split[side]) for side in SIDES},
                   **{f"{side}_documents": len({r.doc_sha256 for r in split[side]}) for side in SIDES}},
+        "review": review, "contamination": contamination,
         "usage": {run.provider: {"input_tokens": tokens_in, "output_tokens": tokens_out,
                                  "estimated_cost_usd": cost_usd(g, tokens_in, tokens_out)}},
         "source_documents": sorted(set(run.chunk_documents)),
     }
+
+
+def dataset_caveats(stats: dict) -> list[str]:
+    """What a reader of the scores should know about the dataset they were measured on, from stats.json."""
+    split = stats.get("split", {})
+    caveats = [f"Contamination check (stage 3): {contamination_line(stats['contamination'])}."] \
+        if "contamination" in stats else []
+    if (review := stats.get("review")) and (review["excluded_pairs"] or review["corrected"]):
+        caveats.append(f"Review: {review['excluded_pairs']} pairs left out ({review['excluded_documents']} whole "
+                       f"documents), {review['corrected']} answers corrected (data/qa_dataset/review.json).")
+    if warning := SplitLevel(split.get("level", "document")).warning:
+        caveats.append(f"Split: {warning}.")
+    if "shares" in split and (off := shares_off(split["shares"], split["ratios"])):
+        caveats.append(f"Split: {'; '.join(off)} (whole documents could not come closer).")
+    return caveats

@@ -90,6 +90,8 @@ def comparison_body(summary: dict, selection: dict | None) -> str:
         lines += ["", f"Correctness graded by {judge['grader']}: {c['before']:.3f} → {c['after']:.3f} of answers correct "
                   f"(partially correct count half), {judge['description']}"
                   + (f"; {judge['failed']} questions got no usable grade" if judge["failed"] else "") + "."]
+    if caveats := summary.get("caveats"):
+        lines += ["", "About the data:", *(f"- {caveat}" for caveat in caveats)]
     if selection:
         lines += ["", selection_line(selection) + "."]
     return "\n".join(lines) + "\n"

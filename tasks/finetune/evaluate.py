@@ -21,6 +21,7 @@ from prefect import task
 from prefect.cache_policies import CacheKeyFnPolicy
 
 from tasks.common.cache_keys import content_key, source_hash
+from tasks.common.review import Review, apply_review
 
 
 def folder_hash(folder: Path, pattern: str = "*.safetensors") -> str:
@@ -52,12 +53,12 @@ def evaluation_key(_context: Any, parameters: dict[str, Any]) -> str:
     })
 
 
-def load_questions(path: Path, limit: int | None = None, seed: int = 0) -> list[dict]:
-    """A side's questions; with ``limit``, a seeded sample of that many in file order (the first ones would all come
-    from the first documents)."""
+def load_questions(path: Path, limit: int | None = None, seed: int = 0, review: Review | None = None) -> list[dict]:
+    """A side's questions, less those ``review`` leaves out (its corrected answers in); with ``limit``, a seeded sample
+    of that many in file order (the first ones would all come from the first documents)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing (run stage 3 first)")
-    records = json.loads(path.read_text(encoding="utf-8"))
+    records = apply_review(json.loads(path.read_text(encoding="utf-8")), review or Review())[0]
     if not records:
         raise ValueError(f"{path} has no questions")
     if limit is None or len(records) <= limit:

@@ -1,0 +1,59 @@
+"""What a reviewer should look at first: pairs that are near-duplicates, vaguely worded, unsupported by their source
+or sharing a long run of words with training. Deduplication and the question rules already dropped the clear cases;
+these flags mark the borderline ones stage 3 kept, so a person decides."""
+
+from __future__ import annotations
+
+import re
+
+from datasketch import MinHashLSH
+
+from tasks.common.questions import GROUNDING_STOP, VAGUE, overlap
+from tasks.dataset.assemble import minhash
+
+NEAR = 0.5  # question similarity (MinHash Jaccard) worth a look; stage 3 drops from near_duplicate_threshold (0.8) up
+SUPPORTED = 0.8  # share of the answer's content words its source passage holds, below which it is flagged
+_DEICTIC = frozenset("this these those above below following aforementioned former latter said".split())
+_FILLER = VAGUE | frozenset("what why how when where who whom whose does do did should could would will so".split())
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def near_duplicates(pairs: list[tuple[str, str]], threshold: float = NEAR, num_perm: int = 128) -> dict[str, str]:
+    """id → the most similar earlier question's id, for questions at least ``threshold`` alike."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    signatures, found = {}, {}
+    for pair_id, question in pairs:
+        signature = minhash(question, num_perm)
+        alike = [(signatures[other].jaccard(signature), other) for other in lsh.query(signature)]
+        if alike and max(alike)[0] >= threshold:
+            found[pair_id] = max(alike)[1]
+        signatures[pair_id] = signature
+        lsh.insert(pair_id, signature)
+    return found
+
+
+def vague_wording(question: str) -> bool:
+    """Points at text the reader does not see ("in this section", "the above") or names almost nothing."""
+    words = _WORD.findall(question.lower())
+    return bool(_DEICTIC & set(words)) or not [w for w in words if w not in GROUNDING_STOP | _FILLER]
+
+
+def highlights(answer: str, passage: str) -> list[tuple[int, int]]:
+    """Where in ``passage`` the answer's content words are: (start, end) character offsets, in order."""
+    wanted = {w for w in _WORD.findall(answer.lower()) if w not in GROUNDING_STOP}
+    return [(m.start(), m.end()) for m in _WORD.finditer(passage.lower()) if m.group() in wanted]
+
+
+def pair_flags(question: str, answer: str, passage: str, duplicate_of: str | None,
+               contamination: dict | None) -> dict:
+    """The flags the review page shows for one pair (only those raised), each with what it rests on."""
+    flags: dict = {}
+    if duplicate_of:
+        flags["near_duplicate"] = duplicate_of
+    if vague_wording(question):
+        flags["vague"] = True
+    if (support := overlap(answer, passage)) < SUPPORTED:
+        flags["not_in_source"] = round(support, 2)
+    if contamination:
+        flags["contamination"] = max(contamination["with_pairs"], contamination["with_chunks"])
+    return flags
