@@ -368,3 +368,39 @@ def test_a_side_far_off_its_ratio_is_named():
     off = shares_off({"train": 0.31, "validation": 0.6, "test": 0.09}, {"train": 0.6, "validation": 0.2, "test": 0.2})
     assert off == ["train has 31% of the pairs for a ratio of 60%", "validation has 60% of the pairs for a ratio of 20%",
                    "test has 9% of the pairs for a ratio of 20%"]
+
+
+@pytest.mark.parametrize("decontaminate", [False, True])
+def test_held_out_pairs_copying_training_text_are_flagged_or_dropped(tmp_path, decontaminate):
+    """A test answer that repeats 13 words of a training chunk is flagged in stats.json (kept), or dropped and listed
+    in excluded.json with dataset_generator.decontaminate; a 12-word overlap is neither."""
+    from core.config import load_config
+    from flows.generate import _split_and_write
+    from harness.project import write_profile
+
+    config = load_config(write_profile(tmp_path, {"dataset_generator": {"decontaminate": decontaminate}}))
+    qa = tmp_path / "data/qa_dataset"
+    qa.mkdir(parents=True)
+    (qa / "split.json").write_text(json.dumps({"A": "train", "B": "validation", "C": "test"}))
+    taught = " ".join(f"w{i}" for i in range(30))
+    chunks = [Chunk(id=f"c{doc}", doc_sha256=doc, section_path=[], text=text, tokens=30)
+              for doc, text in (("A", taught), ("B", "b text"), ("C", "c text"))]
+
+    def record(pair_id: str, doc: str, answer: str) -> QARecord:
+        return QARecord(id=pair_id, question=f"What is {pair_id}?", answer=answer, type="what", chunk_ids=[f"c{doc}"],
+                        doc_sha256=doc, url=None, provider="offline", model="m", prompt_version="v")
+
+    copied = record("t-copy", "C", " ".join(f"w{i}" for i in range(3, 16)))
+    near = record("v-near", "B", " ".join(f"w{i}" for i in range(3, 15)))
+    split, _, review, contamination = _split_and_write(
+        config, [record("a1", "A", "Something else entirely."), near, copied, record("t-ok", "C", "Fine.")], chunks)
+    assert review == {"excluded_pairs": 0, "excluded_documents": 0, "corrected": 0}
+    assert contamination["flagged"] == {"test": 1, "validation": 0} and contamination["dropped"] is decontaminate
+    assert contamination["pairs"] == [{"id": "t-copy", "side": "test", "with_pairs": 2, "with_chunks": 13}]  # "what is"
+    test_ids = [r["id"] for r in json.loads((qa / "test.json").read_text())]
+    excluded = json.loads((qa / "excluded.json").read_text())
+    assert [r.id for r in split["validation"]] == ["v-near"]
+    if decontaminate:
+        assert test_ids == ["t-ok"] and [(r["id"], r["reason"]) for r in excluded] == [("t-copy", "contamination")]
+    else:
+        assert test_ids == ["t-copy", "t-ok"] and excluded == []

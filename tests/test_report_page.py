@@ -13,7 +13,8 @@ import pytest
 from PIL import Image, ImageStat
 
 from harness.browser import chromium
-from tasks.finetune.comparison import summarise
+from tasks.dataset.assemble import dataset_caveats
+from tasks.finetune.comparison import comparison_markdown, summarise
 from tasks.report.page import write_report
 
 WEIGHTS = {"bertscore_f1": 0.4, "rouge_l": 0.3, "token_f1": 0.2, "rouge_1": 0.1}
@@ -88,3 +89,25 @@ def test_chromium_screenshot_shows_a_drawn_page(page, tmp_path):
     assert max(ImageStat.Stat(image).stddev) > 20  # text, tables and plots, not a blank page
     shutil.copy(shot, Path(page[0]).with_name("index.png"))  # kept beside the page for a person to look at
     print(json.dumps({"screenshot": str(shot)}))
+
+
+def test_the_report_says_what_the_contamination_check_and_the_review_found(tmp_path):
+    stats = {"split": {"level": "document", "ratios": {"train": 0.6, "validation": 0.2, "test": 0.2},
+                       "shares": {"train": 0.45, "validation": 0.2, "test": 0.35}},
+             "review": {"excluded_pairs": 3, "excluded_documents": 1, "corrected": 2},
+             "contamination": {"ngram": 13, "checked": 40, "dropped": False, "flagged": {"test": 2, "validation": 0},
+                               "longest": 21, "pairs": []}}
+    caveats = dataset_caveats(stats)
+    assert caveats == [
+        "Contamination check (stage 3): 2 of 40 validation/test pairs (2 test) share a run of 13+ words with training "
+        "(longest 21): kept, flagged in stats.json (dataset_generator.decontaminate: true drops them).",
+        "Review: 3 pairs left out (with 1 whole document), 2 answers corrected (data/qa_dataset/review.json).",
+        "Split: train has 45% of the pairs for a ratio of 60%; test has 35% of the pairs for a ratio of 20% "
+        "(whole documents could not come closer)."]
+    summary = summarise(_report([0.0] * 6, "Base"), _report([0.2, 0.15, 0.1, 0.12, -0.05, 0.08], "Tuned"),
+                        documents=2, resamples=200, seed=1, confidence=0.95) | {"caveats": caveats}
+    write_report(tmp_path / "index.html", summary, None, None, "t")
+    html = (tmp_path / "index.html").read_text()
+    assert '<h2>About the data</h2>' in html and "share a run of 13+ words with training (longest 21)" in html
+    assert "About the data:\n- Contamination check (stage 3): 2 of 40" in comparison_markdown(summary, None)
+    assert dataset_caveats({}) == []  # stats.json of an earlier version: nothing to say

@@ -364,8 +364,10 @@ def dataset_caveats(stats: dict) -> list[str]:
     caveats = [f"Contamination check (stage 3): {contamination_line(stats['contamination'])}."] \
         if "contamination" in stats else []
     if (review := stats.get("review")) and (review["excluded_pairs"] or review["corrected"]):
-        caveats.append(f"Review: {review['excluded_pairs']} pairs left out ({review['excluded_documents']} whole "
-                       f"documents), {review['corrected']} answers corrected (data/qa_dataset/review.json).")
+        documents = review["excluded_documents"]
+        caveats.append(f"Review: {review['excluded_pairs']} pairs left out (with {documents} whole "
+                       f"document{'' if documents == 1 else 's'}), {review['corrected']} answers corrected "
+                       "(data/qa_dataset/review.json).")
     if warning := SplitLevel(split.get("level", "document")).warning:
         caveats.append(f"Split: {warning}.")
     if "shares" in split and (off := shares_off(split["shares"], split["ratios"])):
