@@ -107,9 +107,9 @@ def test_a_held_out_pair_copying_thirteen_training_words_is_flagged_and_twelve_i
 # --- flags -------------------------------------------------------------------------------------------------------
 
 def test_flags_mark_near_duplicates_vague_wording_unsupported_answers_and_contamination():
-    found = near_duplicates([("1", "What does iron deficiency anaemia cause?"), ("2", "What is a dating scan?"),
-                             ("3", "What does anaemia cause?")])
-    assert found == {"3": "1"}
+    found = near_duplicates([("1", "What is the template document used for?"), ("2", "What does GetString do?"),
+                             ("3", "Why is a template document used?"), ("4", "What does abs do?")])
+    assert found == {"3": "1"}  # the same subject asked twice; not the same template with another subject
     assert vague_wording("What is described in this section?") and vague_wording("Why is it so?")
     assert not vague_wording("What is labour?") and not vague_wording("How do you keep the stump clean?")
     supported = pair_flags("What does iron deficiency cause?", "Iron deficiency anaemia causes tiredness.", PASSAGE,
@@ -187,8 +187,9 @@ def test_exclusions_corrections_and_undo_write_review_json(project):
     assert client.put(f"/api/documents/{DOC_A}/exclusion", json={}).status_code == 200
     response = client.put("/api/pairs/x1/correction", json={"answer": "  Labour is giving birth. ", "why": "clearer"})
     assert response.status_code == 200
-    pairs = {p["id"]: p for p in client.get("/api/data").json()["pairs"]}
-    assert pairs["x2"]["excluded"] and pairs["t1"]["excluded"] and pairs["v1"]["excluded"]  # t1, v1: document A
+    data = client.get("/api/data").json()
+    pairs = {p["id"]: p for p in data["pairs"]}
+    assert pairs["x2"]["excluded"] and not pairs["t1"]["excluded"] and data["documents"][DOC_A]["excluded"]
     assert pairs["x1"]["answer"] == "Labour is giving birth." and pairs["x1"]["original_answer"] == \
         "Labour is how the baby is born."
     saved = json.loads(path.read_text())

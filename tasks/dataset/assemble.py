@@ -91,7 +91,7 @@ def _normalise(text: str) -> str:
     return " ".join(_WORDS.findall(text.lower()))
 
 
-def minhash(text: str, num_perm: int) -> MinHash:
+def _minhash(text: str, num_perm: int) -> MinHash:
     words = _WORDS.findall(text.lower())
     shingles = set(words) | {f"{a} {b}" for a, b in itertools.pairwise(words)}
     signature = MinHash(num_perm=num_perm, seed=1)
@@ -116,7 +116,7 @@ def deduplicate(records: Iterable[QARecord], threshold: float = 0.8, num_perm: i
         if key in exact:
             n_exact += 1
             continue
-        signature = minhash(record.question, num_perm)
+        signature = _minhash(record.question, num_perm)
         if any(signatures[other].jaccard(signature) >= threshold for other in lsh.query(signature)):
             n_near += 1
             continue

@@ -6,24 +6,33 @@ from __future__ import annotations
 
 import re
 
-from datasketch import MinHashLSH
+from datasketch import MinHash, MinHashLSH
 
 from tasks.common.questions import GROUNDING_STOP, VAGUE, overlap
-from tasks.dataset.assemble import minhash
 
-NEAR = 0.5  # question similarity (MinHash Jaccard) worth a look; stage 3 drops from near_duplicate_threshold (0.8) up
+NEAR = 0.6  # alike content words (MinHash Jaccard) worth a look; stage 3 drops whole questions 0.8 alike
 SUPPORTED = 0.8  # share of the answer's content words its source passage holds, below which it is flagged
 _DEICTIC = frozenset("this these those above below following aforementioned former latter said".split())
 _FILLER = VAGUE | frozenset("what why how when where who whom whose does do did should could would will so".split())
 _WORD = re.compile(r"[a-z0-9]+")
 
 
+def _content_words(question: str) -> set[str]:
+    return {w for w in _WORD.findall(question.lower()) if w not in GROUNDING_STOP | _FILLER}
+
+
 def near_duplicates(pairs: list[tuple[str, str]], threshold: float = NEAR, num_perm: int = 128) -> dict[str, str]:
-    """id → the most similar earlier question's id, for questions at least ``threshold`` alike."""
+    """id → the most similar earlier question's id, for questions whose content words are at least ``threshold``
+    alike. Content words only: "What does GetString do?" and "What does abs do?" share a template, not a subject
+    (compared on their whole wording, a fifth of a real manual's questions matched another that way)."""
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     signatures, found = {}, {}
     for pair_id, question in pairs:
-        signature = minhash(question, num_perm)
+        if not (words := _content_words(question)):
+            continue
+        signature = MinHash(num_perm=num_perm, seed=1)
+        for word in sorted(words):
+            signature.update(word.encode("utf-8"))
         alike = [(signatures[other].jaccard(signature), other) for other in lsh.query(signature)]
         if alike and max(alike)[0] >= threshold:
             found[pair_id] = max(alike)[1]
@@ -34,8 +43,7 @@ def near_duplicates(pairs: list[tuple[str, str]], threshold: float = NEAR, num_p
 
 def vague_wording(question: str) -> bool:
     """Points at text the reader does not see ("in this section", "the above") or names almost nothing."""
-    words = _WORD.findall(question.lower())
-    return bool(_DEICTIC & set(words)) or not [w for w in words if w not in GROUNDING_STOP | _FILLER]
+    return bool(_DEICTIC & set(_WORD.findall(question.lower()))) or not _content_words(question)
 
 
 def highlights(answer: str, passage: str) -> list[tuple[int, int]]:

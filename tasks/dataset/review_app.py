@@ -54,7 +54,7 @@ def review_data(config: PipelineConfig) -> dict:
             "highlights": {c: highlights(answer, chunks[c].text) for c in r["chunk_ids"] if c in chunks},
             "flags": pair_flags(r["question"], answer, passage, duplicates.get(r["id"]), contaminated.get(r["id"])),
             "decontaminated": r["left_out"] == "contamination",
-            "excluded": review.excludes(r["id"], r["doc_sha256"])})
+            "excluded": r["id"] in review.excluded_pairs})  # or its document: "documents" below
     documents = {}
     for doc in artifacts.load_if_present(config, "metadata", []):
         if doc.get("sha256"):
