@@ -13,7 +13,7 @@ import uvicorn
 from core import artifacts
 from core.config import PipelineConfig, Secrets
 from core.gateway import is_loopback
-from tasks.dataset.review_app import create_app
+from tasks.dataset.review_app import REVIEW, create_app
 
 
 def review_address(host: str, port: int, token: str | None) -> str:
@@ -22,7 +22,7 @@ def review_address(host: str, port: int, token: str | None) -> str:
 
 
 def serve_review(config: PipelineConfig, host: str, port: int) -> None:
-    artifacts.require(config, "stats", "the review")  # stage 3 first: one line naming it, before a server starts
+    artifacts.require(config, "stats", REVIEW)  # stage 3 first: one line naming it, before a server starts
     given = Secrets().review_token
     token = None if is_loopback(host) and given is None else (
         given.get_secret_value() if given is not None else secrets.token_urlsafe(24))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from core.config import load_config
 from harness.app_server import served_app
-from harness.project import write_profile
+from harness.project import run_pipeline, write_profile
 from tasks.common.review import Correction, Review, Verdict, apply_review, load_review, save_review
 from tasks.dataset.contamination import NGRAM, LongestShared, check, contamination_line, summary, words
 from tasks.dataset.flags import highlights, near_duplicates, pair_flags, vague_wording
@@ -219,11 +219,9 @@ def test_with_a_token_the_api_needs_it_and_the_page_itself_is_static(project):
 
 
 def test_without_stage_three_the_review_says_what_to_run(tmp_path):
-    from flows.review import serve_review
-
-    config = load_config(write_profile(tmp_path))
-    with pytest.raises(Exception, match="run stage 3 first"):
-        serve_review(config, "127.0.0.1", 0)
+    result = run_pipeline(write_profile(tmp_path), "--review", timeout=120)
+    assert result.returncode == 1 and result.stderr.startswith("error: stage 3 (--review) needs ")
+    assert "stats.json: run stage 3 first" in result.stderr
 
 
 def test_4b_trains_on_the_reviewed_pairs_when_the_review_came_after_stage_three(project):

@@ -26,19 +26,20 @@ from tasks.dataset.assemble import SIDES
 from tasks.dataset.flags import highlights, near_duplicates, pair_flags
 
 PAGE = Path(__file__).with_name("review_page.html")
+REVIEW = "3 (--review)"  # what needs stage 3's files, in MissingStageOutput's words
 
 
 def _records(config: PipelineConfig) -> list[dict]:
     """Every pair stage 3 made, with its side and what left it out (None, "review" or "contamination")."""
-    kept = [{**r, "side": side, "left_out": None} for side in SIDES for r in artifacts.load(config, side, "the review")]
+    kept = [{**r, "side": side, "left_out": None} for side in SIDES for r in artifacts.load(config, side, REVIEW)]
     return kept + [{**r, "left_out": r.pop("reason")} for r in artifacts.load_if_present(config, "excluded", [])]
 
 
 def review_data(config: PipelineConfig) -> dict:
     """Everything the page shows: pairs (kept and left out) with flags and their source passages, documents, counts."""
     review = load_review(artifacts.review_file(config))
-    stats = artifacts.load(config, "stats", "the review")
-    chunks = {c["id"]: Chunk.model_validate(c) for c in artifacts.load(config, "chunks", "the review")}
+    stats = artifacts.load(config, "stats", REVIEW)
+    chunks = {c["id"]: Chunk.model_validate(c) for c in artifacts.load(config, "chunks", REVIEW)}
     records = _records(config)
     contaminated = {p["id"]: p for p in stats.get("contamination", {}).get("pairs", [])}
     duplicates = near_duplicates([(r["id"], r["question"]) for r in records])
