@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import threading
 from pathlib import Path
+from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
@@ -21,7 +22,7 @@ from core import artifacts
 from core.asgi import FullAllowHeader
 from core.config import PipelineConfig
 from tasks.common.records import Chunk
-from tasks.common.review import Correction, Verdict, load_review, save_review
+from tasks.common.review import Correction, Review, Verdict, load_review, save_review
 from tasks.dataset.assemble import SIDES
 from tasks.dataset.flags import highlights, near_duplicates, pair_flags
 
@@ -72,6 +73,9 @@ def review_data(config: PipelineConfig) -> dict:
     }
 
 
+Kind = Literal["pairs", "documents"]
+
+
 class Problem(BaseModel):
     detail: str
 
@@ -104,11 +108,12 @@ def create_app(config: PipelineConfig, token: str | None = None) -> FastAPI:
             raise HTTPException(401, "missing or wrong token: open the address pipeline.py --review printed",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def known(kind: str, key: str) -> dict:
-        """The pair (kind "pair") or a pair of the document (kind "document"); 404 when the dataset has none."""
-        found = next((r for r in _records(config) if r["id" if kind == "pair" else "doc_sha256"] == key), None)
+    def known(kind: Kind, key: str) -> dict:
+        """The pair (kind "pairs") or a pair of the document ("documents"); 404 when the dataset has none."""
+        found = next((r for r in _records(config) if r["id" if kind == "pairs" else "doc_sha256"] == key), None)
         if found is None:
-            raise HTTPException(404, f"no {kind} {key!r} in the dataset (stage 3 rerun since the page loaded? reload it)")
+            raise HTTPException(404, f"no {kind[:-1]} {key!r} in the dataset (stage 3 rerun since the page loaded? "
+                                     "reload it)")
         return found
 
     def change(edit) -> Counts:
@@ -132,27 +137,22 @@ def create_app(config: PipelineConfig, token: str | None = None) -> FastAPI:
     def data() -> dict:
         return review_data(config)
 
-    @app.put("/api/pairs/{pair_id}/exclusion", dependencies=api, responses=unknown)
-    def exclude_pair(pair_id: str, body: Why) -> Counts:
-        known("pair", pair_id)
-        return change(lambda r: r.excluded_pairs.__setitem__(pair_id, Verdict(why=body.why)))
+    def excluded(review: Review, kind: Kind) -> dict[str, Verdict]:
+        return review.excluded_pairs if kind == "pairs" else review.excluded_documents
 
-    @app.delete("/api/pairs/{pair_id}/exclusion", dependencies=api, responses=unauthorised)
-    def include_pair(pair_id: str) -> Counts:
-        return change(lambda r: r.excluded_pairs.pop(pair_id, None))
+    @app.put("/api/{kind}/{key}/exclusion", dependencies=api, responses=unknown)
+    def exclude(kind: Kind, key: str, body: Why) -> Counts:
+        """Leave out a pair (kind "pairs", its id) or a whole document ("documents", its sha256)."""
+        known(kind, key)
+        return change(lambda r: excluded(r, kind).__setitem__(key, Verdict(why=body.why)))
 
-    @app.put("/api/documents/{sha256}/exclusion", dependencies=api, responses=unknown)
-    def exclude_document(sha256: str, body: Why) -> Counts:
-        known("document", sha256)
-        return change(lambda r: r.excluded_documents.__setitem__(sha256, Verdict(why=body.why)))
-
-    @app.delete("/api/documents/{sha256}/exclusion", dependencies=api, responses=unauthorised)
-    def include_document(sha256: str) -> Counts:
-        return change(lambda r: r.excluded_documents.pop(sha256, None))
+    @app.delete("/api/{kind}/{key}/exclusion", dependencies=api, responses=unauthorised)
+    def include(kind: Kind, key: str) -> Counts:
+        return change(lambda r: excluded(r, kind).pop(key, None))
 
     @app.put("/api/pairs/{pair_id}/correction", dependencies=api, responses=unknown)
     def correct(pair_id: str, body: NewAnswer) -> Counts:
-        pair = known("pair", pair_id)
+        pair = known("pairs", pair_id)
         original = pair.get("original_answer") or pair["answer"]
         return change(lambda r: r.corrections.__setitem__(
             pair_id, Correction(answer=body.answer.strip(), original=original, why=body.why)))
