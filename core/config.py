@@ -193,6 +193,36 @@ class Training(_Section):
         return self
 
 
+class Distributed(_Section):
+    """4b on several processes (accelerate): one a GPU, or on a CPU-only machine (gloo) one a share of the cores."""
+
+    num_processes: PositiveInt | Literal["auto"] = 1  # per machine; auto: every visible GPU
+    strategy: Literal["ddp", "fsdp", "deepspeed_zero3"] = "ddp"
+    num_machines: PositiveInt = 1
+    machine_rank: Annotated[int, Field(ge=0)] = 0
+    main_process_ip: str | None = None  # rank 0's address, for several machines
+    main_process_port: Annotated[int, Field(ge=1, le=65535)] = 29500
+
+    @model_validator(mode="after")
+    def _machines_need_an_address(self) -> Distributed:
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ValueError(f"num_machines {self.num_machines} needs main_process_ip: the address of the machine "
+                             "with machine_rank 0, which every machine can reach")
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}")
+        return self
+
+    def processes(self, visible_gpus: int | None = None) -> int:
+        """Processes on this machine: ``num_processes``, or with auto every visible GPU (1 without any)."""
+        if self.num_processes != "auto":
+            return self.num_processes
+        if visible_gpus is None:
+            import torch
+
+            visible_gpus = torch.cuda.device_count()
+        return max(1, visible_gpus)
+
+
 class Finetuning(_Section):
     base_model: str = "meta-llama/Llama-3.2-3B-Instruct"
     base_model_gguf: str | None = Field(
@@ -207,11 +237,30 @@ class Finetuning(_Section):
     wandb_project: str | None = None   # None: the adapter's name stem ({domain slug}-{use_case}-{method})
     wandb_run_name: str | None = None  # None: W&B picks one
     cleanup_checkpoints: bool = True
+    distributed: Distributed = Distributed()
 
     @field_validator("quantization", mode="before")
     @classmethod
     def _null_is_none(cls, value: Any) -> Any:
         return "none" if value is None else value
+
+    @model_validator(mode="after")
+    def _distributed_fits(self) -> Finetuning:
+        d = self.distributed
+        if d.strategy == "fsdp" and self.quantization == "8bit":
+            raise ValueError("distributed.strategy fsdp cannot shard 8-bit (bitsandbytes Int8) weights: use "
+                             "quantization 4bit (QLoRA with FSDP) or none, or strategy ddp")
+        if d.strategy == "deepspeed_zero3" and self.quantization != "none":
+            raise ValueError(f"distributed.strategy deepspeed_zero3 does not partition {self.quantization} "
+                             "(bitsandbytes) weights: use quantization none, or strategy ddp")
+        processes = d.num_processes if d.num_processes != "auto" else 1
+        accumulation = self.training.gradient_accumulation_steps
+        if accumulation % processes:
+            raise ValueError(
+                f"training.gradient_accumulation_steps {accumulation} is not divisible by distributed.num_processes "
+                f"{processes}: the configured batch is the global one (each process accumulates 1/{processes} of its "
+                f"steps); use a multiple of {processes}")
+        return self
 
 
 class Evaluation(_Section):

@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from core import artifacts
 from core.artifacts import MissingStageOutput
-from core.config import ConfigError, PipelineConfig, Secrets
+from core.config import ConfigError, Finetuning, PipelineConfig, Secrets
 from core.files import atomic_write_json, atomic_write_text
 from core.prompts import system_prompt
 from flows.report import progress_bar, say
@@ -62,6 +62,32 @@ def preflight(config: PipelineConfig) -> None:
                           "pip install 'bitsandbytes>=0.50' (or quantization: none and optim: adamw_torch)")
     if f.wandb and Secrets().wandb_api_key is None and os.environ.get("WANDB_MODE") != "offline":
         raise ConfigError("finetuning.wandb: true needs WANDB_API_KEY (or WANDB_MODE=offline), or set wandb: false")
+    _check_processes(f)
+
+
+def _check_processes(f: Finetuning) -> None:
+    """Several 4b processes: no more than this machine's GPUs (or, without any, its cores), the global batch
+    shared out evenly, DeepSpeed installed when asked for."""
+    import importlib.util
+
+    import torch
+
+    d, gpus = f.distributed, torch.cuda.device_count()
+    processes = d.processes(gpus)
+    if processes == 1:
+        return
+    available = gpus or os.cpu_count() or 1
+    if processes > available:
+        raise ConfigError(f"finetuning.distributed.num_processes {processes} is more than this machine's "
+                          f"{f'{gpus} visible GPUs' if gpus else f'{available} CPU cores (no GPU is visible)'}: "
+                          f"use at most {available}, or auto (one a visible GPU)")
+    if f.training.gradient_accumulation_steps % processes:
+        raise ConfigError(f"finetuning.training.gradient_accumulation_steps {f.training.gradient_accumulation_steps} "
+                          f"is not divisible by the {processes} processes of distributed.num_processes: auto "
+                          f"(the configured batch is the global one): use a multiple of {processes}")
+    if d.strategy == "deepspeed_zero3" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("finetuning.distributed.strategy deepspeed_zero3 needs DeepSpeed: pip install deepspeed "
+                          "(or strategy ddp / fsdp)")
 
 
 def _base(config: PipelineConfig) -> str:
@@ -133,13 +159,17 @@ def train(config: PipelineConfig) -> dict:
           progress_bar("4b train", total_steps(examples, settings)) as advance):
         summary = train_lora(base, train_chat, output_dir, settings, log_path, lambda step, steps, loss: advance(
             completed=step, total=steps, note=None if loss is None else f"loss {loss:.3f}"))
+        if run is not None and summary["processes"] > 1:  # the processes did not log into this run: the history
+            for row in summary["loss_history"]:
+                run.log({"train/loss": row["loss"]}, step=row["step"])
     resume.finish(record, fingerprint, base)
     losses = [h["loss"] for h in summary["loss_history"]]
     say(f"4b train: {summary['steps']} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}, "
         f"checkpoints {', '.join(summary['checkpoints'])}"
         + (f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else "")
         + (f"; {summary['examples_too_long']} examples over max_seq_length left out" if summary["examples_too_long"] else "")
-        + (f"; W&B run {where(run)}" if run else ""))
+        + (f"; W&B run {where(run)}" if run else "")
+        + (f"; {summary['processes']} processes ({settings.distributed.strategy})" if summary["processes"] > 1 else ""))
     return summary
 
 

@@ -12,6 +12,8 @@ import contextlib
 import io
 import json
 import math
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +28,15 @@ def checkpoints(folder: Path) -> list[Path]:
     """Checkpoint folders in step order."""
     found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def discard_incomplete(folder: Path) -> list[str]:
+    """Remove the checkpoint folders a crash left half-written, before 4b resumes: the trainer writes
+    ``trainer_state.json`` last, so a folder without it was cut short (the next save of that step writes it whole)."""
+    cut = [p for p in checkpoints(folder) if not (p / "trainer_state.json").is_file()]
+    for checkpoint in cut:
+        shutil.rmtree(checkpoint)
+    return [p.name for p in cut]
 
 
 def to_prompt_completion(record: dict) -> dict:
@@ -97,6 +108,7 @@ def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Finet
         from trl import SFTConfig, SFTTrainer
 
     t = settings.training
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by the launcher (tasks.finetune.launch)
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -109,12 +121,15 @@ def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Finet
     steps = total_steps(len(records), settings)
     args = SFTConfig(
         output_dir=str(output_dir), num_train_epochs=t.epochs, max_steps=steps,
-        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        # the configured batch is the global one: N processes each accumulate 1/N of its steps
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps // processes,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
         warmup_steps=math.ceil(steps * t.warmup_ratio), weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm, max_length=None, padding_free=True, optim=t.optim,
         # transformers refuses bf16 without an accelerator unless told the CPU is meant (preflight checked it can)
-        bf16=t.bf16, use_cpu=t.bf16 and not torch.cuda.is_available(),
+        # and processes launched on a CPU machine must be told so too, or they do not form a (gloo) group
+        bf16=t.bf16, use_cpu=(t.bf16 or processes > 1) and not torch.cuda.is_available(),
         gradient_checkpointing=t.gradient_checkpointing, save_strategy="steps",
         save_steps=t.save_steps, logging_steps=t.logging_steps,
         seed=t.seed, data_seed=t.seed, report_to=["wandb"] if settings.wandb else "none",
@@ -131,10 +146,32 @@ def build_trainer(base: str, train_chat: Path, output_dir: Path, settings: Finet
     return trainer, too_long
 
 
+def run_training(base: str, train_chat: Path, output_dir: Path, settings: Finetuning, log_path: Path,
+                 on_step: Callable[[int, int, float | None], None] = lambda step, steps, loss: None) -> dict:
+    """Train (resuming from the last checkpoint if there is one); returns the loss history and checkpoints.
+
+    The same in one process and in each of several (``tasks.finetune.launch``): the trainer shares the work out,
+    saves checkpoints from the main process only, and only the main process writes ``log_path``.
+    """
+    trainer, too_long = build_trainer(base, train_chat, output_dir, settings, on_step)
+    resume = checkpoints(output_dir)
+    result = trainer.train(resume_from_checkpoint=str(resume[-1]) if resume else None)
+    trainer.save_state()
+    history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+    summary = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
+               "loss_history": history, "resumed_from": resume[-1].name if resume else None,
+               "checkpoints": [p.name for p in checkpoints(output_dir)], "examples_too_long": too_long,
+               "processes": trainer.args.world_size}
+    if trainer.is_world_process_zero():
+        atomic_write_json(log_path, summary)
+    return summary
+
+
 @task(name="train-lora", cache_policy=NO_CACHE)
 def train_lora(base: str, train_chat: Path, output_dir: Path, settings: Finetuning, log_path: Path,
                on_step: Callable[[int, int, float | None], None] = lambda step, steps, loss: None) -> dict:
-    """Train (resuming from the last checkpoint if there is one); returns the loss history and checkpoints.
+    """4b's training, in this process or, with ``finetuning.distributed.num_processes`` above 1, in that many
+    launched by accelerate; returns the loss history and checkpoints.
 
     ``on_step(step, max_steps, loss)`` follows progress (``loss`` is None between logging steps); each logged
     loss goes to the run log too (the Prefect UI; the console with ``--verbose``).
@@ -146,13 +183,10 @@ def train_lora(base: str, train_chat: Path, output_dir: Path, settings: Finetuni
         if loss is not None:
             logger.info("4b step %d/%d: loss %.4f", step, steps, loss)
 
-    trainer, too_long = build_trainer(base, train_chat, output_dir, settings, report)
-    resume = checkpoints(output_dir)
-    result = trainer.train(resume_from_checkpoint=str(resume[-1]) if resume else None)
-    trainer.save_state()
-    history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
-    summary = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
-               "loss_history": history, "resumed_from": resume[-1].name if resume else None,
-               "checkpoints": [p.name for p in checkpoints(output_dir)], "examples_too_long": too_long}
-    atomic_write_json(log_path, summary)
-    return summary
+    if cut := discard_incomplete(output_dir):
+        logger.warning("4b: removed half-written checkpoints %s (a run was stopped while saving them)", ", ".join(cut))
+    if settings.distributed.processes() == 1:
+        return run_training(base, train_chat, output_dir, settings, log_path, report)
+    from tasks.finetune.launch import launch_training
+
+    return launch_training(base, train_chat, output_dir, settings, log_path, report)
