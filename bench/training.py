@@ -1,6 +1,7 @@
-"""Benchmark: stage 4b training throughput vs a plain transformers Trainer + PEFT loop.
+"""Benchmark: stage 4b training throughput vs a plain transformers Trainer + PEFT loop, and 4b on one process vs
+several (finetuning.distributed: accelerate, gloo on a CPU machine, one process a GPU on a GPU machine).
 
-    .venv/bin/python -m bench.training [--steps 10]
+    .venv/bin/python -m bench.training [--steps 10] [--processes 2]
 
 Same base model, data (data/qa_dataset/train_chat.jsonl: run stages 1-3 first), LoRA
 settings, batch size, optimizer and loss (assistant tokens only). Throughput counts the
@@ -19,10 +20,11 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-from core.config import Finetuning, Training
+from core.config import Distributed, Finetuning, Training
 from harness.project import REPO
 from tasks.common.base_models import prepare_base_model
-from tasks.finetune.train import build_trainer
+from tasks.finetune.launch import launch_training
+from tasks.finetune.train import build_trainer, run_training
 
 
 def plain_dataset(tokenizer, records: list[dict]) -> list[dict]:
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=2, help="4b on this many processes vs one (0: skip)")
     args = parser.parse_args()
     train_chat = REPO / "data" / "qa_dataset" / "train_chat.jsonl"
     if not train_chat.exists():
@@ -88,6 +91,37 @@ def main() -> None:
     print(f"  stage 4b (TRL SFTTrainer)        {ours:6.2f} s  {tokens / ours:8.1f} tokens/s")
     print(f"  plain transformers Trainer+PEFT  {plain:6.2f} s  {tokens / plain:8.1f} tokens/s")
     print(f"  throughput ratio ours / plain: {plain / ours:.2f}  (best of {args.rounds} alternating runs each)")
+    if args.processes > 1:
+        processes_comparison(base, train_chat, settings, args.processes)
+
+
+def processes_comparison(base: str, train_chat: Path, settings: Finetuning, processes: int) -> None:
+    """4b's own training on one process and on ``processes`` at the same global batch (each accumulates its share):
+    steps/s and samples/s from the trainer's own runtime, and the wall time with the processes' start-up."""
+    global_batch = settings.training.model_copy(update={"gradient_accumulation_steps": processes,
+                                                        "logging_steps": settings.training.max_steps})
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (1, processes):
+            run = settings.model_copy(update={"training": global_batch, "distributed": Distributed(num_processes=n)})
+            started = time.perf_counter()
+            if n == 1:
+                summary = run_training(base, train_chat, Path(tmp) / "one", run, Path(tmp) / "one.json")
+            else:
+                summary = launch_training(base, train_chat, Path(tmp) / "many", run, Path(tmp) / "many.json",
+                                          lambda *_: None)
+            runs[n] = (summary, time.perf_counter() - started)
+    t = settings.training
+    samples = t.max_steps * t.batch_size * processes
+    print(f"4b on {processes} processes vs 1 ({torch.cuda.device_count() or 'no'} GPUs; global batch "
+          f"{t.batch_size * processes}, {t.max_steps} steps):")
+    for n, (summary, wall) in runs.items():
+        runtime = summary["train_runtime_s"]
+        print(f"  {n} process{'es' if n > 1 else '  '}  {t.max_steps / runtime:6.3f} steps/s  {samples / runtime:7.2f} "
+              f"samples/s  (training {runtime:6.1f} s, wall with start-up {wall:6.1f} s)")
+    one, many = runs[1][0]["train_runtime_s"], runs[processes][0]["train_runtime_s"]
+    print(f"  speed-up {processes} vs 1: {one / many:.2f}× (ideal {processes}×; losses at the last step "
+          f"{runs[1][0]['loss_history'][-1]['loss']:.4f} vs {runs[processes][0]['loss_history'][-1]['loss']:.4f})")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,11 @@ def train(config: PipelineConfig) -> dict:
           progress_bar("4b train", total_steps(examples, settings)) as advance):
         summary = train_lora(base, train_chat, output_dir, settings, log_path, lambda step, steps, loss: advance(
             completed=step, total=steps, note=None if loss is None else f"loss {loss:.3f}"))
+        if not summary:
+            d = settings.distributed
+            say(f"4b train: machine {d.machine_rank} of {d.num_machines} trained its share; machine 0 holds the "
+                "checkpoints and the log (run 4c and 4d there)")
+            return summary
         if run is not None and summary["processes"] > 1:  # the processes did not log into this run: the history
             for row in summary["loss_history"]:
                 run.log({"train/loss": row["loss"]}, step=row["step"])

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from core.config import ConfigError, load_config
+from core.config import ConfigError, Finetuning, load_config
 from flows import finetune
 from harness.project import REPO
 from tasks.finetune.evaluate import load_questions
@@ -141,3 +142,44 @@ def test_the_earlier_name_of_the_validation_bound_still_works(tmp_path):
     config.write_text(f"inherit: {REPO / 'configs' / 'local.yaml'}\nroot: {tmp_path}\n"
                       "evaluation:\n  checkpoint_eval_samples: 50\n")
     assert load_config(config).evaluation.max_validation_questions == 50
+
+
+# --- 4b on several processes (the runs themselves: tests/test_distributed.py) ---------------------------------------
+
+def test_the_launch_command_asks_accelerate_for_the_configured_processes_machines_and_strategy():
+    from tasks.finetune.launch import launch_command
+
+    def command(gpus: int = 0, **distributed) -> str:
+        settings = Finetuning(quantization="none", training={"gradient_accumulation_steps": 8},
+                              distributed=distributed)
+        return " ".join(launch_command(Path("/x/launch.json"), settings, gpus))
+
+    two = command(num_processes=2)
+    assert "-m accelerate.commands.launch --num_processes 2 --num_machines 1 --machine_rank 0" in two
+    assert "--multi_gpu" in two and two.endswith("-m tasks.finetune.worker /x/launch.json")  # torchrun's path, CPU too
+    assert "--num_processes 8 " in command(gpus=8, num_processes="auto")
+    several = command(gpus=4, num_processes="auto", num_machines=2, machine_rank=1, main_process_ip="10.0.0.5")
+    assert "--num_processes 8 --num_machines 2 --machine_rank 1" in several and "--main_process_ip 10.0.0.5" in several
+    assert "--use_fsdp --fsdp_sharding_strategy FULL_SHARD" in command(4, num_processes=4, strategy="fsdp")
+    assert "--use_deepspeed --zero_stage 3" in command(4, num_processes=4, strategy="deepspeed_zero3")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"quantization": "8bit", "distributed": {"strategy": "fsdp"}}, "fsdp cannot shard 8-bit"),
+    ({"quantization": "4bit", "distributed": {"strategy": "deepspeed_zero3"}}, "does not partition 4bit"),
+    ({"distributed": {"num_machines": 2}}, "num_machines 2 needs main_process_ip"),
+    ({"distributed": {"num_machines": 2, "machine_rank": 2, "main_process_ip": "h"}}, "machine_rank 2 must be below"),
+    ({"distributed": {"num_processes": 3}}, "gradient_accumulation_steps 4 is not divisible by distributed.num_processes 3"),
+])
+def test_settings_that_cannot_work_together_are_refused_with_the_fix(settings, message):
+    with pytest.raises(ValueError, match=message):
+        Finetuning(**settings)
+
+
+def test_more_processes_than_the_machine_has_are_refused_before_any_work(monkeypatch):
+    from flows.finetune import _check_processes
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with pytest.raises(ConfigError, match="num_processes 4 is more than this machine's 2 CPU cores"):
+        _check_processes(Finetuning(training={"gradient_accumulation_steps": 4}, distributed={"num_processes": 4}))
+    _check_processes(Finetuning(distributed={"num_processes": 2}))  # two on two cores: fine

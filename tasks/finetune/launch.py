@@ -55,7 +55,8 @@ def _failure(returncode: int, output: list[str]) -> str:
 
 def launch_training(base: str, train_chat: Path, output_dir: Path, settings: Finetuning, log_path: Path,
                     on_step: Callable[[int, int, float | None], None]) -> dict:
-    """Run ``run_training`` on ``settings.distributed``'s processes; the summary rank 0 wrote to ``log_path``."""
+    """Run ``run_training`` on ``settings.distributed``'s processes; the summary rank 0 wrote to ``log_path`` (on a
+    machine other than the first, {}: its processes trained their share, and the first machine keeps the results)."""
     import torch
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,8 @@ def launch_training(base: str, train_chat: Path, output_dir: Path, settings: Fin
             process.kill()
             process.wait()
         drain.join(timeout=10)
+    if not returncode and settings.distributed.machine_rank > 0:
+        return {}  # machine 0's rank 0 writes the checkpoints and the log
     if returncode or not log_path.is_file():
         tail = "".join(list(output)[-40:])
         raise RuntimeError(f"4b: distributed training failed ({_failure(returncode, list(output))}); "

@@ -161,7 +161,7 @@ def run_training(base: str, train_chat: Path, output_dir: Path, settings: Finetu
     summary = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
                "loss_history": history, "resumed_from": resume[-1].name if resume else None,
                "checkpoints": [p.name for p in checkpoints(output_dir)], "examples_too_long": too_long,
-               "processes": trainer.args.world_size}
+               "processes": trainer.args.world_size, "train_runtime_s": result.metrics["train_runtime"]}
     if trainer.is_world_process_zero():
         atomic_write_json(log_path, summary)
     return summary
