@@ -70,9 +70,12 @@ def _check_processes(f: Finetuning) -> None:
     shared out evenly, DeepSpeed installed when asked for."""
     import importlib.util
 
+    d = f.distributed
+    if d.num_processes == 1:
+        return
     import torch
 
-    d, gpus = f.distributed, torch.cuda.device_count()
+    gpus = torch.cuda.device_count()
     processes = d.processes(gpus)
     if processes == 1:
         return
