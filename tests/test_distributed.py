@@ -76,8 +76,8 @@ def _rank(number: int) -> int | None:
     return None
 
 
-def test_a_rank_that_dies_ends_the_run_with_its_error_and_nothing_half_written(stage3_project, tmp_path):
-    root = _project(stage3_project, tmp_path / "p", 2, {"max_steps": 200, "save_steps": 1})
+def test_a_rank_that_dies_ends_the_run_with_its_error_and_a_rerun_resumes(stage3_project, tmp_path):
+    root = _project(stage3_project, tmp_path / "p", 2, {"max_steps": 8, "save_steps": 1})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--stage", "4b"],
                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -96,7 +96,10 @@ def test_a_rank_that_dies_ends_the_run_with_its_error_and_nothing_half_written(s
     assert not (root / "reports/train_log.json").exists()
     assert json.loads((checkpoints / "run.json").read_text())["completed"] is False
     assert _rank(0) is None and _rank(1) is None  # the other rank was stopped too
-    discard_incomplete(checkpoints)  # what the next 4b does before it resumes
-    kept = list_checkpoints(checkpoints)
-    assert kept and all((c / "adapter_model.safetensors").is_file() and (c / "trainer_state.json").is_file()
-                        for c in kept)
+    discarded = discard_incomplete(checkpoints)  # what the next 4b does first (a save the kill cut short)
+    kept = [c.name for c in list_checkpoints(checkpoints)]
+    assert kept and all((checkpoints / c / "trainer_state.json").is_file() for c in kept), (kept, discarded)
+    rerun = _stage(root, "--stage", "4b")
+    log = json.loads((root / "reports/train_log.json").read_text())
+    assert log["steps"] == 8 and log["processes"] == 2 and log["resumed_from"] == kept[-1]
+    assert f"(resumed from {kept[-1]})" in rerun.stdout

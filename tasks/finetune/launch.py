@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -69,8 +70,9 @@ def launch_training(base: str, train_chat: Path, output_dir: Path, settings: Fin
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "PYTHONUNBUFFERED": "1"}
     output: deque[str] = deque(maxlen=400)
+    # a session of its own: stopping 4b (Ctrl+C, a cancelled flow run) stops every process of the group
     process = subprocess.Popen(launch_command(spec, settings, torch.cuda.device_count()), cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     drain = threading.Thread(target=lambda: output.extend(process.stderr), daemon=True)
     drain.start()
     try:
@@ -82,7 +84,7 @@ def launch_training(base: str, train_chat: Path, output_dir: Path, settings: Fin
         returncode = process.wait()
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         drain.join(timeout=10)
     if not returncode and settings.distributed.machine_rank > 0:
