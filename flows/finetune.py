@@ -192,7 +192,7 @@ def _reviewed_train_chat(config: PipelineConfig) -> Path:
     if text != path.read_text(encoding="utf-8"):
         atomic_write_text(path, text)
         say(f"4b: the review changed the training pairs since stage 3 ({len(left_out)} left out, "
-            f"{sum('original_answer' in r for r in kept)} corrected): {path.name} rewritten")
+            f"{sum(r['id'] in review.corrections for r in kept)} corrected): {path.name} rewritten")
     return path
 
 

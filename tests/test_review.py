@@ -62,6 +62,9 @@ def test_stage_four_reads_its_questions_through_the_review(tmp_path):
     assert [q["id"] for q in questions] == ["p0", "p2", "p3", "p4"] and questions[2]["answer"] == "Fixed."
     with pytest.raises(ValueError, match="has no questions"):
         load_questions(path, review=Review(excluded_documents={DOC_A: Verdict()}))
+    corrected_by_stage3 = {**_pair("p9", "Question 9?", "Fixed 9."), "original_answer": "Answer 9."}
+    path.write_text(json.dumps([corrected_by_stage3]))
+    assert load_questions(path, review=Review())[0]["answer"] == "Answer 9."  # the correction was undone since
 
 
 # --- contamination -----------------------------------------------------------------------------------------------

@@ -52,14 +52,16 @@ def save_review(path: Path, review: Review) -> None:
 
 
 def apply_review(records: list[dict], review: Review) -> tuple[list[dict], list[dict]]:
-    """(the records kept, answers corrected; the records the review leaves out), each in its order."""
+    """(the records kept, answers as the review has them now; the records it leaves out), each in its order. A record
+    stage 3 wrote with a correction that was undone since gets its generated answer back."""
     kept, excluded = [], []
     for record in records:
+        generated = record.get("original_answer") or record["answer"]
         if review.excludes(record["id"], record["doc_sha256"]):
             excluded.append(record)
-        elif record["id"] in review.corrections:
-            kept.append({**record, "answer": review.answer(record["id"], record["answer"]),
-                         "original_answer": review.corrections[record["id"]].original})
+        elif record["id"] in review.corrections or generated != record["answer"]:
+            answer = review.answer(record["id"], generated)
+            kept.append({**record, "answer": answer, "original_answer": generated if answer != generated else None})
         else:
             kept.append(record)
     return kept, excluded
