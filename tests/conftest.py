@@ -19,6 +19,7 @@ from harness.pdf_host import pdf_host
 from harness.prefect_server import PrefectServer
 from harness.project import REPO, Ran, copy_project, run_pipeline, write_profile
 from harness.real_corpus import build_real_corpus, build_real_pages
+from harness.tiny_model import build_tiny_model
 from tasks.collect.sample_corpus import build_corpus
 
 STAGE4_SETTINGS = {"finetuning": {"wandb_enabled": True, "wandb_run_name": "nightly",
@@ -33,6 +34,13 @@ def sample_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sample_pdfs")
     build_corpus(REPO / "sample_corpus", folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The tiny random model of the packaged one's architecture (harness/tiny_model.py), for tests of plumbing; built
+    once (scripts/test.sh builds it before the session)."""
+    return build_tiny_model()
 
 
 @pytest.fixture(scope="session")

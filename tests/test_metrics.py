@@ -44,3 +44,11 @@ def test_bertscore_with_the_packaged_model_ranks_paraphrase_above_unrelated():
     identical, _ = score_all(["Same answer."], ["Same answer."], MINILM, 6, WEIGHTS)
     assert identical[0]["bertscore_f1"] == pytest.approx(1.0, abs=1e-4)
     assert identical[0]["combined"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_an_empty_answer_scores_zero_beside_the_others_instead_of_failing_the_evaluation():
+    """A model that stops at once answers "": bert_score's own path for it fails on transformers 5."""
+    per_example, _ = score_all(["", "Folic acid reduces neural tube defect risk.", "  "],
+                               ["Folic acid reduces neural tube defect risk."] * 2 + [""], MINILM, 6, WEIGHTS)
+    assert [s["bertscore_f1"] for s in per_example][::2] == [0.0, 1.0]
+    assert per_example[0]["combined"] == 0.0 and per_example[1]["bertscore_f1"] == pytest.approx(1.0, abs=1e-4)

@@ -17,6 +17,7 @@ import pytest
 
 from harness.llm import LLMFaults, fake_llm
 from harness.prefect_server import PrefectServer
+from harness import tiny_model as tiny
 from harness.project import REPO, copy_project, run_pipeline, write_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -131,8 +132,8 @@ def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(t
     assert (tmp_path / "data/qa_dataset/train.json").is_file()
 
 
-def test_stage_4_is_dispatched_to_the_training_deployment(tmp_path, chunked_sample, prefect_server):
-    """On the session's server (the pool and deployment made here are this test's alone)."""
+def test_stage_4_is_dispatched_to_the_training_deployment(tmp_path, chunked_sample, tiny_model, prefect_server):
+    """On the session's server (the pool and deployment made here are this test's alone); the tiny model answers."""
     server = prefect_server
     prefect(server, "work-pool", "create", "train-pool", "--type", "process")
     prefect(server, "deploy", "flows/deployments.py:fine_tune", "--name", "cpu", "--pool", "train-pool")
@@ -141,7 +142,8 @@ def test_stage_4_is_dispatched_to_the_training_deployment(tmp_path, chunked_samp
                               start_new_session=True)
     try:
         root = copy_project(chunked_sample, tmp_path, {"orchestration": {"train_deployment": "fine-tune/cpu"},
-                                                       "evaluation": {"max_new_tokens": 8}})  # the dispatch is the subject
+                                                       "evaluation": {"max_new_tokens": 8},  # the dispatch is the subject
+                                                       **tiny.settings(tiny_model)})
         config = root / "config.yaml"
         for stage in ("3", "4a"):
             result = run_pipeline(config, "--stage", stage, env=server.env, timeout=420)

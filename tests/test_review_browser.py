@@ -1,6 +1,7 @@
 """The review page in a real browser (Debian's Chromium, driven through chromedriver by Selenium): filter, exclude a
 pair with the keyboard, undo, correct an answer, reload and see the verdicts kept; then rerun stages 3 and 4a and see
-them in the files. The app runs in-process on a copy of the offline profile's stage-3 project."""
+them in the files. The app runs in-process on a copy of the offline profile's stage-3 project; 4a asks the tiny model
+(harness/tiny_model.py): which questions it asks, and against which references, is the subject."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from core.config import load_config
 from harness.app_server import served_app
 from harness.browser import chromium
+from harness import tiny_model as tiny
 from harness.project import copy_project, qa_dataset, run_pipeline
 from tasks.dataset.review_app import create_app
 
@@ -28,9 +30,9 @@ CORRECTED = "A corrected answer, typed in the browser."
 
 
 @pytest.fixture
-def served(stage3_project: Path, tmp_path: Path):
+def served(stage3_project: Path, tiny_model: Path, tmp_path: Path):
     """(the project, the page's address): the review app on a copy of the stage-3 project, on loopback."""
-    root = copy_project(stage3_project, tmp_path / "project")
+    root = copy_project(stage3_project, tmp_path / "project", tiny.settings(tiny_model))
     with served_app(create_app(load_config(root / "config.yaml"))) as url:
         yield root, url + "/"
 

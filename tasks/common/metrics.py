@@ -57,10 +57,16 @@ def _bert_scorer(model: str, num_layers: int | None):
 
 
 def bertscore_f1(predictions: list[str], references: list[str], model: str, num_layers: int | None) -> list[float]:
-    if not predictions:
-        return []
-    _, _, f1 = _bert_scorer(model, num_layers).score(predictions, references, batch_size=32)
-    return [float(x) for x in f1]
+    """An empty answer (a model that stops at once) scores as token F1 does: 1 against an empty reference, else 0.
+    bert_score cannot encode one with transformers 5 (its empty-string path calls a tokenizer method 5 removed)."""
+    scores = [float(not p.strip() and not r.strip()) for p, r in zip(predictions, references, strict=True)]
+    scored = [i for i, (p, r) in enumerate(zip(predictions, references, strict=True)) if p.strip() and r.strip()]
+    if scored:
+        _, _, f1 = _bert_scorer(model, num_layers).score([predictions[i] for i in scored], [references[i] for i in scored],
+                                                         batch_size=32)
+        for i, x in zip(scored, f1, strict=True):
+            scores[i] = float(x)
+    return scores
 
 
 def combined(scores: dict[str, float], weights: dict[str, float]) -> float:
