@@ -1,4 +1,4 @@
-"""The gateway as a real process, and a load generator that keeps asking it."""
+"""The gateway as a real process or in this one, and a load generator that keeps asking it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from unittest import mock
 
 import httpx
 
@@ -62,6 +65,28 @@ class GatewayProcess:
             except Exception:
                 self.process.kill()
                 self.process.wait(timeout=5)
+
+
+@contextmanager
+def gateway_in_process(env: dict[str, str], ready: bool = True) -> Iterator:
+    """The gateway's app in this process behind FastAPI's TestClient (its lifespan, warm-up included, runs), set up
+    from GATEWAY_* variables as ``python -m serving`` without a config is: for tests of routes, where a process per
+    test adds only its start-up. With ``ready``, returns once /ready answers 200."""
+    from fastapi.testclient import TestClient
+
+    from core.gateway import GatewaySettings
+    from serving.__main__ import make_backend
+    from serving.app import create_app
+
+    with mock.patch.dict(os.environ, env):
+        settings = GatewaySettings()
+    with TestClient(create_app(settings, make_backend(settings))) as client:
+        deadline = time.monotonic() + 120
+        while ready and (answer := client.get("/ready")).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway not ready after 120 s: {answer.json()}")
+            time.sleep(0.05)
+        yield client
 
 
 class LoadGenerator:

@@ -15,4 +15,8 @@ if ! command -v chromedriver > /dev/null || { ! command -v chromium > /dev/null 
         echo "test: chromium or chromedriver is missing (apt-get install chromium chromium-driver): the browser tests will fail" >&2
     fi
 fi
-exec "${VENV_DIR:-.venv}/bin/python" -m pytest "$@"
+# the tiny model the tests of plumbing train and serve (harness/tiny_model.py): built once, then reused
+"${VENV_DIR:-.venv}/bin/python" -m harness.tiny_model > /dev/null
+# a worker per CPU (pytest-xdist); the tests that share a heavy fixture stay on one worker (their xdist_group);
+# a later -n 0 runs them in this process, one after another
+exec "${VENV_DIR:-.venv}/bin/python" -m pytest -n auto --dist loadgroup "$@"

@@ -1,19 +1,30 @@
 """Shared fixtures: the rendered sample corpus, a loopback PDF host with fault injection, one Prefect server for the
 session's pipeline runs, and the projects the end-to-end tests build on, each built once on the one before: stages
 1-2 (copied by the tests that change it), stage 3, stage 4, stage 5. A test that reads one of them runs alone too:
-its fixture builds what it needs."""
+its fixture builds what it needs.
+
+Under pytest-xdist (scripts/test.sh: a worker per CPU, ``--dist loadgroup``) the sample corpus and the stage 1-2 and
+stage 3 projects, which no test changes, are built once for all workers (``built_once``: a file lock, the first
+worker builds, the others wait and read); stage 4 and 5, which some tests change, stay with the worker that runs the
+``xdist_group("stage4")`` tests. Each worker has its own Prefect server and Prefect home."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # tests that use Prefect in-process start its temporary server: 20 s (Prefect's default) was passed while two suites
 # shared the 2 cores (pipeline.py itself gives it 120 s); before prefect is imported, which reads the setting
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers' temporary Prefect servers never share one SQLite file
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ['PYTEST_XDIST_WORKER']}-")
 
 import pytest
+from filelock import FileLock
 
 from harness.pdf_host import pdf_host
 from harness.prefect_server import PrefectServer
@@ -29,11 +40,26 @@ STAGE4_SETTINGS = {"finetuning": {"wandb_enabled": True, "wandb_run_name": "nigh
                    "evaluation": {"max_new_tokens": 32}}
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """``name``'s folder, filled by ``build`` once for the whole run: pytest-xdist's workers share the folder above
+    their own temporary ones; the first to take the lock builds, the others wait for it. A build that failed is
+    started afresh by the next worker that asks."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / name
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sample_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("sample_pdfs")
-    build_corpus(REPO / "sample_corpus", folder)
-    return folder
+    return built_once(tmp_path_factory, "sample_pdfs", lambda folder: build_corpus(REPO / "sample_corpus", folder))
 
 
 @pytest.fixture(scope="session")
@@ -46,17 +72,13 @@ def tiny_model() -> Path:
 @pytest.fixture(scope="session")
 def real_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Debian's documentation PDFs plus a truncated and an HTML-as-PDF file (harness/real_corpus.py)."""
-    folder = tmp_path_factory.mktemp("real_pdfs")
-    build_real_corpus(folder)
-    return folder
+    return built_once(tmp_path_factory, "real_pdfs", build_real_corpus)
 
 
 @pytest.fixture(scope="session")
 def real_pages_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five pages from each of Debian's three documentation sites plus the bad pages (harness/real_corpus.py)."""
-    folder = tmp_path_factory.mktemp("real_pages")
-    build_real_pages(folder, per_site=5)
-    return folder
+    return built_once(tmp_path_factory, "real_pages", lambda folder: build_real_pages(folder, per_site=5))
 
 
 @pytest.fixture(scope="session")
@@ -87,23 +109,25 @@ def prefect_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 def chunked_sample(tmp_path_factory: pytest.TempPathFactory, sample_pdf_dir: Path) -> Path:
     """The offline profile's stages 1-2 on the sample corpus, done once: tests take a copy (copy_project) instead of
     collecting and converting it again. Never changed by a test."""
-    root = tmp_path_factory.mktemp("chunked")
-    write_profile(root, {"data_collector": {"local": {"dir": str(sample_pdf_dir)}}})
-    result = run_pipeline(root / "config.yaml", "--end", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root
+    def build(root: Path) -> None:
+        write_profile(root, {"data_collector": {"local": {"dir": str(sample_pdf_dir)}}})
+        result = run_pipeline(root / "config.yaml", "--end", "2")
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return built_once(tmp_path_factory, "chunked", build)
 
 
 @pytest.fixture(scope="session")
 def stage3_project(tmp_path_factory: pytest.TempPathFactory, chunked_sample: Path) -> Path:
     """The offline profile through stage 3 (W&B tracking on, offline: the seed's key names), its answers evaluated at
     32 tokens (the profile's 64 doubles every evaluation and every engine test's wait; what differs is only length),
-    training for 18 steps.
-    Stage 4's tests take it from there in order; the engine's tests add stages 4-5 when they run without them."""
-    root = copy_project(chunked_sample, tmp_path_factory.mktemp("stage4"), STAGE4_SETTINGS)
-    result = run_pipeline(root / "config.yaml", "--stage", "3", env={**os.environ, "WANDB_MODE": "offline"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root
+    training for 18 steps. Never changed by a test: stage 4 trains on a copy (trained_project)."""
+    def build(root: Path) -> None:
+        copy_project(chunked_sample, root, STAGE4_SETTINGS)
+        result = run_pipeline(root / "config.yaml", "--stage", "3", env={**os.environ, "WANDB_MODE": "offline"})
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return built_once(tmp_path_factory, "stage3", build)
 
 
 def _stage(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -115,12 +139,13 @@ def _stage(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
-def trained_project(stage3_project: Path) -> Ran:
-    """stage3_project through stage 4, once. A checkpoint of some other run is left in its folder first, as an
-    earlier night's run would leave it: 4b must not resume from it."""
-    stale = stage3_project / "models/checkpoints/checkpoint-1"
-    stale.mkdir(parents=True, exist_ok=True)
-    return Ran(stage3_project, _stage(stage3_project, "--stage", "4"))
+def trained_project(tmp_path_factory: pytest.TempPathFactory, stage3_project: Path) -> Ran:
+    """A copy of stage3_project through stage 4, once (per worker: its tests and the engine's are one xdist_group,
+    "stage4"). A checkpoint of some other run is left in its folder first, as an earlier night's run would leave it:
+    4b must not resume from it."""
+    root = copy_project(stage3_project, tmp_path_factory.mktemp("stage4"))
+    (root / "models/checkpoints/checkpoint-1").mkdir(parents=True)
+    return Ran(root, _stage(root, "--stage", "4"))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ from harness.loopback import free_port
 from harness.project import REPO, rollout_project, run_pipeline, write_profile
 from harness.vllm import fake_vllm
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow,
+              pytest.mark.xdist_group("docker")]  # one engine, its images built once (module fixtures): one worker
 
 LABEL = "domain-llm.test"
 MODEL = "meta-llama/Llama-3.2-3B-Instruct"

@@ -17,6 +17,8 @@ from harness.project import REPO, Ran, copy_project, qa_dataset, run_pipeline, w
 from tests.wandb_log import offline_runs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# the tests that read the stage-4 project (or change it) run on the one worker that trains it, as the engine's do
+STAGE4 = pytest.mark.xdist_group("stage4")
 
 
 def cli(root: Path, *args: str, config: str = "config.yaml", env: dict[str, str] | None = None):
@@ -38,6 +40,7 @@ def test_an_adapter_that_learned_nothing_is_refused(stage3_project: Path, tiny_m
     assert not (project / "models/lora_weights").exists()
 
 
+@STAGE4
 def test_stage_four_trains_selects_and_reports(trained_project: Ran):
     project, result = trained_project.root, trained_project.result
     assert "starting afresh" in result.stdout  # the checkpoint of another run was not resumed from
@@ -113,6 +116,7 @@ def test_stage_four_trains_selects_and_reports(trained_project: Ran):
     assert json.loads((reports / "eval_finetuned.json").read_text())["predictions"] == tuned["predictions"]
 
 
+@STAGE4
 def test_the_offline_grader_joins_the_report_labelled_as_what_it_is(trained_project: Ran):
     project = trained_project.root
     write_profile(project, {"evaluation": {"judge": True}}, name="judge.yaml", inherit="config.yaml", root=None)
@@ -128,6 +132,7 @@ def test_the_offline_grader_joins_the_report_labelled_as_what_it_is(trained_proj
     cli(project, "--stage", "4d")  # back to the profile as configured, for the stages after this test
 
 
+@STAGE4
 def test_the_trained_adapter_registers_with_its_card(registered_project: Ran):
     project = registered_project.root
     record = json.loads((project / "reports/registration.json").read_text())
@@ -140,6 +145,7 @@ def test_the_trained_adapter_registers_with_its_card(registered_project: Ran):
     assert "01-prenatal-care" in card  # lineage back to the source documents
 
 
+@STAGE4
 def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_path: Path):
     """Elsewhere, later, from its own rendering of the sample corpus: the same documents, split and baseline."""
     project = trained_project.root
@@ -163,6 +169,7 @@ def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_
     assert mine["metrics"] == pytest.approx(theirs["metrics"], abs=1e-6)
 
 
+@STAGE4
 def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(registered_project: Ran):
     import httpx
 

@@ -1,4 +1,5 @@
-"""The gateway as a real process in front of a fake vLLM (OpenAI API + LoRA endpoints) on loopback."""
+"""The gateway in front of a fake vLLM (OpenAI API + LoRA endpoints) on loopback: its routes in this process (FastAPI's
+TestClient), its start-up, failures of its backend and the live checks with the gateway as a real process."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from core.prompts import ANSWER_STYLE
-from harness.gateway import GatewayProcess
+from harness.gateway import GatewayProcess, gateway_in_process
 from harness.vllm import VLLMFaults, fake_vllm
 
 pytestmark = pytest.mark.e2e
@@ -40,18 +41,17 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_ask_health_ready_models_docs_and_prompt_parity(vllm, tmp_path):
-    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
-        gw.wait_ready()
-        assert httpx.get(f"{gw.url}/health").json() == {"status": "ok"}
-        ready = httpx.get(f"{gw.url}/ready").json()
+    with gateway_in_process(gateway_env(vllm.url, tmp_path)) as gw:
+        assert gw.get("/health").json() == {"status": "ok"}
+        ready = gw.get("/ready").json()
         assert ready["ready"] and ready["model"] == ADAPTER
-        models = httpx.get(f"{gw.url}/models").json()
+        models = gw.get("/models").json()
         assert models["active_adapter"] == ADAPTER and models["adapter_version"] == "1.0"
         assert set(models["loaded"]) == {BASE, ADAPTER}
-        assert "/ask" in httpx.get(f"{gw.url}/openapi.json").json()["paths"]
-        assert httpx.get(f"{gw.url}/docs").status_code == 200
+        assert "/ask" in gw.get("/openapi.json").json()["paths"]
+        assert gw.get("/docs").status_code == 200
 
-        reply = httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?"}, headers={"X-Request-ID": "abc-123"})
+        reply = gw.post("/ask", json={"question": "What is lochia?"}, headers={"X-Request-ID": "abc-123"})
         assert reply.status_code == 200 and reply.headers["X-Request-ID"] == "abc-123"
         body = reply.json()
         assert body["answer"] == f"[{ADAPTER}] What is lochia?"
@@ -77,25 +77,25 @@ def test_ask_health_ready_models_docs_and_prompt_parity(vllm, tmp_path):
     ({"question": ["Why?"]}, 422, "question"),
 ])
 def test_bad_requests_get_4xx_with_a_reason(vllm, tmp_path, payload, status, reason):
-    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
-        reply = httpx.post(f"{gw.url}/ask", json=payload)
+    with gateway_in_process(gateway_env(vllm.url, tmp_path), ready=False) as gw:
+        reply = gw.post("/ask", json=payload)
         assert reply.status_code == status and reason in json.dumps(reply.json())
     assert not vllm.requests or all(r["question"] == "Hello" for r in vllm.requests)  # only the warm-up
 
 
 def test_bearer_token_is_required_and_never_logged(vllm, tmp_path):
     token = "s3cret-token-value"
-    with GatewayProcess(gateway_env(vllm.url, tmp_path, API_TOKEN=token)) as gw:
+    with gateway_in_process(gateway_env(vllm.url, tmp_path, API_TOKEN=token), ready=False) as gw:
         question = {"question": "What is lochia?"}
-        missing = httpx.post(f"{gw.url}/ask", json=question)
+        missing = gw.post("/ask", json=question)
         assert missing.status_code == 401 and missing.json()["detail"] == "missing bearer token"
-        wrong = httpx.post(f"{gw.url}/ask", json=question, headers={"Authorization": "Bearer nope"})
+        wrong = gw.post("/ask", json=question, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
-        assert httpx.put(f"{gw.url}/admin/active", json={"name": BASE}).status_code == 401
-        ok = httpx.post(f"{gw.url}/ask", json=question, headers={"Authorization": f"Bearer {token}"})
+        assert gw.put("/admin/active", json={"name": BASE}).status_code == 401
+        ok = gw.post("/ask", json=question, headers={"Authorization": f"Bearer {token}"})
         assert ok.status_code == 200
-        assert httpx.get(f"{gw.url}/health").status_code == 200 and httpx.get(f"{gw.url}/metrics").status_code == 200
-        metrics = httpx.get(f"{gw.url}/metrics").text
+        assert gw.get("/health").status_code == 200 and gw.get("/metrics").status_code == 200
+        metrics = gw.get("/metrics").text
         assert metric(metrics, "gateway_errors_total", kind="unauthorized") == 3
     logs = (tmp_path / "api.log").read_text() + (tmp_path / "requests.log").read_text()
     assert token not in logs and "nope" not in logs
@@ -156,29 +156,27 @@ def test_a_gateway_loads_its_adapter_into_vllm_at_start_once_and_reports_a_refus
 def test_a_gateway_never_claims_an_adapter_its_vllm_lost(vllm, tmp_path):
     """vLLM restarted under a running gateway (its runtime-loaded adapters gone): not ready, naming the fix, and
     /models reports no active adapter, so stage 6 loads one again instead of calling it already active."""
-    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
-        gw.wait_ready()
-        assert httpx.get(f"{gw.url}/models").json()["active_adapter"] == ADAPTER
+    with gateway_in_process(gateway_env(vllm.url, tmp_path)) as gw:
+        assert gw.get("/models").json()["active_adapter"] == ADAPTER
         vllm.adapters.clear()
-        ready = httpx.get(f"{gw.url}/ready")
+        ready = gw.get("/ready")
         assert ready.status_code == 503
         assert f"'{ADAPTER}' is not loaded in the backend" in ready.json()["warmup_error"]
         assert "--stage 6" in ready.json()["warmup_error"]
-        models = httpx.get(f"{gw.url}/models").json()
+        models = gw.get("/models").json()
         assert models["active_adapter"] is None and models["adapter_version"] is None and models["loaded"] == [BASE]
         vllm.adapters[ADAPTER] = "/adapters/v1.0"  # loaded again (stage 6): ready again
-        assert httpx.get(f"{gw.url}/ready").status_code == 200
+        assert gw.get("/ready").status_code == 200
 
 
 def test_metrics_and_request_logs_record_each_request(vllm, tmp_path):
-    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
-        gw.wait_ready()
+    with gateway_in_process(gateway_env(vllm.url, tmp_path)) as gw:
         for i in range(3):
-            assert httpx.post(f"{gw.url}/ask", json={"question": f"Question {i}?"},
+            assert gw.post("/ask", json={"question": f"Question {i}?"},
                               headers={"X-Request-ID": f"req-{i}"}).status_code == 200
-        assert httpx.post(f"{gw.url}/ask", json={"question": "x" * 5000}).status_code == 422
-        assert httpx.get(f"{gw.url}/nowhere").status_code == 404
-        text = httpx.get(f"{gw.url}/metrics").text
+        assert gw.post("/ask", json={"question": "x" * 5000}).status_code == 422
+        assert gw.get("/nowhere").status_code == 404
+        text = gw.get("/metrics").text
         assert metric(text, "gateway_requests_total", route="/ask", method="POST", status="200") == 3
         assert metric(text, "gateway_requests_total", route="/ask", method="POST", status="422") == 1
         assert metric(text, "gateway_requests_total", route="unmatched", method="GET", status="404") == 1
@@ -225,9 +223,8 @@ def test_alert_rules_and_scrape_config_use_metrics_the_gateway_exports(vllm, tmp
     assert {job["job_name"] for job in scrape["scrape_configs"]} == {"gateway", "vllm"}
     expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
     used = set(re.findall(r"\bgateway_[a-z_]+", " ".join(expressions)))
-    with GatewayProcess(gateway_env(vllm.url, tmp_path)) as gw:
-        gw.wait_ready()
-        httpx.post(f"{gw.url}/ask", json={"question": "What is lochia?"})
-        httpx.post(f"{gw.url}/ask", json={})
-        exported = set(re.findall(r"^(gateway_[a-z_]+)", httpx.get(f"{gw.url}/metrics").text, re.MULTILINE))
+    with gateway_in_process(gateway_env(vllm.url, tmp_path)) as gw:
+        gw.post("/ask", json={"question": "What is lochia?"})
+        gw.post("/ask", json={})
+        exported = set(re.findall(r"^(gateway_[a-z_]+)", gw.get("/metrics").text, re.MULTILINE))
     assert used and used <= exported, used - exported

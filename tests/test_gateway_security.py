@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.gateway import GatewaySettings
-from harness.gateway import GatewayProcess
+from harness.gateway import GatewayProcess, gateway_in_process
 from harness.project import REPO, run_pipeline, write_profile
 from serving.routes.admin import adapter_location, source_pattern
 from tests.test_gateway import ADAPTER, BASE, gateway_env, vllm  # noqa: F401  (the fake vLLM fixture)
@@ -111,17 +111,16 @@ def test_tokens_come_from_files_and_a_missing_file_is_named(vllm, tmp_path):  # 
 @pytest.mark.parametrize("source", ["/etc/passwd", "../../etc", "..", ".", "a/../../b", "/models/registry/x",
                                     "x y", "owner/name/extra", "~root", ""])
 def test_admin_loads_adapters_only_from_the_registry_or_the_hub(vllm, tmp_path, source):  # noqa: F811
-    with GatewayProcess(gateway_env(vllm.url, tmp_path, ADMIN_TOKEN=ADMIN)) as gw:
-        gw.wait_ready()
-        refused = httpx.post(f"{gw.url}/admin/adapters", json={"name": "evil", "source": source},
+    with gateway_in_process(gateway_env(vllm.url, tmp_path, ADMIN_TOKEN=ADMIN)) as gw:
+        refused = gw.post("/admin/adapters", json={"name": "evil", "source": source},
                              headers=CREDENTIALS["admin"])
         assert refused.status_code == 422, refused.text
         assert "evil" not in vllm.adapters
         for name, good, loaded_from in (("v2", "pregnancy-qa-lora-v2.0", "/models/registry/pregnancy-qa-lora-v2.0"),
                                         ("hub", "someone/pregnancy-qa-lora-v2.1", "someone/pregnancy-qa-lora-v2.1")):
-            ok = httpx.post(f"{gw.url}/admin/adapters", json={"name": name, "source": good}, headers=CREDENTIALS["admin"])
+            ok = gw.post("/admin/adapters", json={"name": name, "source": good}, headers=CREDENTIALS["admin"])
             assert ok.status_code == 201 and vllm.adapters[name] == loaded_from
-        again = httpx.post(f"{gw.url}/admin/adapters", json={"name": "v2", "source": "x"}, headers=CREDENTIALS["admin"])
+        again = gw.post("/admin/adapters", json={"name": "v2", "source": "x"}, headers=CREDENTIALS["admin"])
         assert again.status_code == 409 and "already loaded" in again.json()["detail"]
 
 

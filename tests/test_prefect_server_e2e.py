@@ -15,9 +15,9 @@ import time
 import httpx
 import pytest
 
+from harness import tiny_model as tiny
 from harness.llm import LLMFaults, fake_llm
 from harness.prefect_server import PrefectServer
-from harness import tiny_model as tiny
 from harness.project import REPO, copy_project, run_pipeline, write_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -19,9 +19,9 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from core.config import load_config
+from harness import tiny_model as tiny
 from harness.app_server import served_app
 from harness.browser import chromium
-from harness import tiny_model as tiny
 from harness.project import copy_project, qa_dataset, run_pipeline
 from tasks.dataset.review_app import create_app
 
