@@ -11,7 +11,6 @@ import pytest
 
 from harness.llm import fake_llm
 from harness.pdf_host import pdf_host
-from harness.prefect_server import PrefectServer
 from harness.project import REPO, without_prefect_server, write_profile
 
 pytestmark = pytest.mark.e2e
@@ -41,9 +40,10 @@ def busiest_second(times: list[float]) -> int:
     return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
 
 
-def test_two_runs_at_once_share_the_download_and_llm_limits(tmp_path, sample_pdfs):
-    with PrefectServer(tmp_path / "prefect") as server, pdf_host(sample_pdfs, latency_s=0.5) as pdfs, \
-            fake_llm("gemini", KEY) as llm:
+def test_two_runs_at_once_share_the_download_and_llm_limits(tmp_path, sample_pdfs, prefect_server):
+    """On the session's server: the limits made here are this test's alone."""
+    server = prefect_server
+    with pdf_host(sample_pdfs, latency_s=0.5) as pdfs, fake_llm("gemini", KEY) as llm:
         for args in (("downloads-shared", "--limit", "2"), ("llm-shared", "--limit", "1", "--slot-decay-per-second", "2")):
             created = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "gcl", "create", *args],
                                      env=server.env, capture_output=True, text=True, timeout=120)
@@ -66,12 +66,10 @@ def test_two_runs_at_once_share_the_download_and_llm_limits(tmp_path, sample_pdf
     assert busiest_second(requests) <= 1 + 2 + 1  # the burst of 1, two slots decayed per second, one for the edges
 
 
-def test_a_shared_limit_missing_on_the_server_is_named_before_any_work(tmp_path):
-    with PrefectServer(tmp_path / "prefect") as server:
-        config = project(tmp_path / "p", "http://127.0.0.1:9", ["x.pdf"], "http://127.0.0.1:9",
-                         {"llm_rate_limit": "gemini-quota"})
-        process = run(config, server.env, "--end", "3")
-        _, err = process.communicate(timeout=300)
+def test_a_shared_limit_missing_on_the_server_is_named_before_any_work(tmp_path, prefect_server):
+    config = project(tmp_path / "p", "http://127.0.0.1:9", ["x.pdf"], "http://127.0.0.1:9", {"llm_rate_limit": "gemini-quota"})
+    process = run(config, prefect_server.env, "--end", "3")  # the session's server, which has no such limit
+    _, err = process.communicate(timeout=300)
     assert process.returncode == 2
     assert "orchestration.llm_rate_limit: no global concurrency limit 'gemini-quota'" in err
     assert "prefect gcl create gemini-quota --limit N --slot-decay-per-second R" in err
