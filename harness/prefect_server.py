@@ -12,6 +12,10 @@ import httpx
 
 from harness.loopback import free_port
 
+# a worker started by a test asks for scheduled runs every second (Prefect's default: every 10 s): the test then waits
+# for the run it made, not for the worker's next poll
+POLLING_WORKER = {"PREFECT_WORKER_QUERY_SECONDS": "1"}
+
 
 class PrefectServer:
     """A real Prefect API server (SQLite under ``home``) on a free loopback port; stopped with its children on exit."""

@@ -14,6 +14,7 @@ import pytest
 from harness.docker import DockerEngine, build_image, cpu_torch_buildargs
 from harness.gateway import ADMIN_TOKEN
 from harness.loopback import free_port
+from harness.prefect_server import POLLING_WORKER
 from harness.project import REPO, rollout_project, run_pipeline, write_profile
 from harness.vllm import fake_vllm
 
@@ -305,7 +306,7 @@ def test_a_docker_pool_runs_the_data_refresh_in_the_project_image(docker_host, d
                 "--base-job-template", str(REPO / "deployments/gpu-docker-pool.json"))
         prefect("deploy", "--prefect-file", str(spec), "--name", "in-container")
         worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-docker",
-                                   "--type", "docker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                   "--type", "docker"], cwd=REPO, env={**env, **POLLING_WORKER}, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             def run(*extra: str) -> dict:

@@ -17,7 +17,7 @@ import pytest
 
 from harness import tiny_model as tiny
 from harness.llm import LLMFaults, fake_llm
-from harness.prefect_server import PrefectServer
+from harness.prefect_server import POLLING_WORKER, PrefectServer
 from harness.project import REPO, copy_project, run_pipeline, write_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -68,8 +68,8 @@ def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(t
         prefect(server, "work-pool", "create", "local-process", "--type", "process")
         prefect(server, "deploy", "--name", "local")
         worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "local-process"],
-                                  cwd=REPO, env={**server.env, "GEMINI_API_KEY": KEY}, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
+                                  cwd=REPO, env={**server.env, **POLLING_WORKER, "GEMINI_API_KEY": KEY},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             def outage_after_some_groups() -> None:  # the provider goes down once a few groups are done
                 deadline = time.monotonic() + 300
@@ -138,8 +138,8 @@ def test_stage_4_is_dispatched_to_the_training_deployment(tmp_path, chunked_samp
     prefect(server, "work-pool", "create", "train-pool", "--type", "process")
     prefect(server, "deploy", "flows/deployments.py:fine_tune", "--name", "cpu", "--pool", "train-pool")
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "train-pool"],
-                              cwd=REPO, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                              cwd=REPO, env={**server.env, **POLLING_WORKER}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         root = copy_project(chunked_sample, tmp_path, {"orchestration": {"train_deployment": "fine-tune/cpu"},
                                                        "evaluation": {"max_new_tokens": 8},  # the dispatch is the subject
