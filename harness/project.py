@@ -43,6 +43,15 @@ def copy_project(source: Path, folder: Path, settings: dict | None = None) -> Pa
     return folder
 
 
+def copy_whole(source: Path, folder: Path) -> Path:
+    """``folder`` (returned) as a whole copy of the project ``source`` (models and reports too), for a test that
+    changes it; logs, and files being written there now, are left out. Unlike copy_project it keeps the paths its
+    files name (a rerun of 4b there would train again: its run is named by the base model's path)."""
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".*.tmp", "logs", ".built", ".stdout", ".stderr"),
+                    dirs_exist_ok=True)
+    return folder
+
+
 def without_prefect_server() -> dict[str, str]:
     """This process's environment without PREFECT_API_URL: pipeline.py starts Prefect's temporary server, as on a
     first run with no server configured (the test session otherwise shares one: tests/conftest.py)."""

@@ -3,10 +3,9 @@ session's pipeline runs, and the projects the end-to-end tests build on, each bu
 1-2 (copied by the tests that change it), stage 3, stage 4, stage 5. A test that reads one of them runs alone too:
 its fixture builds what it needs.
 
-Under pytest-xdist (scripts/test.sh: a worker per CPU, ``--dist loadgroup``) the sample corpus and the stage 1-2 and
-stage 3 projects, which no test changes, are built once for all workers (``built_once``: a file lock, the first
-worker builds, the others wait and read); stage 4 and 5, which some tests change, stay with the worker that runs the
-``xdist_group("stage4")`` tests. Each worker has its own Prefect server and Prefect home."""
+Under pytest-xdist (scripts/test.sh: a worker per CPU, ``--dist loadgroup``) each of them is built once for all
+workers (``built_once``: a file lock, the first worker builds, the others wait and read); a test that changes one
+works on a copy. Each worker has its own Prefect server and Prefect home."""
 
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ from filelock import FileLock
 
 from harness.pdf_host import pdf_host
 from harness.prefect_server import PrefectServer
-from harness.project import REPO, Ran, copy_project, run_pipeline, write_profile
+from harness.project import REPO, Ran, copy_project, copy_whole, run_pipeline, write_profile
 from harness.real_corpus import build_real_corpus, build_real_pages
 from harness.tiny_model import build_tiny_model
 from tasks.collect.sample_corpus import build_corpus
@@ -138,17 +137,34 @@ def _stage(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def _built_stage(tmp_path_factory: pytest.TempPathFactory, name: str, prepare: Callable[[Path], object],
+                 *args: str) -> Ran:
+    """A project made by ``prepare`` and taken through ``pipeline.py ARGS``, once for the whole run (built_once); the
+    run's output is kept beside it, for the tests of every worker to read."""
+    def build(root: Path) -> None:
+        prepare(root)
+        result = _stage(root, *args)
+        (root / ".stdout").write_text(result.stdout)
+        (root / ".stderr").write_text(result.stderr)
+
+    root = built_once(tmp_path_factory, name, build)
+    return Ran(root, subprocess.CompletedProcess(args, 0, (root / ".stdout").read_text(), (root / ".stderr").read_text()))
+
+
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory: pytest.TempPathFactory, stage3_project: Path) -> Ran:
-    """A copy of stage3_project through stage 4, once (per worker: its tests and the engine's are one xdist_group,
-    "stage4"). A checkpoint of some other run is left in its folder first, as an earlier night's run would leave it:
-    4b must not resume from it."""
-    root = copy_project(stage3_project, tmp_path_factory.mktemp("stage4"))
-    (root / "models/checkpoints/checkpoint-1").mkdir(parents=True)
-    return Ran(root, _stage(root, "--stage", "4"))
+    """A copy of stage3_project through stage 4, once for the whole run. A checkpoint of some other run is left in
+    its folder first, as an earlier night's run would leave it: 4b must not resume from it. Its tests read it (one
+    reruns stage 4 there, which must change nothing); a test that changes it works on a whole copy (copy_whole)."""
+    def prepare(root: Path) -> None:
+        copy_project(stage3_project, root)
+        (root / "models/checkpoints/checkpoint-1").mkdir(parents=True)
+
+    return _built_stage(tmp_path_factory, "stage4", prepare, "--stage", "4")
 
 
 @pytest.fixture(scope="session")
-def registered_project(trained_project: Ran) -> Ran:
-    """trained_project with its adapter registered (stage 5), once."""
-    return Ran(trained_project.root, _stage(trained_project.root, "--stage", "5"))
+def registered_project(tmp_path_factory: pytest.TempPathFactory, trained_project: Ran) -> Ran:
+    """A whole copy of trained_project with its adapter registered (stage 5), once for the whole run; the engine's
+    tests, which register and roll out versions of their own, work on a copy of it."""
+    return _built_stage(tmp_path_factory, "stage5", lambda root: copy_whole(trained_project.root, root), "--stage", "5")

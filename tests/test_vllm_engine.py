@@ -19,10 +19,10 @@ from safetensors.torch import load_file, save_file
 
 from harness.gateway import ADMIN_TOKEN, GatewayProcess
 from harness.loopback import free_port
-from harness.project import Ran, run_pipeline, write_profile
+from harness.project import Ran, copy_whole, run_pipeline, write_profile
 from harness.vllm_engine import VLLMEngine
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("stage4")]  # the worker that trains stage 4
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("vllm_engine")]  # one engine (module fixture)
 
 V1 = "pregnancy-qa-lora-v1.0"
 PARITY_QUESTIONS = 6  # of the 35 test questions: the CPU build answers with an adapter at ~2 tokens/s here, so a
@@ -34,15 +34,16 @@ def cli(root: Path, config: str, *args: str):
 
 
 @pytest.fixture(scope="module")
-def project(registered_project: Ran) -> Path:
-    """Stages 4-5 done (shared with stage 4's tests) and a profile serving through vLLM."""
+def project(registered_project: Ran, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A whole copy of the project of stages 4-5 (shared with stage 4's tests), with a profile serving through vLLM."""
+    root = copy_whole(registered_project.root, tmp_path_factory.mktemp("engine"))
     port = free_port()
-    write_profile(registered_project.root, {"serving": {
+    write_profile(root, {"serving": {
         "backend": "vllm", "vllm_url": f"http://127.0.0.1:{port}", "vllm_port": port, "max_model_len": 2048,
         "cpu_kv_cache_gib": 1, "request_timeout_s": 300, "smoke_questions": 2,
         "parity_questions": PARITY_QUESTIONS}},
         name="vllm.yaml", inherit="config.yaml", root=None)
-    return registered_project.root
+    return root
 
 
 @pytest.fixture(scope="module")
