@@ -61,6 +61,15 @@ def sample_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built_once(tmp_path_factory, "sample_pdfs", lambda folder: build_corpus(REPO / "sample_corpus", folder))
 
 
+STAGE4 = pytest.mark.xdist_group("stage4")  # the tests that read stage 4's project: one worker, first (below)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Stage 4's tests first: their project (~7 min of training) is the start of the longest chain, which the real
+    engine's tests continue (last, in file order); the other worker meanwhile takes everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") != STAGE4.mark)
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The tiny random model of the packaged one's architecture (harness/tiny_model.py), for tests of plumbing; built
