@@ -17,6 +17,7 @@ if ! command -v chromedriver > /dev/null || { ! command -v chromium > /dev/null 
 fi
 # the tiny model the tests of plumbing train and serve (harness/tiny_model.py): built once, then reused
 "${VENV_DIR:-.venv}/bin/python" -m harness.tiny_model > /dev/null
-# a worker per CPU (pytest-xdist); the tests that share a heavy fixture stay on one worker (their xdist_group), taken
-# in the order tests/conftest.py puts them (the longest chain first); a later -n 0 runs them here, one after another
-exec "${VENV_DIR:-.venv}/bin/python" -m pytest -n auto --dist loadgroup --no-loadscope-reorder "$@"
+# a worker per CPU (pytest-xdist), each test file on one worker (its module fixtures built once), the files taken in
+# the order tests/conftest.py puts them (the longest first); a later -n 0 runs them here, one after another.
+# (--dist loadgroup would group by mark, but pytest 9.2 ignores the node ids it rewrites: pytest-xdist #1386)
+exec "${VENV_DIR:-.venv}/bin/python" -m pytest -n auto --dist loadfile --no-loadscope-reorder "$@"

@@ -3,7 +3,7 @@ session's pipeline runs, and the projects the end-to-end tests build on, each bu
 1-2 (copied by the tests that change it), stage 3, stage 4, stage 5. A test that reads one of them runs alone too:
 its fixture builds what it needs.
 
-Under pytest-xdist (scripts/test.sh: a worker per CPU, ``--dist loadgroup``) each of them is built once for all
+Under pytest-xdist (scripts/test.sh: a worker per CPU, ``--dist loadfile``) each of them is built once for all
 workers (``built_once``: a file lock, the first worker builds, the others wait and read); a test that changes one
 works on a copy. Each worker has its own Prefect server and Prefect home."""
 
@@ -61,13 +61,19 @@ def sample_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built_once(tmp_path_factory, "sample_pdfs", lambda folder: build_corpus(REPO / "sample_corpus", folder))
 
 
-STAGE4 = pytest.mark.xdist_group("stage4")  # the tests that read stage 4's project: one worker, first (below)
+# The files that take longest, first (pytest-xdist hands each worker a whole file, in this order, then the rest in
+# name order): stage 4's tests build its project (~7 min of training) at the start of the longest chain, which the
+# real engine's tests end; the other worker takes the whole pipeline, Prefect's deployments and the images meanwhile.
+LONGEST_FIRST = ("test_finetune_e2e.py", "test_pipeline_e2e.py", "test_prefect_server_e2e.py", "test_containers.py",
+                 "test_vllm_engine.py", "test_real_documents.py", "test_distributed.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Stage 4's tests first: their project (~7 min of training) is the start of the longest chain, which the real
-    engine's tests continue (last, in file order); the other worker meanwhile takes everything else."""
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") != STAGE4.mark)
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")

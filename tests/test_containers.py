@@ -18,8 +18,7 @@ from harness.prefect_server import POLLING_WORKER
 from harness.project import REPO, rollout_project, run_pipeline, write_profile
 from harness.vllm import fake_vllm
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow,
-              pytest.mark.xdist_group("docker")]  # one engine, its images built once (module fixtures): one worker
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 
 LABEL = "domain-llm.test"
 MODEL = "meta-llama/Llama-3.2-3B-Instruct"

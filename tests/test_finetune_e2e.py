@@ -14,7 +14,6 @@ import pytest
 from core.config import load_config
 from harness import tiny_model as tiny
 from harness.project import REPO, Ran, copy_project, copy_whole, qa_dataset, run_pipeline, write_profile
-from tests.conftest import STAGE4
 from tests.wandb_log import offline_runs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,7 +38,6 @@ def test_an_adapter_that_learned_nothing_is_refused(stage3_project: Path, tiny_m
     assert not (project / "models/lora_weights").exists()
 
 
-@STAGE4
 def test_stage_four_trains_selects_and_reports(trained_project: Ran):
     project, result = trained_project.root, trained_project.result
     assert "starting afresh" in result.stdout  # the checkpoint of another run was not resumed from
@@ -115,7 +113,6 @@ def test_stage_four_trains_selects_and_reports(trained_project: Ran):
     assert json.loads((reports / "eval_finetuned.json").read_text())["predictions"] == tuned["predictions"]
 
 
-@STAGE4
 def test_the_offline_grader_joins_the_report_labelled_as_what_it_is(trained_project: Ran, tmp_path: Path):
     project = copy_whole(trained_project.root, tmp_path)
     write_profile(project, {"evaluation": {"judge": True}}, name="judge.yaml", inherit="config.yaml", root=None)
@@ -130,7 +127,6 @@ def test_the_offline_grader_joins_the_report_labelled_as_what_it_is(trained_proj
     assert f"Correctness graded by {judge['grader']}" in (project / "reports/comparison.md").read_text()
 
 
-@STAGE4
 def test_the_trained_adapter_registers_with_its_card(registered_project: Ran):
     project = registered_project.root
     record = json.loads((project / "reports/registration.json").read_text())
@@ -143,7 +139,6 @@ def test_the_trained_adapter_registers_with_its_card(registered_project: Ran):
     assert "01-prenatal-care" in card  # lineage back to the source documents
 
 
-@STAGE4
 def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_path: Path):
     """Elsewhere, later, from its own rendering of the sample corpus: the same documents, split and baseline."""
     project = trained_project.root
@@ -167,7 +162,6 @@ def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_
     assert mine["metrics"] == pytest.approx(theirs["metrics"], abs=1e-6)
 
 
-@STAGE4
 def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(registered_project: Ran):
     import httpx
 

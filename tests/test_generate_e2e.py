@@ -19,7 +19,7 @@ from tasks.llm.offline import MODEL_NAME
 KEY = "e2e-gemini-key"
 
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("generate_e2e")]  # one project (module fixture) for them all
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

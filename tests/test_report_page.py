@@ -40,9 +40,6 @@ def browse(page: Path, out: Path, *what: str) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-pytestmark = pytest.mark.xdist_group("report_page")  # one page rendered by Chromium (module fixture) for them all
-
-
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("report")

@@ -22,7 +22,7 @@ from harness.loopback import free_port
 from harness.project import Ran, copy_whole, run_pipeline, write_profile
 from harness.vllm_engine import VLLMEngine
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("vllm_engine")]  # one engine (module fixture)
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 V1 = "pregnancy-qa-lora-v1.0"
 PARITY_QUESTIONS = 6  # of the 35 test questions: the CPU build answers with an adapter at ~2 tokens/s here, so a
