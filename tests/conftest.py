@@ -21,6 +21,10 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers' temporary Prefect servers never share one SQLite file
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ['PYTEST_XDIST_WORKER']}-")
+    # each worker's processes (training, evaluation, conversion) compute on its share of the CPUs: two of them at
+    # once with a thread per CPU each would oversubscribe (4b here, docs/testing.md: a second thread in one process
+    # trained ~1.1x as fast, a second process of one thread ~1.8x); vLLM binds threads of its own
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import pytest
 from filelock import FileLock
@@ -36,7 +40,7 @@ STAGE4_SETTINGS = {"finetuning": {"wandb_enabled": True, "wandb_run_name": "nigh
                                   # 18 steps, not the profile's 30: 4b is ~12 s a step here, and 18 already clear
                                   # the registration gate by a wide interval (10 do, in the whole-pipeline test)
                                   "training": {"max_steps": 18, "save_steps": 6}},
-                   "evaluation": {"max_new_tokens": 32}}
+                   "evaluation": {"max_new_tokens": 24}}
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
@@ -134,7 +138,8 @@ def chunked_sample(tmp_path_factory: pytest.TempPathFactory, sample_pdf_dir: Pat
 @pytest.fixture(scope="session")
 def stage3_project(tmp_path_factory: pytest.TempPathFactory, chunked_sample: Path) -> Path:
     """The offline profile through stage 3 (W&B tracking on, offline: the seed's key names), its answers evaluated at
-    32 tokens (the profile's 64 doubles every evaluation and every engine test's wait; what differs is only length),
+    24 tokens, as the whole-pipeline test's (the profile's 64 would more than double every evaluation and every
+    engine test's wait; what differs is only length),
     training for 18 steps. Never changed by a test: stage 4 trains on a copy (trained_project)."""
     def build(root: Path) -> None:
         copy_project(chunked_sample, root, STAGE4_SETTINGS)
