@@ -327,6 +327,8 @@ class Serving(_Section):
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_question_chars: PositiveInt = 2000
     max_lora_rank: PositiveInt = 64
+    max_loras: Annotated[int, Field(ge=2, description="adapters loaded at once (vLLM's --max-loras; a rollout "
+                                    "loads the new version beside the active one)")] = 4
     max_model_len: PositiveInt = 4096
     gpu_memory_utilization: Fraction = 0.9
     warmup_on_start: bool = True
@@ -380,6 +382,10 @@ class PipelineConfig(_Section):
         if not slug(value):
             raise ValueError(f"{value!r} has no letters or digits to name the adapter after")
         return value.strip()
+
+    def model_alias(self) -> str:
+        """The name that always answers with the active version: registration.repo_name, else {domain}-{use_case}."""
+        return self.registration.repo_name or f"{slug(self.domain)}-{slug(self.use_case)}"
 
     def adapter_stem(self) -> str:
         """What every registered version is named after: registration.repo_name, else {domain}-{use_case}-{method}."""

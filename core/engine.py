@@ -45,7 +45,7 @@ def engine_arguments(config: PipelineConfig) -> list[str]:
     return ["--model", model_location(config), "--served-model-name", config.finetuning.base_model,
             "--host", _bind(s.vllm_url), "--port", str(s.vllm_port),
             "--dtype", s.dtype, "--generation-config", "vllm", "--max-model-len", str(s.max_model_len),
-            "--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--max-loras", "2"]
+            "--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--max-loras", str(s.max_loras)]
 
 
 def engine_environment(config: PipelineConfig) -> dict[str, str]:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core import artifacts
 from core.config import Evaluation, Paths, PipelineConfig, Serving
 from core.files import atomic_write_text
+from core.naming import slug
 
 _DEFAULT = {name: field.default for name, field in Serving.model_fields.items()}  # declared once, in core.config
 
@@ -30,6 +31,8 @@ class GatewaySettings(BaseSettings):
 
     backend: Literal["vllm", "local"] = _DEFAULT["backend"]
     domain: str = "general"
+    model_alias: str | None = Field(None, description="the name that answers with the active version and follows "
+                                    "rollouts (/v1): None, the domain's slug")
     base_model: str = Field("base", description="the base model's name (in vLLM, and in every response)")
     base_model_path: str | None = Field(None, description="local backend: the folder it loads the base model from "
                                         "(never shown to clients); None: the name")
@@ -52,6 +55,7 @@ class GatewaySettings(BaseSettings):
     batch_wait_ms: float = Field(5.0, ge=0)
     warmup_on_start: bool = _DEFAULT["warmup_on_start"]
     drain_timeout_s: float = Field(_DEFAULT["drain_timeout_s"], gt=0)
+    max_loras: int = Field(_DEFAULT["max_loras"], ge=2, description="adapters loaded at once, at most")
     logs_dir: Path = Paths.model_fields["logs"].default
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
@@ -81,6 +85,10 @@ class GatewaySettings(BaseSettings):
             raise ValueError("the local backend holds the model in its process: run it with one worker "
                              "(serving.workers: 1)")
         return self
+
+    @property
+    def alias(self) -> str:
+        return self.model_alias or slug(self.domain)
 
     @property
     def admin(self) -> SecretStr | None:
@@ -158,7 +166,7 @@ def settings_from_config(config: PipelineConfig, backend: str | None = None) -> 
     kind = backend or s.backend
     adapter_name, adapter_path = _adapter(config, kind)
     local_name = Path(f.base_model_gguf).name.removesuffix(".gguf") if f.base_model_gguf else f.base_model
-    values = {"backend": kind, "domain": config.domain, "base_model": local_name if kind == "local" else f.base_model,
+    values = {"backend": kind, "domain": config.domain, "model_alias": config.model_alias(), "base_model": local_name if kind == "local" else f.base_model,
               "base_model_path": str(config.path(config.paths.base_model)) if kind == "local" and f.base_model_gguf
               else None,
               "adapter_name": adapter_name, "adapter_path": adapter_path,
@@ -167,7 +175,7 @@ def settings_from_config(config: PipelineConfig, backend: str | None = None) -> 
               "allow_unauthenticated": s.allow_unauthenticated, "request_timeout_s": s.request_timeout_s,
               "max_question_chars": s.max_question_chars, "default_max_tokens": config.evaluation.max_new_tokens,
               "max_tokens_limit": getattr(s.max_tokens_limit, kind), "warmup_on_start": s.warmup_on_start,
-              "drain_timeout_s": s.drain_timeout_s, "logs_dir": config.path(config.paths.logs),
+              "drain_timeout_s": s.drain_timeout_s, "max_loras": s.max_loras, "logs_dir": config.path(config.paths.logs),
               "admin_token_file": config.path(s.admin_token_file) if config.path(s.admin_token_file).is_file() else None}
     overridden = {k.removeprefix("GATEWAY_").lower() for k in os.environ if k.startswith("GATEWAY_")}
     overridden |= {"admin_token_file"} if "ADMIN_TOKEN_FILE" in os.environ else set()

@@ -25,6 +25,14 @@ def system_prompt(domain: str) -> str:
     return SYSTEM_PROMPT.format(domain=domain)
 
 
+Messages = list[dict[str, str]]
+
+
+def conversation(system: str, question: str) -> Messages:
+    """The messages evaluation and serving ask with: the system prompt, then the question."""
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+
 GENERATION_SYSTEM = (
     "You write question-answer pairs for fine-tuning a domain assistant. Every answer must be supported by the "
     "source text alone; never use outside knowledge.\n\n" + ANSWER_STYLE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -16,6 +17,8 @@ class VLLMFaults:
     refuse_load: set[str] = field(default_factory=set)   # adapter names whose load fails like a bad adapter
     healthy: bool = True                                   # False: /health 503 and chat 503 (engine dead)
     empty_answers: set[str] = field(default_factory=set)  # adapters that answer "" (a broken adapter)
+    token_delay_s: float = 0.0                             # streamed: between two words
+    fail_after_words: int | None = None                    # streamed: an error event after that many words
 
 
 def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) -> LoopbackServer:
@@ -29,6 +32,7 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
     app = web.Application()
     adapters: dict[str, str] = {}
     requests: list[dict] = []
+    aborted: list[str] = []
 
     def error(message: str, status: int, kind: str = "BadRequestError") -> web.Response:
         """vLLM 0.32's error body (its OpenAI-compatible server, as measured)."""
@@ -57,11 +61,44 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
         requests.append({"model": model, "system": system, "question": user,
                                 "max_tokens": body.get("max_tokens"), "temperature": body.get("temperature")})
         answer = "" if model in faults.empty_answers else f"[{model}] {user}"
+        if body.get("stream"):
+            return await stream(request, body, model, answer, len((system + user).split()))
         return web.json_response({
             "id": f"chatcmpl-{len(requests)}", "object": "chat.completion", "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": len((system + user).split()), "completion_tokens": len(answer.split()),
                       "total_tokens": len((system + user + answer).split())}})
+
+    async def stream(request: web.Request, body: dict, model: str, answer: str, prompt_tokens: int):
+        """vLLM's server-sent events, a word a chunk; a reader that leaves is counted in ``aborted``."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": f"chatcmpl-{len(requests)}", "object": "chat.completion.chunk", "model": model}
+
+        async def send(payload: dict | str) -> None:
+            text = payload if isinstance(payload, str) else json.dumps(payload)
+            await response.write(f"data: {text}\n\n".encode())
+
+        words = answer.split(" ") if answer else []
+        try:
+            await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+            for n, word in enumerate(words):
+                if faults.fail_after_words is not None and n == faults.fail_after_words:
+                    await send({"error": {"message": "engine died mid-answer", "type": "InternalServerError",
+                                          "param": None, "code": 500}})
+                    return response
+                if faults.token_delay_s:
+                    await asyncio.sleep(faults.token_delay_s)
+                await send({**base, "choices": [{"index": 0, "delta": {"content": (" " if n else "") + word}}]})
+            await send({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await send({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
+                                                             "completion_tokens": len(words)}})
+            await send("[DONE]")
+        except (ConnectionResetError, asyncio.CancelledError):
+            aborted.append(model)
+            raise
+        return response
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text="# TYPE vllm:num_requests_running gauge\n"
@@ -93,5 +130,5 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
     app.router.add_post("/v1/load_lora_adapter", load)
     app.router.add_post("/v1/unload_lora_adapter", unload)
     server = LoopbackServer(app, port)
-    server.adapters, server.requests, server.faults = adapters, requests, faults
+    server.adapters, server.requests, server.faults, server.aborted = adapters, requests, faults, aborted
     return server

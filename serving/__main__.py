@@ -19,7 +19,6 @@ import uvicorn
 from pydantic import ValidationError
 
 from core.gateway import GatewaySettings, ensure_token_file, exposure_error, settings_environment, settings_from_config
-from core.prompts import system_prompt
 from serving.app import create_app
 from serving.backends import Backend, LocalBackend, VLLMBackend
 
@@ -27,7 +26,7 @@ from serving.backends import Backend, LocalBackend, VLLMBackend
 def make_backend(settings: GatewaySettings) -> Backend:
     if settings.backend == "vllm":
         return VLLMBackend(settings.vllm_url, settings.request_timeout_s, settings.backend_connections)
-    return LocalBackend(settings.base_model, system_prompt(settings.domain), settings.request_timeout_s,
+    return LocalBackend(settings.base_model, settings.request_timeout_s,
                         settings.max_batch_size, settings.batch_wait_ms, settings.base_model_path)
 
 

@@ -18,19 +18,21 @@ from dataclasses import dataclass, field
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.asgi import with_full_allow
 from core.gateway import GatewaySettings
 from core.naming import version_label
-from core.prompts import system_prompt
-from serving.backends import Backend, BackendTimeout, BackendUnavailable, UnknownModel
+from core.prompts import conversation, system_prompt
+from serving.backends import Backend, BackendRefused, BackendTimeout, BackendUnavailable, Sampling, UnknownModel
+from serving.errors import is_openai, openai_error
 from serving.logs import Logs, configure_logging
 from serving.metrics import GatewayMetrics
-from serving.routes import admin, public
+from serving.routes import admin, chat, public
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 WARMUP_ATTEMPTS = 5
@@ -47,7 +49,7 @@ class GatewayState:
     warmed: bool = False
     warmup_error: str | None = None
     in_flight: Counter = field(default_factory=Counter)
-    drained: asyncio.Condition = field(default_factory=asyncio.Condition)
+    started: int = field(default_factory=lambda: int(time.time()))
 
     @property
     def log(self) -> structlog.stdlib.BoundLogger:
@@ -56,6 +58,10 @@ class GatewayState:
     @property
     def served_model(self) -> str:
         return self.active or self.settings.base_model
+
+    def resolve(self, model: str) -> str:
+        """The alias answers with the active version (and follows rollouts); any other name is the backend's."""
+        return self.served_model if model == self.settings.alias else model
 
     def publish_model_info(self) -> None:
         self.metrics.set_model(self.backend.kind, self.settings.base_model, self.active or "",
@@ -75,7 +81,7 @@ async def _warm_up(state: GatewayState) -> None:
             await state.backend.load_adapter(s.adapter_name, s.adapter_path)
         for attempt in range(WARMUP_ATTEMPTS if s.warmup_on_start else 0):
             try:  # a first generation can outlast a short request timeout on a busy machine: try again
-                await state.backend.chat(state.served_model, state.system, "Hello", 4, 0.0)
+                await state.backend.chat(state.served_model, conversation(state.system, "Hello"), Sampling(4))
                 break
             except BackendTimeout as error:
                 state.warmup_error = f"{error} (warm-up attempt {attempt + 1} of {WARMUP_ATTEMPTS})"
@@ -129,8 +135,9 @@ class Observe:
             metrics.errors.labels("internal").inc()
             status = 500
             if not responded:  # else the client sees the connection close mid-response
-                await JSONResponse({"detail": "internal error", "request_id": request_id}, status_code=500,
-                                   headers={"X-Request-ID": request_id})(scope, receive, send)
+                body = (openai_error(500, f"internal error (request id {request_id})") if is_openai(scope["path"])
+                        else {"detail": "internal error", "request_id": request_id})
+                await JSONResponse(body, status_code=500, headers={"X-Request-ID": request_id})(scope, receive, send)
         finally:
             metrics.in_flight.dec()
             structlog.contextvars.unbind_contextvars("request_id")
@@ -143,7 +150,8 @@ class Observe:
         self.state.logs.requests.info("request", request_id=request_id, route=route_name, method=scope["method"],
                                       status=status, latency_ms=round(elapsed * 1000, 2),
                                       prompt_tokens=usage.get("prompt_tokens"),
-                                      completion_tokens=usage.get("completion_tokens"), model=usage.get("model"))
+                                      completion_tokens=usage.get("completion_tokens"), model=usage.get("model"),
+                                      **{k: usage[k] for k in ("stream", "user") if k in usage})
 
 
 def create_app(settings: GatewaySettings, backend: Backend) -> FastAPI:
@@ -168,9 +176,11 @@ def create_app(settings: GatewaySettings, backend: Backend) -> FastAPI:
     app.state.gateway = state
     app.add_middleware(Observe, state=state, routes=app.router.routes)
 
-    def error(request: Request, status: int, kind: str, detail: str) -> JSONResponse:
+    def error(request: Request, status: int, kind: str, detail: str, code: str | None = None) -> JSONResponse:
         metrics.errors.labels(kind).inc()
         log.warning("request_failed", kind=kind, detail=detail)
+        if is_openai(request.url.path):
+            return JSONResponse(openai_error(status, detail, code=code), status_code=status)
         return JSONResponse({"detail": detail, "request_id": request.state.request_id}, status_code=status)
 
     @app.exception_handler(TimeoutError)
@@ -181,7 +191,22 @@ def create_app(settings: GatewaySettings, backend: Backend) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.errors.labels("invalid_request").inc()
+        if is_openai(request.url.path):
+            param, message = chat.describe(exc.errors(), backend.kind)
+            return JSONResponse(openai_error(400, message, param), status_code=400)
         return await request_validation_exception_handler(request, exc)
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: HTTPException) -> JSONResponse:
+        if is_openai(request.url.path):
+            code = "invalid_api_key" if exc.status_code == 401 else None
+            return JSONResponse(openai_error(exc.status_code, str(exc.detail), code=code), status_code=exc.status_code,
+                                headers=exc.headers)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(BackendRefused)
+    async def backend_refused(request: Request, exc: BackendRefused) -> JSONResponse:
+        return error(request, 400, "backend_refused", str(exc))
 
     @app.exception_handler(BackendUnavailable)
     async def unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
@@ -193,9 +218,11 @@ def create_app(settings: GatewaySettings, backend: Backend) -> FastAPI:
 
     @app.exception_handler(UnknownModel)
     async def unknown(request: Request, exc: UnknownModel) -> JSONResponse:
-        return error(request, 404, "unknown_model", str(exc))
+        return error(request, 404, "unknown_model", f"{exc}: GET /v1/models lists the models this gateway serves",
+                     "model_not_found")
 
     app.include_router(public.router)
+    app.include_router(chat.router)
     app.include_router(admin.router)
 
     def openapi() -> dict:
@@ -213,4 +240,9 @@ def _document_limits(schema: dict, settings: GatewaySettings) -> None:
     ask = components["AskRequest"]["properties"]
     ask["question"]["maxLength"] = settings.max_question_chars
     ask["max_tokens"]["anyOf"][0]["maximum"] = settings.max_tokens_limit
+    chat_request = components["ChatRequest"]["properties"]
+    for name in ("max_tokens", "max_completion_tokens"):
+        chat_request[name]["anyOf"][0]["maximum"] = settings.max_tokens_limit
+    components["Message"]["properties"]["content"]["anyOf"][0]["maxLength"] = settings.max_question_chars
+    components["TextPart"]["properties"]["text"]["maxLength"] = settings.max_question_chars
     components["LoadAdapter"]["properties"]["source"]["pattern"] = admin.source_pattern(settings.backend)

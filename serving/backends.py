@@ -1,19 +1,25 @@
 """Where answers come from: vLLM over its OpenAI-compatible API, or the model in this process.
 
-Both take the same (system, question) and leave prompt building to the model's own chat
-template, exactly as evaluation (4d) did, so a served adapter answers as it was measured.
+Both take chat messages and leave prompt building to the model's own chat template, exactly as
+evaluation (4d) did, so a served adapter answers as it was measured; both answer whole
+(``chat``) or piece by piece as the engine writes (``stream``), and stop generating when a
+stream's reader goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
+
+from core.prompts import Messages
 
 
 class BackendUnavailable(Exception):
@@ -28,8 +34,23 @@ class UnknownModel(Exception):
     """The requested adapter is not loaded (404)."""
 
 
+class BackendRefused(Exception):
+    """The backend refused the request itself, e.g. a prompt longer than the model's context (400)."""
+
+
 class AdapterLoadFailed(Exception):
     """The backend refused to load an adapter (rollout reports it and keeps the previous one)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float = 0.0  # 0: greedy, as evaluated
+    top_p: float | None = None
+
+    def openai(self) -> dict:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                **({"top_p": self.top_p} if self.top_p is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -38,6 +59,21 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     backend_s: float
+    finish_reason: str = "stop"
+
+
+class Stream(Protocol):
+    """An answer's pieces as the engine writes them; ``close()`` (synchronous: it must work in a cancelled task)
+    tells the engine to stop, ``stopped()`` returns once it has. Then the token counts say what it generated,
+    and ``finish_reason`` how it ended."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+    def close(self) -> None: ...
+    async def stopped(self) -> None: ...
 
 
 class Backend(Protocol):
@@ -47,7 +83,9 @@ class Backend(Protocol):
     async def close(self) -> None: ...
     async def ready(self) -> bool: ...
     async def models(self) -> list[str]: ...
-    async def chat(self, model: str, system: str, question: str, max_tokens: int, temperature: float) -> Completion: ...
+    async def chat(self, model: str, messages: Messages, sampling: Sampling) -> Completion: ...
+    async def stream(self, model: str, messages: Messages, sampling: Sampling) -> Stream:
+        """Opened: an unknown model or an unreachable backend is raised here, before any piece."""
     async def load_adapter(self, name: str, path: str) -> None: ...
     async def unload_adapter(self, name: str) -> None: ...
 
@@ -117,19 +155,34 @@ class VLLMBackend:
             raise BackendUnavailable(f"vLLM /v1/models answered {status}")
         return [m["id"] for m in json.loads(body)["data"]]
 
-    async def chat(self, model: str, system: str, question: str, max_tokens: int, temperature: float) -> Completion:
+    async def chat(self, model: str, messages: Messages, sampling: Sampling) -> Completion:
         started = time.perf_counter()
-        status, raw = await self._request("POST", "/v1/chat/completions", {
-            "model": model, "max_tokens": max_tokens, "temperature": temperature,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}, control=False)
-        if status == 404:
-            raise UnknownModel(f"model '{model}' is not loaded in vLLM")
-        if status != 200:
-            raise BackendUnavailable(f"vLLM answered {status}: {raw[:200].decode(errors='replace')}")
+        status, raw = await self._request("POST", "/v1/chat/completions",
+                                          {"model": model, "messages": messages, **sampling.openai()}, control=False)
+        _raise_for(status, raw, model)
         body = json.loads(raw)
         usage = body.get("usage") or {}
-        return Completion(body["choices"][0]["message"]["content"].strip(), usage.get("prompt_tokens", 0),
-                          usage.get("completion_tokens", 0), time.perf_counter() - started)
+        choice = body["choices"][0]
+        return Completion(choice["message"]["content"].strip(), usage.get("prompt_tokens", 0),
+                          usage.get("completion_tokens", 0), time.perf_counter() - started,
+                          choice.get("finish_reason") or "stop")
+
+    async def stream(self, model: str, messages: Messages, sampling: Sampling) -> _VLLMStream:
+        """vLLM's own stream; a timeout here is no token for ``timeout_s``, however long the whole answer takes."""
+        body = {"model": model, "messages": messages, **sampling.openai(), "stream": True,
+                "stream_options": {"include_usage": True}}
+        timeout = aiohttp.ClientTimeout(total=None, connect=min(5.0, self.timeout_s), sock_read=self.timeout_s)
+        try:
+            response = await self._session(False).post(self.url + "/v1/chat/completions", json=body, timeout=timeout)
+        except TimeoutError as error:
+            raise BackendTimeout(f"vLLM did not start answering within {self.timeout_s:g} s") from error
+        except aiohttp.ClientError as error:
+            raise BackendUnavailable(f"vLLM is unreachable ({type(error).__name__})") from error
+        if response.status != 200:
+            raw = await response.read()
+            response.release()
+            _raise_for(response.status, raw, model)
+        return _VLLMStream(response, self.timeout_s)
 
     async def _lora(self, action: str, body: dict) -> None:
         status, raw = await self._request("POST", f"/v1/{action}_lora_adapter", body, timeout_s=self.timeout_s)
@@ -141,6 +194,57 @@ class VLLMBackend:
 
     async def unload_adapter(self, name: str) -> None:
         await self._lora("unload", {"lora_name": name})
+
+
+class _VLLMStream:
+    """vLLM's server-sent events, read line by line. Closing the connection is how vLLM learns the reader is gone:
+    it aborts the request in the engine."""
+
+    def __init__(self, response: aiohttp.ClientResponse, timeout_s: float) -> None:
+        self.response, self.timeout_s = response, timeout_s
+        self.prompt_tokens = self.completion_tokens = 0
+        self.finish_reason = "stop"
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        try:
+            async for line in self.response.content:
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise BackendUnavailable(f"vLLM failed mid-answer: {_vllm_error(data)}")
+                if usage := chunk.get("usage"):
+                    self.prompt_tokens, self.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
+                for choice in chunk.get("choices") or ():
+                    if text := (choice.get("delta") or {}).get("content"):
+                        yield text
+                    self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        except TimeoutError as error:
+            raise BackendTimeout(f"vLLM wrote no token for {self.timeout_s:g} s") from error
+        except aiohttp.ClientError as error:
+            raise BackendUnavailable(f"vLLM's stream broke off ({type(error).__name__})") from error
+        finally:
+            self.response.release()
+
+    def close(self) -> None:
+        self.response.close()
+
+    async def stopped(self) -> None:
+        """vLLM aborts the request when the connection closes; its own metrics count what it generated."""
+
+
+def _raise_for(status: int, raw: bytes, model: str) -> None:
+    """vLLM's refusals as the gateway's errors: an unknown model (404), a request it cannot serve (400)."""
+    if status == 200:
+        return
+    if status == 404:
+        raise UnknownModel(f"model '{model}' is not loaded in vLLM")
+    if status == 400:
+        raise BackendRefused(f"vLLM refused the request: {_vllm_error(raw)}")
+    raise BackendUnavailable(f"vLLM answered {status}: {raw[:200].decode(errors='replace')}")
 
 
 def _vllm_error(raw: bytes) -> str:
@@ -167,9 +271,8 @@ def _peft_name(name: str) -> str:
 @dataclass
 class _Pending:
     model: str
-    question: str
-    max_tokens: int
-    temperature: float
+    messages: Messages
+    sampling: Sampling
     deadline: float  # time.monotonic() when its caller is answered 504
     future: asyncio.Future = field(repr=False)
 
@@ -183,15 +286,17 @@ class LocalBackend:
     A batch stops generating when the last of its callers is answered 504 (its deadline, not
     a full timeout after the batch started, which a request queued behind another batch would
     outlive), and requests whose callers are gone are dropped before they are generated, so a
-    burst of long requests cannot hold the model for longer than one timeout.
+    burst of long requests cannot hold the model for longer than one timeout. A stream is
+    generated alone (one sequence: greedy, it answers as a batch of one does) and stops at the
+    next token once its reader goes away.
     """
 
     kind = "local"
 
-    def __init__(self, base_model: str, system: str, timeout_s: float, max_batch_size: int = 8,
+    def __init__(self, base_model: str, timeout_s: float, max_batch_size: int = 8,
                  batch_wait_ms: float = 5.0, base_model_path: str | None = None) -> None:
         self.base_model, self.base_model_path = base_model, base_model_path or base_model
-        self.system, self.timeout_s = system, timeout_s
+        self.timeout_s = timeout_s
         self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_ms / 1000
         self.model = self.tokenizer = None
         self.adapters: set[str] = set()
@@ -219,22 +324,28 @@ class LocalBackend:
     async def models(self) -> list[str]:
         return [self.base_model, *sorted(self.adapters)]
 
-    async def chat(self, model: str, system: str, question: str, max_tokens: int, temperature: float) -> Completion:
+    async def _check(self, model: str) -> None:
         if not await self.ready():
             raise BackendUnavailable("the local model is not loaded yet")
         if model != self.base_model and model not in self.adapters:
             raise UnknownModel(f"adapter '{model}' is not loaded")
-        if system != self.system:
-            raise ValueError("the local backend serves one system prompt")
+
+    async def chat(self, model: str, messages: Messages, sampling: Sampling) -> Completion:
+        await self._check(model)
         started = time.perf_counter()
-        pending = _Pending(model, question, max_tokens, temperature, time.monotonic() + self.timeout_s,
+        pending = _Pending(model, messages, sampling, time.monotonic() + self.timeout_s,
                            asyncio.get_running_loop().create_future())
         await self._queue.put(pending)
         try:
-            text, n_in, n_out = await asyncio.wait_for(pending.future, self.timeout_s)
+            generation = await asyncio.wait_for(pending.future, self.timeout_s)
         except TimeoutError:
             raise BackendTimeout(f"the local model did not answer within {self.timeout_s:g} s") from None
-        return Completion(text, n_in, n_out, time.perf_counter() - started)
+        return Completion(generation.text, generation.prompt_tokens, generation.completion_tokens,
+                          time.perf_counter() - started, _finish(generation.completion_tokens, sampling))
+
+    async def stream(self, model: str, messages: Messages, sampling: Sampling) -> _LocalStream:
+        await self._check(model)
+        return _LocalStream(self, model, messages, sampling)
 
     async def _serve_batches(self) -> None:
         while True:
@@ -248,15 +359,15 @@ class LocalBackend:
             groups: dict[tuple, list[_Pending]] = {}
             for item in batch:
                 if not item.future.done():  # its caller timed out or went away while it waited
-                    groups.setdefault((item.model, item.max_tokens, item.temperature), []).append(item)
-            for (model, max_tokens, temperature), items in groups.items():
+                    groups.setdefault((item.model, item.sampling), []).append(item)
+            for (model, sampling), items in groups.items():
                 try:
                     async with self._model_lock:
                         left_s = max(i.deadline for i in items) - time.monotonic()
                         if left_s <= 0:  # every caller was answered 504 while the model was busy
                             continue
-                        results = await asyncio.to_thread(self._generate, model, [i.question for i in items],
-                                                          max_tokens, temperature, left_s)
+                        results = await asyncio.to_thread(self._generate, model, [i.messages for i in items],
+                                                          sampling, left_s)
                 except Exception as error:
                     for item in items:
                         if not item.future.done():
@@ -264,21 +375,30 @@ class LocalBackend:
                     continue
                 for item, result in zip(items, results, strict=True):
                     if not item.future.done():
-                        item.future.set_result((result.text, result.prompt_tokens, result.completion_tokens))
+                        item.future.set_result(result)
 
-    def _generate(self, model: str, questions: list[str], max_tokens: int, temperature: float, max_time_s: float):
+    def _use(self, model: str):
+        """The adapter ``model`` names made the active one; for the base model, a context with adapters disabled."""
         from contextlib import nullcontext
 
+        if model == self.base_model:
+            return self.model.disable_adapter() if self.adapters else nullcontext()
+        self.model.set_adapter(_peft_name(model))
+        return nullcontext()
+
+    def _generate(self, model: str, conversations: list[Messages], sampling: Sampling, max_time_s: float):
         from core.inference import generate_batch
 
-        if model == self.base_model:
-            context = self.model.disable_adapter() if self.adapters else nullcontext()
-        else:
-            self.model.set_adapter(_peft_name(model))
-            context = nullcontext()
-        with context:
-            return generate_batch(self.model, self.tokenizer, questions, self.system, max_tokens, temperature,
-                                  max_time_s=max_time_s)
+        with self._use(model):
+            return generate_batch(self.model, self.tokenizer, conversations, sampling.max_tokens, sampling.temperature,
+                                  max_time_s=max_time_s, top_p=sampling.top_p)
+
+    def _generate_streamed(self, model: str, messages: Messages, sampling: Sampling, emit, cancelled: threading.Event):
+        from core.inference import generate_streamed
+
+        with self._use(model):
+            return generate_streamed(self.model, self.tokenizer, messages, sampling.max_tokens, emit, cancelled,
+                                     sampling.temperature, sampling.top_p, max_time_s=self.timeout_s)
 
     async def load_adapter(self, name: str, path: str) -> None:
         if not (Path(path) / "adapter_config.json").is_file():
@@ -305,3 +425,61 @@ class LocalBackend:
         async with self._model_lock:
             await asyncio.to_thread(self.model.delete_adapter, _peft_name(name))
         self.adapters.discard(name)
+
+
+def _finish(completion_tokens: int, sampling: Sampling) -> str:
+    return "length" if completion_tokens >= sampling.max_tokens else "stop"
+
+
+class _LocalStream:
+    """Generation in a worker thread (under the model's lock, as batches are), its pieces handed to this loop."""
+
+    def __init__(self, backend: LocalBackend, model: str, messages: Messages, sampling: Sampling) -> None:
+        self.backend, self.model, self.messages, self.sampling = backend, model, messages, sampling
+        self.cancelled = threading.Event()
+        self.prompt_tokens = self.completion_tokens = 0
+        self.finish_reason = "stop"
+        self._task: asyncio.Task | None = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        loop, pieces, end = asyncio.get_running_loop(), asyncio.Queue(), object()
+
+        def emit(text: str) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+        async def generate():
+            async with self.backend._model_lock:
+                if self.cancelled.is_set():  # its reader left while it waited for the model
+                    return None
+                return await asyncio.to_thread(self.backend._generate_streamed, self.model, self.messages,
+                                               self.sampling, emit, self.cancelled)
+
+        self._task = asyncio.create_task(generate())
+        self._task.add_done_callback(lambda _: pieces.put_nowait(end))  # after every piece the thread handed over
+        try:
+            while (piece := await pieces.get()) is not end:
+                yield piece
+            self._count()
+        finally:
+            self.cancelled.set()
+
+    def _count(self) -> None:
+        try:
+            generation = self._task.result()
+        except Exception as error:
+            raise BackendUnavailable(f"local generation failed: {error}") from error
+        if generation is not None:
+            self.prompt_tokens, self.completion_tokens = generation.prompt_tokens, generation.completion_tokens
+            self.finish_reason = _finish(generation.completion_tokens, self.sampling)
+
+    def close(self) -> None:
+        self.cancelled.set()
+
+    async def stopped(self) -> None:
+        """Once the generation has stopped (at the next token after ``close``): the tokens it did generate."""
+        if self._task is not None:
+            await asyncio.wait([self._task])
+            try:
+                self._count()
+            except BackendUnavailable:
+                pass  # already said to its reader, or no one is reading

@@ -22,6 +22,8 @@ class GatewayMetrics:
                                 ["route", "method", "status"], registry=r)
         self.latency = Histogram("gateway_request_latency_seconds", "Gateway latency by route", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.first_token = Histogram("gateway_time_to_first_token_seconds", "Streamed answers: request to first token",
+                                     ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.backend_latency = Histogram("gateway_backend_latency_seconds", "Backend generation latency", ["backend"],
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("gateway_in_flight_requests", "Requests being served now", registry=r,

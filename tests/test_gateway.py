@@ -73,7 +73,8 @@ def test_ask_health_ready_models_docs_and_prompt_parity(vllm, tmp_path):
     ({"question": "Why?", "max_tokens": True}, 422, "must be a number"),
     ({"question": "Why?", "max_tokens": "64"}, 422, "must be a number"),
     ({"question": "Why?", "max_tokens": 1025}, 422, "over this gateway's limit of 1024 (vllm backend)"),
-    ({"question": "Why?", "stream": True}, 422, "Extra inputs are not permitted"),
+    ({"question": "Why?", "stream": 1}, 422, "stream"),                   # not a silent true
+    ({"question": "Why?", "n": 2}, 422, "Extra inputs are not permitted"),
     ({"question": ["Why?"]}, 422, "question"),
 ])
 def test_bad_requests_get_4xx_with_a_reason(vllm, tmp_path, payload, status, reason):

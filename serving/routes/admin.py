@@ -24,6 +24,7 @@ from serving.errors import documented, invalid
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin_token)],
                    responses=documented(401, 403, 503, 504))
 SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # never "." or "..": no way out of the registry
+DRAIN_POLL_S = 0.05
 
 
 def source_pattern(backend: str) -> str:
@@ -73,8 +74,13 @@ async def adapters(request: Request) -> dict:
 async def load(body: LoadAdapter, request: Request) -> dict:
     state = request.app.state.gateway
     location = adapter_location(body.source, state.settings)
-    if body.name in await state.backend.models():
+    loaded = await state.backend.models()
+    if body.name in loaded:
         raise HTTPException(409, f"'{body.name}' is already loaded: unload it first, or load under another name")
+    if (adapters := [n for n in loaded if n != state.settings.base_model]) and len(adapters) >= state.settings.max_loras:
+        raise HTTPException(409, f"{len(adapters)} adapters are loaded, this gateway's limit (serving.max_loras: "
+                                 f"{state.settings.max_loras}): unload one that is not active first (DELETE "
+                                 "/admin/adapters/NAME), or raise serving.max_loras and restart vLLM and the gateway")
     try:
         await state.backend.load_adapter(body.name, location)
     except AdapterLoadFailed as error:
@@ -104,9 +110,9 @@ async def unload(name: str, request: Request) -> dict:
     if name == state.active:
         raise HTTPException(409, f"'{name}' is the active adapter: switch to another before unloading it")
     try:
-        async with state.drained:
-            await asyncio.wait_for(state.drained.wait_for(lambda: state.in_flight[name] == 0),
-                                   state.settings.drain_timeout_s)
+        async with asyncio.timeout(state.settings.drain_timeout_s):
+            while state.in_flight[name]:  # answers and streams still using it
+                await asyncio.sleep(DRAIN_POLL_S)
     except TimeoutError:
         raise HTTPException(409, f"'{name}' still has requests in flight after {state.settings.drain_timeout_s:g} s") from None
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
 
@@ -12,14 +11,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from core.naming import version_label
+from core.prompts import conversation
+from serving.answering import answer, answer_streamed
 from serving.auth import require_token
-from serving.backends import BackendTimeout, BackendUnavailable
+from serving.backends import BackendTimeout, BackendUnavailable, Sampling
 from serving.errors import documented, invalid
 
 router = APIRouter()
 
 
-def _json_number(value: object) -> object:
+def json_number(value: object) -> object:
     """64 and 64.0 are the same JSON integer; true and "64" are not numbers."""
     if isinstance(value, bool | str):
         raise ValueError("must be a number")
@@ -32,10 +33,12 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     question: str = Field(min_length=1, description="the user's question")
-    max_tokens: Annotated[int, Field(gt=0, strict=False), BeforeValidator(_json_number)] | None = Field(
+    max_tokens: Annotated[int, Field(gt=0, strict=False), BeforeValidator(json_number)] | None = Field(
         None, description="answer length cap (default from settings; at most the gateway's max_tokens_limit)")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy, as at evaluation time")
     adapter: str | None = Field(None, description="a loaded adapter other than the active one (smoke tests, A/B)")
+    stream: bool = Field(False, description="the answer as server-sent events in OpenAI's chunk format, as the "
+                                            "engine writes it, ending in data: [DONE]")
 
 
 class Usage(BaseModel):
@@ -115,7 +118,9 @@ async def metrics(request: Request) -> Response:
 
 
 @router.post("/ask", response_model=AskResponse, dependencies=[Depends(require_token)],
-             responses=documented(400, 401, 404, 500, 503, 504),
+             responses={**documented(400, 401, 404, 500, 503, 504),
+                        200: {"content": {"text/event-stream": {}}, "description": "The answer (with stream: true, "
+                              "as server-sent events)"}},
              summary="Answer a question in the domain, in the trained ANSWER STYLE")
 async def ask(body: AskRequest, request: Request) -> JSONResponse:
     state = request.app.state.gateway
@@ -127,21 +132,12 @@ async def ask(body: AskRequest, request: Request) -> JSONResponse:
         raise invalid("max_tokens", body.max_tokens, f"max_tokens {body.max_tokens} is over this gateway's limit of "
                                                      f"{s.max_tokens_limit} ({state.backend.kind} backend)")
     model = body.adapter or state.served_model
+    messages = conversation(state.system, body.question.strip())
+    sampling = Sampling(body.max_tokens or s.default_max_tokens, body.temperature)
+    if body.stream:
+        return await answer_streamed(request, model, messages, sampling, include_usage=True)
     started = time.perf_counter()
-    state.in_flight[model] += 1
-    try:
-        async with asyncio.timeout(s.request_timeout_s):  # end to end: queueing for the model included
-            completion = await state.backend.chat(model, state.system, body.question.strip(),
-                                                  body.max_tokens or s.default_max_tokens, body.temperature)
-    finally:
-        state.in_flight[model] -= 1
-        async with state.drained:
-            state.drained.notify_all()
-    state.metrics.backend_latency.labels(state.backend.kind).observe(completion.backend_s)
-    state.metrics.tokens.labels("in").inc(completion.prompt_tokens)
-    state.metrics.tokens.labels("out").inc(completion.completion_tokens)
-    request.state.usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                           "model": model}
+    completion = await answer(request, model, messages, sampling)
     adapter = model if model != s.base_model else None
     # built here, not through response_model: the schema documents it, a second validation would only cost time
     return JSONResponse({"answer": completion.text, "model": s.base_model, "adapter": adapter,
