@@ -130,6 +130,10 @@ class Observe:
         metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if not responded:
+                status = 499  # nginx's "client closed request": cancelled before any answer
+            raise
         except Exception as error:
             self.state.log.exception("unhandled_error", path=scope["path"], error_type=type(error).__name__)
             metrics.errors.labels("internal").inc()
@@ -138,10 +142,13 @@ class Observe:
                 body = (openai_error(500, f"internal error (request id {request_id})") if is_openai(scope["path"])
                         else {"detail": "internal error", "request_id": request_id})
                 await JSONResponse(body, status_code=500, headers={"X-Request-ID": request_id})(scope, receive, send)
-        finally:
+        finally:  # also when the request is cancelled (its server stopping, a test client closing a stream)
             metrics.in_flight.dec()
             structlog.contextvars.unbind_contextvars("request_id")
-        elapsed = time.perf_counter() - started
+            self._record(scope, status, time.perf_counter() - started, request_id)
+
+    def _record(self, scope: Scope, status: int, elapsed: float, request_id: str) -> None:
+        metrics = self.state.metrics
         route = scope.get("route")
         route_name = route.path if route is not None else "unmatched"
         metrics.requests.labels(route_name, scope["method"], str(status)).inc()
