@@ -166,7 +166,8 @@ def settings_from_config(config: PipelineConfig, backend: str | None = None) -> 
     kind = backend or s.backend
     adapter_name, adapter_path = _adapter(config, kind)
     local_name = Path(f.base_model_gguf).name.removesuffix(".gguf") if f.base_model_gguf else f.base_model
-    values = {"backend": kind, "domain": config.domain, "model_alias": config.model_alias(), "base_model": local_name if kind == "local" else f.base_model,
+    values = {"backend": kind, "domain": config.domain, "model_alias": config.model_alias(),
+              "base_model": local_name if kind == "local" else f.base_model,
               "base_model_path": str(config.path(config.paths.base_model)) if kind == "local" and f.base_model_gguf
               else None,
               "adapter_name": adapter_name, "adapter_path": adapter_path,

@@ -42,7 +42,7 @@ from tasks.dataset.generate import (
     group_chunks,
     judge_one,
 )
-from tasks.llm.calls import CallPolicy, RateLimitedCaller
+from tasks.llm.calls import CallPolicy, RateLimitedCaller, remedy
 from tasks.llm.providers import make_provider
 
 
@@ -66,7 +66,7 @@ async def generate_groups(groups: list[Group], caller: RateLimitedCaller, config
     if failed := [r for r in results if r.status == "failed"]:
         raise StageIncomplete(
             f"{len(failed)} of {len(groups)} groups failed on transient provider errors (last: {failed[-1].error}); "
-            f"{len(groups) - len(failed)} finished groups are cached: rerun to retry only the failed ones")
+            f"{len(groups) - len(failed)} finished: {remedy(caller.last_failure, g, caller.slots.lowest)}")
     return results
 
 

@@ -39,12 +39,14 @@ class LLMFaults:
 
 
 def fake_llm(kind: str, api_key: str | None = None, faults: LLMFaults | None = None,
-             latency_s: float = 0.0) -> LoopbackServer:
-    """A loopback LLM speaking Gemini's generateContent or OpenAI's chat completions protocol.
+             latency_s: float = 0.0, token_delay_s: float = 0.0, capacity: int | None = None) -> LoopbackServer:
+    """A loopback LLM speaking Gemini's generateContent or OpenAI's chat completions protocol (whole, or streamed
+    as server-sent events when asked: a word every ``token_delay_s``).
 
     Normal answers come from the project's deterministic extractive generator, so they are
     valid and grounded; every request's prompt is recorded (``server.prompts``) so tests can
-    count calls per group.
+    count calls per group. ``capacity``: requests served at once, as a saturated engine does; the rest
+    wait for a turn before their first byte (``server.most_at_once`` records the most that came at once).
     """
     import json as _json
 
@@ -55,6 +57,9 @@ def fake_llm(kind: str, api_key: str | None = None, faults: LLMFaults | None = N
     server = LoopbackServer(app)
     server.prompts = []  # type: ignore[attr-defined]
     server.bodies = []  # type: ignore[attr-defined]
+    server.most_at_once = 0  # type: ignore[attr-defined]
+    turns = asyncio.Semaphore(capacity) if capacity else None
+    arrived = 0
 
     def error(status: int, message: str, headers: dict | None = None) -> web.Response:
         if kind == "gemini":
@@ -97,7 +102,19 @@ def fake_llm(kind: str, api_key: str | None = None, faults: LLMFaults | None = N
             "modelVersion": request.match_info["model"],
         })
 
-    async def openai(request: web.Request) -> web.Response:
+    async def openai(request: web.Request) -> web.StreamResponse:
+        nonlocal arrived
+        arrived += 1
+        server.most_at_once = max(server.most_at_once, arrived)
+        try:
+            if turns is None:
+                return await openai_answer(request)
+            async with turns:
+                return await openai_answer(request)
+        finally:
+            arrived -= 1
+
+    async def openai_answer(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         server.bodies.append(body)
         prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
@@ -108,6 +125,8 @@ def fake_llm(kind: str, api_key: str | None = None, faults: LLMFaults | None = N
         text, failure = await answer(prompt, authorised)
         if failure is not None:
             return failure
+        if body.get("stream"):
+            return await openai_stream(request, body, prompt, text)
         return web.json_response({
             "id": f"chatcmpl-{len(server.prompts)}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"],
@@ -115,6 +134,27 @@ def fake_llm(kind: str, api_key: str | None = None, faults: LLMFaults | None = N
             "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
                       "total_tokens": len(prompt.split()) + len(text.split())},
         })
+
+    async def openai_stream(request: web.Request, body: dict, prompt: str, text: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": f"chatcmpl-{len(server.prompts)}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body["model"]}
+        words = text.split(" ")
+        for n, word in enumerate(words):
+            if token_delay_s:
+                await asyncio.sleep(token_delay_s)
+            piece = {**base, "choices": [{"index": 0, "delta": {"content": (" " if n else "") + word}}]}
+            await response.write(f"data: {_json.dumps(piece)}\n\n".encode())
+        last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await response.write(f"data: {_json.dumps(last)}\n\n".encode())
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {**base, "choices": [], "usage": {"prompt_tokens": len(prompt.split()),
+                                                      "completion_tokens": len(words),
+                                                      "total_tokens": len(prompt.split()) + len(words)}}
+            await response.write(f"data: {_json.dumps(usage)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        return response
 
     app.router.add_post(r"/{version:v1(?:beta)?}/models/{model:[^/:]+}:generateContent", gemini)
     app.router.add_post("/v1/chat/completions", openai)

@@ -9,6 +9,7 @@ stream's reader goes away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -479,7 +480,5 @@ class _LocalStream:
         """Once the generation has stopped (at the next token after ``close``): the tokens it did generate."""
         if self._task is not None:
             await asyncio.wait([self._task])
-            try:
+            with contextlib.suppress(BackendUnavailable):  # already said to its reader, or no one is reading
                 self._count()
-            except BackendUnavailable:
-                pass  # already said to its reader, or no one is reading

@@ -10,6 +10,7 @@ generation at once, not at its next token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -58,10 +59,8 @@ class EventStream(StreamingResponse):
             async with anyio.create_task_group() as group:
 
                 async def respond() -> None:
-                    try:
+                    with contextlib.suppress(OSError):  # the client is gone
                         await self.stream_response(send)
-                    except OSError:  # the client is gone
-                        pass
                     group.cancel_scope.cancel()
 
                 group.start_soon(respond)

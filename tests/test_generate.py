@@ -404,3 +404,54 @@ def test_held_out_pairs_copying_training_text_are_flagged_or_dropped(tmp_path, d
         assert test_ids == ["t-ok"] and [(r["id"], r["reason"]) for r in excluded] == [("t-copy", "contamination")]
     else:
         assert test_ids == ["t-copy", "t-ok"] and excluded == []
+
+
+def test_a_slow_server_that_keeps_writing_is_never_timed_out(tmp_path):
+    """Streamed: the timeout is the longest silence, not the whole reply (here ~6 s for a 1 s timeout)."""
+    groups = group_chunks(chunks(1), max_tokens=600)
+    with fake_llm("openai", token_delay_s=0.05) as server:
+        [result], _ = run(OpenAICompatibleProvider(server.url + "/v1", "local", timeout_s=1), groups, tmp_path)
+    assert result.status == "ok" and result.pairs and result.output_tokens > 20
+    assert server.bodies[0]["stream"] is True and server.bodies[0]["stream_options"] == {"include_usage": True}
+    assert server.hits[-1].at - server.hits[0].at < 1  # one request, answered over several seconds
+
+
+def test_a_saturated_server_gets_fewer_requests_at_once_and_every_group_finishes(tmp_path):
+    """A server that answers two at a time: the rest wait past the timeout; the caller halves its requests in
+    flight instead of failing them all again, and every group ends ok."""
+    groups = group_chunks(chunks(12), max_tokens=100)
+    policy = replace(FAST, max_concurrent=8, max_retries=3, backoff_base_s=0.05, backoff_max_s=0.2)
+    with fake_llm("openai", latency_s=0.6, capacity=2) as server:
+        results, caller = run(OpenAICompatibleProvider(server.url + "/v1", "local", timeout_s=1), groups, tmp_path,
+                              policy)
+    assert [r.status for r in results] == ["ok"] * len(groups)
+    assert caller.slots.lowest <= 2 < policy.max_concurrent  # it backed off to what the server serves at once
+
+
+@pytest.mark.parametrize(("server", "says"), [
+    ("slow", "wrote no token for dataset_generator.request_timeout_s (1 s) even with 1 request(s) in flight: "
+             "raise request_timeout_s"),
+    ("down", "nothing answers at dataset_generator.base_url"),
+    ("rate_limited", "lower dataset_generator.requests_per_minute"),
+    ("broken", "rerun to retry only the failed ones"),
+])
+def test_a_failure_that_will_recur_names_the_setting_to_change_not_a_rerun(tmp_path, server, says):
+    from flows.generate import StageIncomplete, generate_groups
+    from harness.loopback import free_port
+    from harness.project import write_profile
+    from core.config import load_config
+
+    faults = {"slow": LLMFaults(["timeout"] * 20), "rate_limited": LLMFaults(["429"] * 20),
+              "broken": LLMFaults(["500"] * 20), "down": LLMFaults()}[server]
+    with fake_llm("openai", faults=faults) as llm:
+        url = f"http://127.0.0.1:{free_port()}/v1" if server == "down" else llm.url + "/v1"
+        write_profile(tmp_path, {"dataset_generator": {"provider": "openai", "base_url": url, "model": "local",
+                                                       "request_timeout_s": 1, "max_retries": 1,
+                                                       "backoff_base_s": 0.01, "backoff_max_s": 0.05}})
+        config = load_config(tmp_path / "config.yaml")
+        g = config.dataset_generator
+        caller = RateLimitedCaller(OpenAICompatibleProvider(g.base_url, g.model, timeout_s=g.request_timeout_s),
+                                   CallPolicy.of(g))
+        with pytest.raises(StageIncomplete) as failed:
+            asyncio.run(generate_groups.fn(group_chunks(chunks(2), max_tokens=600), caller, config))
+    assert "2 of 2 groups failed" in str(failed.value) and says in str(failed.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -50,8 +51,44 @@ class CallPolicy:
                    shared_rate_limit=None if offline else shared_rate_limit)
 
 
+class AdaptiveSlots:
+    """At most ``limit`` calls in flight, between 1 and ``ceiling`` (max_concurrent_requests): halved each time the
+    server shows it is saturated (no token within the timeout, 429, 503), raised by one after ``limit`` calls in a
+    row succeed: additive increase, multiplicative decrease, as TCP finds a link's capacity. A local server slower
+    than the settings assume then gets fewer requests at once instead of timing them all out."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = self.limit = ceiling
+        self.lowest = ceiling
+        self._in_flight = self._successes = 0
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def slot(self):
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._in_flight < self.limit)
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._in_flight -= 1
+                self._changed.notify_all()
+
+    def saturated(self) -> None:
+        self.limit = max(1, self.limit // 2)
+        self.lowest = min(self.lowest, self.limit)
+        self._successes = 0
+
+    def succeeded(self) -> None:
+        self._successes += 1
+        if self._successes >= self.limit and self.limit < self.ceiling:
+            self.limit, self._successes = self.limit + 1, 0
+
+
 class RateLimitedCaller:
-    """Bounded concurrency, requests/min and tokens/min limits, retries with backoff on transient errors only.
+    """Bounded (and adaptive) concurrency, requests/min and tokens/min limits, retries with backoff on transient
+    errors only.
 
     The limits above hold within one run. Runs of several deployments at once (the nightly
     refresh beside a manual run) share the provider's quota through ``shared_rate_limit``:
@@ -61,7 +98,8 @@ class RateLimitedCaller:
     def __init__(self, provider: LLMProvider, policy: CallPolicy) -> None:
         self.provider = provider
         self.policy = policy
-        self._slots = asyncio.Semaphore(policy.max_concurrent)
+        self.slots = AdaptiveSlots(policy.max_concurrent)
+        self.last_failure: TransientLLMError | None = None
         self._requests = AsyncLimiter(1, 60 / policy.requests_per_minute) if policy.requests_per_minute else None  # evenly spaced
         self._tokens = AsyncLimiter(policy.tokens_per_minute, 60) if policy.tokens_per_minute else None
         self.calls = 0
@@ -69,7 +107,7 @@ class RateLimitedCaller:
     async def __call__(self, system: str, prompt: str, schema: type[BaseModel]):
         estimate = (len(system) + len(prompt)) // 4 + 512
         for attempt in range(self.policy.max_retries + 1):
-            async with self._slots:
+            async with self.slots.slot():
                 if self._requests is not None:
                     await self._requests.acquire()
                 if self._tokens is not None:
@@ -78,11 +116,17 @@ class RateLimitedCaller:
                     await rate_limit(self.policy.shared_rate_limit, strict=True)
                 self.calls += 1
                 try:
-                    return await self.provider.complete(system, prompt, schema)
+                    completion = await self.provider.complete(system, prompt, schema)
                 except TransientLLMError as error:
+                    if error.saturated:
+                        self.slots.saturated()
                     if attempt == self.policy.max_retries:
+                        self.last_failure = error
                         raise
                     delay = error.retry_after
+                else:
+                    self.slots.succeeded()
+                    return completion
             await asyncio.sleep(backoff_delay(attempt, self.policy.backoff_base_s, self.policy.backoff_max_s, delay))
         raise AssertionError("unreachable")
 
@@ -142,3 +186,18 @@ async def ask_cached(call: RateLimitedCaller, system: str, prompt: str, schema: 
     if reply is not None:
         atomic_write_json(cache_path, reply.model_dump())
     return reply
+
+
+def remedy(error: TransientLLMError | None, g: DatasetGenerator, lowest_in_flight: int) -> str:
+    """What to change when a failure will recur on a rerun as it is, or that a rerun is the fix."""
+    kind = error.kind if error is not None else None
+    if kind == "timeout":
+        return (f"the server wrote no token for dataset_generator.request_timeout_s ({g.request_timeout_s:g} s) even "
+                f"with {lowest_in_flight} request(s) in flight: raise request_timeout_s, or give it a faster model or "
+                "machine; then rerun (finished groups are cached)")
+    if kind == "rate_limited":
+        return ("the provider's rate limit: lower dataset_generator.requests_per_minute or tokens_per_minute, then rerun "
+                "(finished groups are cached)")
+    if kind == "unreachable":
+        return f"nothing answers at dataset_generator.base_url ({g.base_url}): start the server, then rerun"
+    return "rerun to retry only the failed ones (finished groups are cached)"

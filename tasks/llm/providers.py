@@ -39,9 +39,19 @@ class LLMError(Exception):
 
 
 class TransientLLMError(LLMError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    """Worth asking again later. ``kind`` says why, and whether asking less at once helps: ``timeout`` (no token
+    for the request timeout), ``rate_limited`` (429), ``overloaded`` (503) are a saturated server;
+    ``unreachable`` and ``server_error`` are not."""
+
+    SATURATED = frozenset({"timeout", "rate_limited", "overloaded"})
+
+    def __init__(self, message: str, retry_after: float | None = None, kind: str = "server_error") -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after, self.kind = retry_after, kind
+
+    @property
+    def saturated(self) -> bool:
+        return self.kind in self.SATURATED
 
 
 class LLMAuthError(LLMError):
@@ -53,11 +63,20 @@ def classify_status(provider: str, status: int, message: str, retry_after: str |
     if status in _AUTH_STATUS:
         return LLMAuthError(text)
     if status in _TRANSIENT_STATUS or status >= 500:
-        return TransientLLMError(text, parse_retry_after(retry_after))
+        kind = {429: "rate_limited", 503: "overloaded", 408: "timeout", 504: "timeout"}.get(status, "server_error")
+        return TransientLLMError(text, parse_retry_after(retry_after), kind)
     return LLMError(text)
 
 
 _NETWORK_ERRORS = (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, httpx.TransportError)
+
+
+def _network_kind(error: BaseException) -> str:
+    """By class name too: the openai SDK's transport may be a fork of httpx (httpx2) with classes of its own."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if isinstance(error, TimeoutError) or names & {"TimeoutException", "ServerTimeoutError"}:
+        return "timeout"
+    return "unreachable" if names & {"ConnectError", "ClientConnectorError"} else "server_error"
 
 
 class LLMProvider(Protocol):
@@ -96,7 +115,8 @@ class GeminiProvider:
             headers = getattr(error.response, "headers", None) or {}
             raise classify_status("Gemini", error.code, error.message or str(error), headers.get("Retry-After")) from None
         except _NETWORK_ERRORS as error:
-            raise TransientLLMError(f"Gemini request failed: {type(error).__name__}: {error}") from None
+            raise TransientLLMError(f"Gemini request failed: {type(error).__name__}: {error}",
+                                    kind=_network_kind(error)) from None
         usage = response.usage_metadata
         return Completion(text=response.text or "",
                           input_tokens=(usage.prompt_token_count or 0) if usage else 0,
@@ -130,7 +150,8 @@ class OpenAICompatibleProvider:
     """Structured output as the OpenAI API defines it: ``response_format: json_schema`` (strict) from the reply's
     pydantic model, and ``max_tokens``, so a small model cannot write until the timeout (vLLM, llama.cpp and
     Ollama guide decoding by the schema). A server that refuses json_schema gets ``json_object`` from then on,
-    said once in the log."""
+    said once in the log. Replies are streamed: the timeout is the longest wait for the next token, so a slow
+    server that is still writing is never taken for a dead one, however long the whole reply."""
 
     name = "openai"
 
@@ -140,7 +161,7 @@ class OpenAICompatibleProvider:
 
         self.model = model
         self._openai = openai
-        self._temperature, self._max_tokens = temperature, max_output_tokens
+        self._temperature, self._max_tokens, self._timeout_s = temperature, max_output_tokens, timeout_s
         self._json_schema = True
         key = api_key.get_secret_value() if api_key else "not-needed"
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
@@ -161,21 +182,34 @@ class OpenAICompatibleProvider:
         response_format = ({"type": "json_schema", "json_schema": {"name": schema.__name__, "strict": True,
                                                                    "schema": strict_schema(schema)}}
                            if self._json_schema else {"type": "json_object"})
+        pieces, usage = [], None
         try:
-            response = await self._client.chat.completions.create(
+            stream = await self._client.chat.completions.create(
                 model=self.model, temperature=self._temperature, max_tokens=self._max_tokens,
-                response_format=response_format,
+                response_format=response_format, stream=True, stream_options={"include_usage": True},
                 messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}])
+            async with stream:
+                async for chunk in stream:
+                    usage = chunk.usage or usage
+                    pieces += [c.delta.content for c in chunk.choices if c.delta.content]
         except openai.APIStatusError as error:
             if response_format["type"] == "json_schema" and error.status_code in (400, 422):
                 raise _SchemaRefused(f"HTTP {error.status_code}: {str(error.message)[:200]}") from None
             raise classify_status("OpenAI-compatible endpoint", error.status_code, str(error.message),
                                   error.response.headers.get("Retry-After")) from None
-        except (openai.APITimeoutError, openai.APIConnectionError, *_NETWORK_ERRORS) as error:
-            raise TransientLLMError(f"OpenAI-compatible endpoint failed: {type(error).__name__}") from None
-        usage = response.usage
-        text = response.choices[0].message.content if response.choices else ""
-        return Completion(text=text or "", input_tokens=usage.prompt_tokens if usage else 0,
+        except openai.APITimeoutError:
+            raise TransientLLMError(f"OpenAI-compatible endpoint wrote no token for {self._timeout_s:g} s",
+                                    kind="timeout") from None
+        except openai.APIConnectionError as error:
+            cause = error.__cause__ or error
+            raise TransientLLMError(f"OpenAI-compatible endpoint failed: {type(cause).__name__}",
+                                    kind=_network_kind(cause)) from None
+        except openai.APIError as error:  # an error event mid-stream
+            raise TransientLLMError(f"OpenAI-compatible endpoint failed mid-reply: {str(error)[:300]}") from None
+        except _NETWORK_ERRORS as error:
+            raise TransientLLMError(f"OpenAI-compatible endpoint failed: {type(error).__name__}",
+                                    kind=_network_kind(error)) from None
+        return Completion(text="".join(pieces), input_tokens=usage.prompt_tokens if usage else 0,
                           output_tokens=usage.completion_tokens if usage else 0)
 
     async def aclose(self) -> None:
