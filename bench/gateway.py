@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.gateway [--requests 20000] [--connections 64 256] [--backend-latency-ms 50]
                                       [--workers 1]
     .venv/bin/python -m bench.gateway --engine configs/local-vllm.yaml [--seconds 30]   # the real vLLM (CPU build)
+    .venv/bin/python -m bench.gateway --engine configs/local-vllm.yaml --streams        # streamed: TTFT, tokens/s
 
 Three processes on loopback: a fake vLLM (OpenAI chat API, fixed latency), the gateway in front
 of it, and wrk (C, one thread; installed from Debian when missing) generating the load. At each
@@ -17,6 +18,11 @@ of it with the registered adapter; wrk sends the same short request (4 tokens of
 and through the gateway (goal: ratio ≥ 0.95); then the gateway on the local backend (transformers in its process) and on vLLM
 answer the test questions at 1, 4 and 16 requests in flight (64 tokens, greedy, as evaluated): generated tokens/s
 of each, and their ratio. There the model is the bottleneck (seconds a request), not the client.
+
+``--streams`` (with ``--engine``): the same test questions streamed (OpenAI's protocol, include_usage) straight
+from vLLM and through the gateway's /v1/chat/completions (the alias, the same messages), at 1, 4 and 16 streams,
+alternating: time to the first token at p50 and generated tokens/s, as ratios (goals: ≥ 0.95× tokens/s, ≤ 5 ms
+added to the first token). The client is this process, apart from both servers; it reads every event.
 """
 
 from __future__ import annotations
@@ -175,6 +181,87 @@ def tokens_per_second(url: str, questions: list[str], concurrency: int, max_toke
     return asyncio.run(run())
 
 
+def streamed(url: str, bodies: list[dict], concurrency: int) -> dict:
+    """Every body streamed, ``concurrency`` at a time: times to the first content event, tokens (usage), failures."""
+    import asyncio
+
+    import aiohttp
+
+    async def run() -> dict:
+        queue: asyncio.Queue[dict] = asyncio.Queue()
+        for body in bodies:
+            queue.put_nowait(body)
+        firsts, tokens, failed = [], 0, 0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as session:
+            async def worker() -> None:
+                nonlocal tokens, failed
+                while not queue.empty():
+                    body, started, first = queue.get_nowait(), time.perf_counter(), None
+                    async with session.post(url, json=body) as reply:
+                        if reply.status != 200:
+                            failed += 1
+                            continue
+                        async for line in reply.content:
+                            if not line.startswith(b"data: {"):
+                                continue
+                            chunk = json.loads(line[6:])
+                            if first is None and any(c["delta"].get("content") for c in chunk["choices"]):
+                                first = time.perf_counter() - started
+                            tokens += (chunk.get("usage") or {}).get("completion_tokens", 0)
+                    firsts.append(first if first is not None else time.perf_counter() - started)
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+        return {"ttft_p50_ms": sorted(firsts)[len(firsts) // 2] * 1000, "tokens_s": tokens / elapsed,
+                "failed": failed}
+
+    return asyncio.run(run())
+
+
+def streams(config_path: Path) -> None:
+    """Streamed through the gateway vs straight from vLLM (see the module's docstring)."""
+    config = load_config(config_path)
+    registration = artifacts.load(config, "registration", "bench.gateway --engine --streams")
+    questions = [p["question"] for p in artifacts.load(config, "eval_finetuned", "bench.gateway --engine")["predictions"]]
+    vllm_url, adapter, tokens = config.serving.vllm_url.rstrip("/"), registration["name"], config.evaluation.max_new_tokens
+    try:
+        httpx.get(f"{vllm_url}/health", timeout=2).raise_for_status()
+        running = None
+    except httpx.HTTPError:
+        running = VLLMEngine(config_path, config.path(config.paths.logs) / "vllm-bench.out").__enter__()
+    met = []
+    try:
+        with GatewayProcess({"ADMIN_TOKEN": ADMIN_TOKEN}, args=("--config", config_path.name, "--backend", "vllm"),
+                            cwd=str(config_path.parent), ready_timeout_s=300) as gateway:
+            gateway.wait_ready(300)
+            alias = httpx.get(f"{gateway.url}/v1/models", timeout=10).json()["data"][0]["id"]
+
+            def bodies(model: str, n: int) -> list[dict]:
+                return [{"model": model, "max_tokens": tokens, "temperature": 0.0, "stream": True,
+                         "stream_options": {"include_usage": True}, "messages": [
+                             {"role": "system", "content": system_prompt(config.domain)},
+                             {"role": "user", "content": q}]} for q in (questions * 16)[:n]]
+
+            print(f"streamed: vLLM (CPU build) at {vllm_url}, adapter {adapter} (alias {alias}), {tokens} tokens a "
+                  f"question, greedy; client: this process; {os.cpu_count()} cores")
+            streamed(f"{vllm_url}/v1/chat/completions", bodies(adapter, 2), 2)  # warm-up
+            for level in (1, 4, 16):
+                n = max(4, level)
+                direct = streamed(f"{vllm_url}/v1/chat/completions", bodies(adapter, n), level)
+                through = streamed(f"{gateway.url}/v1/chat/completions", bodies(alias, n), level)
+                ratio, added = through["tokens_s"] / direct["tokens_s"], through["ttft_p50_ms"] - direct["ttft_p50_ms"]
+                met += [ratio >= 0.95, added <= 5]
+                print(f"  {level:>3} streams  direct {direct['tokens_s']:6.1f} tok/s TTFT p50 {direct['ttft_p50_ms']:7.0f} ms"
+                      f" | gateway {through['tokens_s']:6.1f} tok/s TTFT p50 {through['ttft_p50_ms']:7.0f} ms | tokens/s "
+                      f"ratio {ratio:.3f} (goal ≥ 0.95: {'met' if ratio >= 0.95 else 'MISSED'}), TTFT added "
+                      f"{added:+.1f} ms (goal ≤ 5: {'met' if added <= 5 else 'MISSED'}), failed "
+                      f"{direct['failed']} / {through['failed']}")
+    finally:
+        if running is not None:
+            running.__exit__()
+    print(f"goals: {'all met' if all(met) else f'{met.count(False)} of {len(met)} missed'}")
+
+
 def engine(config_path: Path, seconds: float, binary: str) -> None:
     """The gateway against the real vLLM, and the local backend against vLLM (see the module's docstring)."""
     config = load_config(config_path)
@@ -236,12 +323,16 @@ def main() -> None:
     parser.add_argument("--engine", type=Path, help="a project config (serving.backend: vllm) after stage 5: measure "
                                                          "against the real vLLM engine")
     parser.add_argument("--seconds", type=float, default=30, help="--engine: each wrk run's length")
+    parser.add_argument("--streams", action="store_true", help="--engine: streamed answers, gateway vs vLLM directly")
     parser.add_argument("--serve-fake-vllm", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_vllm:
         serve_fake_vllm(args.serve_fake_vllm, args.backend_latency_ms)
         return
 
+    if args.engine and args.streams:
+        streams(args.engine.resolve())
+        return
     binary = ensure_wrk()
     if args.engine:
         engine(args.engine.resolve(), args.seconds, binary)

@@ -164,6 +164,7 @@ def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_
 
 def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(registered_project: Ran):
     import httpx
+    import openai
 
     from harness.gateway import GatewayProcess
     project = registered_project.root
@@ -188,6 +189,10 @@ def test_local_gateway_rolls_out_the_adapter_and_answers_as_4d_measured(register
         reply = httpx.post(f"{gateway.url}/ask", json={"question": tuned[-1]["question"], "max_tokens": tokens}, timeout=120)
         assert reply.status_code == 200 and reply.json()["answer"] == tuned[-1]["prediction"]
         assert reply.json()["adapter_version"] == "1.0"
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+        chunks = client.chat.completions.create(model="pregnancy-qa", max_tokens=tokens, temperature=0, stream=True,
+                                                messages=[{"role": "user", "content": tuned[-1]["question"]}])
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == tuned[-1]["prediction"]  # as 4d measured
     requests = [json.loads(line) for line in (project / "logs/requests.log").read_text().splitlines()]
     assert any(r["route"] == "/ask" and r["status"] == 200 and r["completion_tokens"] for r in requests)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -130,6 +132,60 @@ def test_an_adapter_that_answers_like_the_base_model_is_rolled_back_by_the_smoke
     assert active(gateway) == previous and "pregnancy-qa-lora-v1.3" not in engine.models()
 
 
+def engine_metric(engine: VLLMEngine, name: str) -> float:
+    """The sum of a vLLM metric over its labels (one model here)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in httpx.get(f"{engine.url}/metrics", timeout=10).text.splitlines()
+               if line.startswith((name + "{", name + " ")))
+
+
+def test_openai_clients_stream_versions_side_by_side_and_a_reader_that_leaves_aborts_the_engine(project, engine,
+                                                                                                 gateway):
+    import openai
+
+    report = json.loads((project / "reports/eval_finetuned.json").read_text())
+    question, tokens = report["predictions"][-1], report["settings"]["max_new_tokens"]
+    asked = [{"role": "user", "content": question["question"]}]
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    assert next(m.id for m in client.models.list()) == "pregnancy-qa"
+    chunks = list(client.chat.completions.create(model="pregnancy-qa", messages=asked, max_tokens=tokens, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    ask = httpx.post(f"{gateway.url}/ask", json={"question": question["question"], "max_tokens": tokens}, timeout=300)
+    # every version registered here has v1.0's weights or was rolled back: the alias answers as 4d measured
+    assert streamed == ask.json()["answer"] == question["prediction"]
+    assert chunks[-1].usage.completion_tokens == ask.json()["usage"]["completion_tokens"]
+
+    other = "other-domain-qa-lora-v1.0"  # another domain's adapter on the same base
+    registry = project / "models/registry"
+    shutil.rmtree(registry / other, ignore_errors=True)
+    shutil.copytree(registry / V1, registry / other)
+    weights = registry / other / "adapter_model.safetensors"
+    save_file({k: torch.neg(v) if "lora_B" in k else v for k, v in load_file(weights).items()}, weights)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert httpx.post(f"{gateway.url}/admin/adapters", json={"name": other, "source": other}, headers=admin,
+                      timeout=120).status_code == 201
+    try:
+        with ThreadPoolExecutor(2) as pool:  # both in one engine at once, each by its name
+            replies = list(pool.map(lambda model: client.chat.completions.create(
+                model=model, messages=asked, max_tokens=tokens, temperature=0), ["pregnancy-qa", other]))
+        assert [r.model for r in replies] == [active(gateway), other]
+        assert replies[0].choices[0].message.content != replies[1].choices[0].message.content
+    finally:
+        httpx.delete(f"{gateway.url}/admin/adapters/{other}", headers=admin, timeout=60)
+
+    generated = engine_metric(engine, "vllm:generation_tokens_total")
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", timeout=300, json={
+            "model": "pregnancy-qa", "messages": asked, "max_tokens": 1500, "stream": True}) as reply:
+        for n, _ in enumerate(reply.iter_lines()):
+            if n == 6:  # three pieces read, then the reader leaves
+                break
+    deadline = time.monotonic() + 60
+    while engine_metric(engine, "vllm:num_requests_running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert engine_metric(engine, "vllm:num_requests_running") == 0  # ~4 min of generation left, aborted at once
+    assert engine_metric(engine, "vllm:generation_tokens_total") - generated < 100  # of 1500 asked for
+
+
 def test_stage_three_on_vllm_finishes_every_group_with_replies_that_parse(project, engine, tmp_path):
     """Provider openai against the engine, generating with the base model: two documents' chunks."""
     chunks = json.loads((project / "data/chunks/chunks.json").read_text())
@@ -137,9 +193,10 @@ def test_stage_three_on_vllm_finishes_every_group_with_replies_that_parse(projec
     folder = tmp_path / "data/chunks"
     folder.mkdir(parents=True)
     (folder / "chunks.json").write_text(json.dumps([c for c in chunks if c["doc_sha256"] in documents]))
+    # the local profile's defaults (8 requests in flight, request_timeout_s 60, max_output_tokens 2048, 12 questions a
+    # group), which once timed out 6 of 17 groups: streamed, a timeout is a silence, and a saturated engine gets fewer
     write_profile(tmp_path, {"dataset_generator": {
-        "provider": "openai", "base_url": f"{engine.url}/v1", "model": "models/base", "questions_per_group": 3,
-        "max_output_tokens": 800, "request_timeout_s": 600, "max_retries": 1, "max_concurrent_requests": 4,
+        "provider": "openai", "base_url": f"{engine.url}/v1", "model": "models/base",
         "min_answer_overlap": 0.2,  # a 135M model writes loosely grounded answers: this test is about the protocol
         "split": {"train": 0.5, "validation": 0.25, "test": 0.25}}}, inherit=project / "vllm.yaml")
     result = run_pipeline(tmp_path / "config.yaml", "--stage", "3")
