@@ -14,7 +14,7 @@ from fastapi import Request
 
 from serving.backends import BackendTimeout, Completion, Messages, Sampling, Stream
 from serving.errors import openai_error
-from serving.streaming import EventStream, chunks
+from serving.streaming import EventStream, StreamedAnswer
 
 
 def _route(request: Request) -> str:
@@ -72,8 +72,8 @@ async def answer_streamed(request: Request, model: str, messages: Messages, samp
         state.metrics.backend_latency.labels(state.backend.kind).observe(time.perf_counter() - started)
         _record(request, model, stream.prompt_tokens, stream.completion_tokens, stream=outcome)
 
-    return EventStream(chunks(stream, pieces, first, request.state.request_id, model, include_usage, ended,
-                              _error_event, timeout_s))
+    return EventStream(StreamedAnswer(stream, pieces, first, request.state.request_id, model, include_usage, ended,
+                                      _error_event, timeout_s))
 
 
 def _error_event(error: Exception) -> dict:

@@ -44,15 +44,71 @@ class Stripped:
         return body
 
 
+class StreamedAnswer:
+    """One streamed answer as OpenAI's chat.completion.chunk events (``first``: its first piece, already read;
+    None when it ended without one), ending in ``data: [DONE]``, at most ``gap_s`` between two pieces. However it
+    ends (completed, failed, its reader gone, or never started because the reader left first), ``finish`` stops
+    the engine's generation and tells ``ended`` how, once."""
+
+    def __init__(self, stream: Stream, pieces: AsyncIterator[str], first: str | None, request_id: str, model: str,
+                 include_usage: bool, ended: Callable[[Stream, str], None], error_body: Callable[[Exception], dict],
+                 gap_s: float) -> None:
+        self.stream, self.pieces, self.first, self.include_usage = stream, pieces, first, include_usage
+        self.ended, self.error_body, self.gap_s = ended, error_body, gap_s
+        self.base = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": model}
+        self.outcome, self._finished = "cancelled", False
+
+    def _delta(self, content: dict, finish: str | None = None) -> bytes:
+        return event({**self.base, "choices": [{"index": 0, "delta": content, "logprobs": None,
+                                                "finish_reason": finish}]})
+
+    async def events(self) -> AsyncIterator[bytes]:
+        stream, strip = self.stream, Stripped()
+        try:
+            yield self._delta({"role": "assistant", "content": ""})
+            piece = self.first
+            while piece is not None:
+                if text := strip(piece):
+                    yield self._delta({"content": text})
+                try:
+                    async with asyncio.timeout(self.gap_s):
+                        piece = await anext(self.pieces, None)
+                except TimeoutError:
+                    raise BackendTimeout(f"no token for {self.gap_s:g} s (the gateway's request timeout)") from None
+            yield self._delta({}, stream.finish_reason)
+            if self.include_usage:
+                yield event({**self.base, "choices": [], "usage": {
+                    "prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens,
+                    "total_tokens": stream.prompt_tokens + stream.completion_tokens}})
+            self.outcome = "completed"
+        except Exception as error:  # after the first byte the status is sent: the error is the last event
+            self.outcome = type(error).__name__
+            yield event(self.error_body(error))
+        finally:
+            with anyio.CancelScope(shield=True):  # this may run in a cancelled task (the reader left)
+                await self.finish()
+        yield DONE
+
+    async def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.stream.close()
+        await self.stream.stopped()
+        self.ended(self.stream, self.outcome)
+
+
 class EventStream(StreamingResponse):
     """Watches for the client leaving while it streams, whatever ASGI version the server speaks (starlette
     watches only below 2.4 and otherwise learns it when a write fails: at the next token, or never while the
-    engine is still queueing). Leaving cancels the body, whose ``finally`` closes the backend's stream."""
+    engine is still queueing). Leaving cancels the events, and the answer's ``finish`` stops the engine."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: AsyncIterator[bytes]) -> None:
-        super().__init__(body, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    def __init__(self, answer: StreamedAnswer) -> None:
+        super().__init__(answer.events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.answer = answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -69,44 +125,4 @@ class EventStream(StreamingResponse):
         finally:  # now, not when the garbage collector gets to it: the request's log line counts its tokens
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()
-
-
-async def chunks(stream: Stream, pieces: AsyncIterator[str], first: str | None, request_id: str, model: str,
-                 include_usage: bool, ended: Callable[[Stream, str], None], error_body: Callable[[Exception], dict],
-                 gap_s: float) -> AsyncIterator[bytes]:
-    """OpenAI's chat.completion.chunk events for ``stream`` (``first``: its first piece, already read; None when
-    it ended without one), ending in ``data: [DONE]``; at most ``gap_s`` between two pieces. ``ended`` gets the
-    stream and how it ended: completed, cancelled (the reader left) or the error's kind."""
-    base = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": model}
-
-    def delta(content: dict, finish: str | None = None) -> bytes:
-        return event({**base, "choices": [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]})
-
-    strip, outcome = Stripped(), "cancelled"
-    try:
-        yield delta({"role": "assistant", "content": ""})
-        piece = first
-        while piece is not None:
-            if text := strip(piece):
-                yield delta({"content": text})
-            try:
-                async with asyncio.timeout(gap_s):
-                    piece = await anext(pieces, None)
-            except TimeoutError:
-                raise BackendTimeout(f"no token for {gap_s:g} s (the gateway's request timeout)") from None
-        yield delta({}, stream.finish_reason)
-        if include_usage:
-            yield event({**base, "choices": [], "usage": {
-                "prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens,
-                "total_tokens": stream.prompt_tokens + stream.completion_tokens}})
-        outcome = "completed"
-    except Exception as error:  # after the first byte the status is sent: the error is the last event
-        outcome = type(error).__name__
-        yield event(error_body(error))
-    finally:
-        stream.close()
-        with anyio.CancelScope(shield=True):  # this may run in a cancelled task (the reader left)
-            await stream.stopped()
-        ended(stream, outcome)
-    yield DONE
+                await self.answer.finish()
