@@ -209,7 +209,7 @@ def test_the_live_checks_pass_against_a_running_gateway(vllm, tmp_path):
                                 capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "GATEWAY_URL": gw.url, "API_TOKEN": "t0ken"})
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "5 passed" in result.stdout
+    assert "6 passed" in result.stdout
 
 
 def test_alert_rules_and_scrape_config_use_metrics_the_gateway_exports(vllm, tmp_path):

@@ -45,6 +45,19 @@ def test_ask_answers_with_usage_and_version():
     assert reply.headers["X-Request-ID"] == body["request_id"]
 
 
+def test_an_openai_client_streams_the_answer_ask_gives():
+    import openai
+
+    client = openai.OpenAI(base_url=f"{URL}/v1", api_key=TOKEN or "unused", max_retries=0, timeout=120)
+    alias = next(iter(client.models.list())).id
+    question = [{"role": "user", "content": "What is this assistant for?"}]
+    chunks = client.chat.completions.create(model=alias, messages=question, max_tokens=32, temperature=0, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    ask = httpx.post(f"{URL}/ask", json={"question": question[0]["content"], "max_tokens": 32}, headers=AUTH,
+                     timeout=120).json()
+    assert streamed == ask["answer"]
+
+
 def test_bad_requests_are_refused_with_a_reason():
     assert httpx.post(f"{URL}/ask", json={}, headers=AUTH, timeout=10).status_code == 422
     too_long = httpx.post(f"{URL}/ask", json={"question": "x" * 100_000}, headers=AUTH, timeout=10)
