@@ -116,7 +116,7 @@ serve_containers() {
              "or use --serve-local" >&2; exit 2; }
     eval "$(setting "'\n'.join(f'export {k}={v}' for k, v in {
         'BASE_MODEL': c.finetuning.base_model, 'VLLM_PORT': c.serving.vllm_port,
-        'MAX_LORA_RANK': c.serving.max_lora_rank, 'MAX_MODEL_LEN': c.serving.max_model_len, 'VLLM_DTYPE': c.serving.dtype,
+        'MAX_LORA_RANK': c.serving.max_lora_rank, 'MAX_LORAS': c.serving.max_loras, 'MAX_MODEL_LEN': c.serving.max_model_len, 'VLLM_DTYPE': c.serving.dtype,
         'GPU_MEMORY_UTILIZATION': c.serving.gpu_memory_utilization, 'GATEWAY_PORT': c.serving.port,
         'PROMETHEUS_PORT': c.serving.prometheus_port, 'VLLM_GPUS': c.serving.vllm_gpus,
         'LOGS_DIR': c.path(c.paths.logs).resolve(), 'REGISTRY_DIR': c.path(c.paths.registry).resolve()}.items())")"
