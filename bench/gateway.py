@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.gateway [--requests 20000] [--connections 64 256] [--backend-latency-ms 50]
                                       [--workers 1]
     .venv/bin/python -m bench.gateway --engine configs/local-vllm.yaml [--seconds 30]   # the real vLLM (CPU build)
-    .venv/bin/python -m bench.gateway --engine configs/local-vllm.yaml --streams        # streamed: TTFT, tokens/s
+    .venv/bin/python -m bench.gateway --streams [--rounds 3] [--token-delay-ms 20]   # streamed, against the fake
+    .venv/bin/python -m bench.gateway --engine configs/local-vllm.yaml --streams        # streamed, the real vLLM
 
 Three processes on loopback: a fake vLLM (OpenAI chat API, fixed latency), the gateway in front
 of it, and wrk (C, one thread; installed from Debian when missing) generating the load. At each
@@ -19,10 +20,12 @@ and through the gateway (goal: ratio ≥ 0.95); then the gateway on the local ba
 answer the test questions at 1, 4 and 16 requests in flight (64 tokens, greedy, as evaluated): generated tokens/s
 of each, and their ratio. There the model is the bottleneck (seconds a request), not the client.
 
-``--streams`` (with ``--engine``): the same test questions streamed (OpenAI's protocol, include_usage) straight
-from vLLM and through the gateway's /v1/chat/completions (the alias, the same messages), at 1, 4 and 16 streams,
-alternating: time to the first token at p50 and generated tokens/s, as ratios (goals: ≥ 0.95× tokens/s, ≤ 5 ms
-added to the first token). The client is this process, apart from both servers; it reads every event.
+``--streams``: answers streamed (OpenAI's protocol, include_usage) straight from the backend and through the
+gateway's /v1/chat/completions (the alias, the same messages), at 1, 4 and 16 streams, in alternating rounds:
+time to the first token at p50 and generated tokens/s, as ratios (goals: ≥ 0.95× tokens/s, ≤ 5 ms added to the
+first token). Without ``--engine`` the backend is the fake vLLM writing a word every ``--token-delay-ms``: a fixed
+pace, so what the gateway adds is what shows; with ``--engine``, the real vLLM's test questions (its own pace
+varies by seconds on a CPU, which hides milliseconds). The client is this process, apart from both servers.
 """
 
 from __future__ import annotations
@@ -69,11 +72,11 @@ def ensure_wrk() -> str:
              "apt-get install wrk, or put a wrk binary on PATH")
 
 
-def serve_fake_vllm(port: int, latency_ms: float) -> None:
+def serve_fake_vllm(port: int, latency_ms: float, token_delay_ms: float) -> None:
     import uvloop
 
     uvloop.install()  # the fake backend as fast as it can be: the ratio is against it
-    with fake_vllm(BASE, VLLMFaults(latency_s=latency_ms / 1000), port=port):
+    with fake_vllm(BASE, VLLMFaults(latency_s=latency_ms / 1000, token_delay_s=token_delay_ms / 1000), port=port):
         while True:
             time.sleep(3600)
 
@@ -182,7 +185,8 @@ def tokens_per_second(url: str, questions: list[str], concurrency: int, max_toke
 
 
 def streamed(url: str, bodies: list[dict], concurrency: int) -> dict:
-    """Every body streamed, ``concurrency`` at a time: times to the first content event, tokens (usage), failures."""
+    """Every body streamed, ``concurrency`` at a time: times to the first content event (s), tokens (usage), the
+    time it took, failures."""
     import asyncio
 
     import aiohttp
@@ -212,14 +216,50 @@ def streamed(url: str, bodies: list[dict], concurrency: int) -> dict:
             started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
-        return {"ttft_p50_ms": sorted(firsts)[len(firsts) // 2] * 1000, "tokens_s": tokens / elapsed,
-                "failed": failed}
+        return {"ttfts": firsts, "tokens": tokens, "seconds": elapsed, "failed": failed}
 
     return asyncio.run(run())
 
 
-def streams(config_path: Path) -> None:
-    """Streamed through the gateway vs straight from vLLM (see the module's docstring)."""
+def compare_streams(direct_url: str, direct_model: str, gateway_url: str, alias: str, system: str,
+                    questions: list[str], tokens: int, rounds: int) -> list[bool]:
+    """At 1, 4 and 16 streams: the same questions straight to the backend and through the gateway, alternating
+    for ``rounds`` rounds (a noisy engine drifts: each side gets the same share of its moods); prints the ratios."""
+
+    def bodies(model: str, n: int) -> list[dict]:
+        return [{"model": model, "max_tokens": tokens, "temperature": 0.0, "stream": True,
+                 "stream_options": {"include_usage": True},
+                 "messages": [{"role": "system", "content": system}, {"role": "user", "content": q}]}
+                for q in (questions * 64)[:n]]
+
+    streamed(f"{direct_url}/v1/chat/completions", bodies(direct_model, 2), 2)  # warm-up
+    streamed(f"{gateway_url}/v1/chat/completions", bodies(alias, 2), 2)
+    met = []
+    for level in (1, 4, 16):
+        n = max(4, level)
+        sides = {"direct": [], "gateway": []}
+        for _ in range(rounds):
+            sides["direct"].append(streamed(f"{direct_url}/v1/chat/completions", bodies(direct_model, n), level))
+            sides["gateway"].append(streamed(f"{gateway_url}/v1/chat/completions", bodies(alias, n), level))
+        direct, through = ({"tokens_s": sum(r["tokens"] for r in runs) / sum(r["seconds"] for r in runs),
+                            "ttft_p50_ms": _median([t for r in runs for t in r["ttfts"]]) * 1000,
+                            "failed": sum(r["failed"] for r in runs)} for runs in sides.values())
+        ratio, added = through["tokens_s"] / direct["tokens_s"], through["ttft_p50_ms"] - direct["ttft_p50_ms"]
+        met += [ratio >= 0.95, added <= 5]
+        print(f"  {level:>3} streams  direct {direct['tokens_s']:7.1f} tok/s TTFT p50 {direct['ttft_p50_ms']:8.1f} ms"
+              f" | gateway {through['tokens_s']:7.1f} tok/s TTFT p50 {through['ttft_p50_ms']:8.1f} ms | tokens/s "
+              f"ratio {ratio:.3f} (goal ≥ 0.95: {'met' if ratio >= 0.95 else 'MISSED'}), TTFT added "
+              f"{added:+.1f} ms (goal ≤ 5: {'met' if added <= 5 else 'MISSED'}), failed "
+              f"{direct['failed']} / {through['failed']}")
+    return met
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def streams(config_path: Path, rounds: int) -> None:
+    """Streamed through the gateway vs straight from the real vLLM (see the module's docstring)."""
     config = load_config(config_path)
     registration = artifacts.load(config, "registration", "bench.gateway --engine --streams")
     questions = [p["question"] for p in artifacts.load(config, "eval_finetuned", "bench.gateway --engine")["predictions"]]
@@ -229,36 +269,40 @@ def streams(config_path: Path) -> None:
         running = None
     except httpx.HTTPError:
         running = VLLMEngine(config_path, config.path(config.paths.logs) / "vllm-bench.out").__enter__()
-    met = []
     try:
         with GatewayProcess({"ADMIN_TOKEN": ADMIN_TOKEN}, args=("--config", config_path.name, "--backend", "vllm"),
                             cwd=str(config_path.parent), ready_timeout_s=300) as gateway:
             gateway.wait_ready(300)
             alias = httpx.get(f"{gateway.url}/v1/models", timeout=10).json()["data"][0]["id"]
-
-            def bodies(model: str, n: int) -> list[dict]:
-                return [{"model": model, "max_tokens": tokens, "temperature": 0.0, "stream": True,
-                         "stream_options": {"include_usage": True}, "messages": [
-                             {"role": "system", "content": system_prompt(config.domain)},
-                             {"role": "user", "content": q}]} for q in (questions * 16)[:n]]
-
             print(f"streamed: vLLM (CPU build) at {vllm_url}, adapter {adapter} (alias {alias}), {tokens} tokens a "
-                  f"question, greedy; client: this process; {os.cpu_count()} cores")
-            streamed(f"{vllm_url}/v1/chat/completions", bodies(adapter, 2), 2)  # warm-up
-            for level in (1, 4, 16):
-                n = max(4, level)
-                direct = streamed(f"{vllm_url}/v1/chat/completions", bodies(adapter, n), level)
-                through = streamed(f"{gateway.url}/v1/chat/completions", bodies(alias, n), level)
-                ratio, added = through["tokens_s"] / direct["tokens_s"], through["ttft_p50_ms"] - direct["ttft_p50_ms"]
-                met += [ratio >= 0.95, added <= 5]
-                print(f"  {level:>3} streams  direct {direct['tokens_s']:6.1f} tok/s TTFT p50 {direct['ttft_p50_ms']:7.0f} ms"
-                      f" | gateway {through['tokens_s']:6.1f} tok/s TTFT p50 {through['ttft_p50_ms']:7.0f} ms | tokens/s "
-                      f"ratio {ratio:.3f} (goal ≥ 0.95: {'met' if ratio >= 0.95 else 'MISSED'}), TTFT added "
-                      f"{added:+.1f} ms (goal ≤ 5: {'met' if added <= 5 else 'MISSED'}), failed "
-                      f"{direct['failed']} / {through['failed']}")
+                  f"question, greedy, {rounds} alternating rounds; client: this process; {os.cpu_count()} cores")
+            met = compare_streams(vllm_url, adapter, gateway.url, alias, system_prompt(config.domain), questions,
+                                  tokens, rounds)
     finally:
         if running is not None:
             running.__exit__()
+    print(f"goals: {'all met' if all(met) else f'{met.count(False)} of {len(met)} missed'}")
+
+
+def fake_streams(token_delay_ms: float, latency_ms: float, rounds: int) -> None:
+    """Streamed through the gateway vs straight from the fake vLLM (fixed pace: what the gateway adds shows)."""
+    port = free_port()
+    backend = subprocess.Popen([sys.executable, "-m", "bench.gateway", "--serve-fake-vllm", str(port),
+                                "--backend-latency-ms", str(latency_ms), "--token-delay-ms", str(token_delay_ms)])
+    vllm_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{vllm_url}/health")
+        with tempfile.TemporaryDirectory() as logs, GatewayProcess({
+                "GATEWAY_BACKEND": "vllm", "GATEWAY_VLLM_URL": vllm_url, "GATEWAY_BASE_MODEL": BASE,
+                "GATEWAY_DOMAIN": "pregnancy", "GATEWAY_LOGS_DIR": logs}) as gateway:
+            gateway.wait_ready()
+            print(f"streamed: fake vLLM (a word every {token_delay_ms:g} ms after {latency_ms:g} ms), {rounds} "
+                  f"alternating rounds; client: this process; {os.cpu_count()} cores")
+            met = compare_streams(vllm_url, BASE, gateway.url, "pregnancy", system_prompt("pregnancy"),
+                                  [QUESTION] * 4, 64, rounds)
+    finally:
+        backend.terminate()
+        backend.wait(timeout=10)
     print(f"goals: {'all met' if all(met) else f'{met.count(False)} of {len(met)} missed'}")
 
 
@@ -323,15 +367,19 @@ def main() -> None:
     parser.add_argument("--engine", type=Path, help="a project config (serving.backend: vllm) after stage 5: measure "
                                                          "against the real vLLM engine")
     parser.add_argument("--seconds", type=float, default=30, help="--engine: each wrk run's length")
-    parser.add_argument("--streams", action="store_true", help="--engine: streamed answers, gateway vs vLLM directly")
+    parser.add_argument("--streams", action="store_true", help="streamed answers, gateway vs the backend directly")
+    parser.add_argument("--rounds", type=int, default=3, help="--streams: alternating rounds at each level")
+    parser.add_argument("--token-delay-ms", type=float, default=20, help="--streams without --engine: the fake's pace")
     parser.add_argument("--serve-fake-vllm", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_vllm:
-        serve_fake_vllm(args.serve_fake_vllm, args.backend_latency_ms)
+        serve_fake_vllm(args.serve_fake_vllm, args.backend_latency_ms, args.token_delay_ms)
         return
-
-    if args.engine and args.streams:
-        streams(args.engine.resolve())
+    if args.streams:
+        if args.engine:
+            streams(args.engine.resolve(), args.rounds)
+        else:
+            fake_streams(args.token_delay_ms, args.backend_latency_ms, args.rounds)
         return
     binary = ensure_wrk()
     if args.engine:
@@ -339,7 +387,7 @@ def main() -> None:
         return
     port = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "bench.gateway", "--serve-fake-vllm", str(port),
-                                "--backend-latency-ms", str(args.backend_latency_ms)])
+                                "--backend-latency-ms", str(args.backend_latency_ms), "--token-delay-ms", "0"])
     vllm_url = f"http://127.0.0.1:{port}"
     direct_body = {"model": BASE, "max_tokens": 64, "temperature": 0.0, "messages": [
         {"role": "system", "content": system_prompt("pregnancy")}, {"role": "user", "content": QUESTION}]}

@@ -416,9 +416,9 @@ def test_a_slow_server_that_keeps_writing_is_never_timed_out(tmp_path):
     assert server.hits[-1].at - server.hits[0].at < 1  # one request, answered over several seconds
 
 
-def test_a_saturated_server_gets_fewer_requests_at_once_and_every_group_finishes(tmp_path):
+def test_a_saturated_server_gets_fewer_requests_at_once_and_every_group_finishes(tmp_path, caplog):
     """A server that answers two at a time: the rest wait past the timeout; the caller halves its requests in
-    flight instead of failing them all again, and every group ends ok."""
+    flight instead of failing them all again (and says so), and every group ends ok."""
     groups = group_chunks(chunks(12), max_tokens=100)
     policy = replace(FAST, max_concurrent=8, max_retries=3, backoff_base_s=0.05, backoff_max_s=0.2)
     with fake_llm("openai", latency_s=0.6, capacity=2) as server:
@@ -426,6 +426,7 @@ def test_a_saturated_server_gets_fewer_requests_at_once_and_every_group_finishes
                               policy)
     assert [r.status for r in results] == ["ok"] * len(groups)
     assert caller.slots.lowest <= 2 < policy.max_concurrent  # it backed off to what the server serves at once
+    assert "the LLM server is saturated" in caplog.text and "4 requests in flight from now on" in caplog.text
 
 
 @pytest.mark.parametrize(("server", "says"), [

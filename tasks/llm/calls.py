@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -76,6 +77,10 @@ class AdaptiveSlots:
                 self._changed.notify_all()
 
     def saturated(self) -> None:
+        if self.limit > 1:
+            logging.getLogger(__name__).warning(
+                "the LLM server is saturated (no token within the timeout, 429 or 503): %d requests in flight from now "
+                "on, of max_concurrent_requests %d (raised again as calls succeed)", self.limit // 2, self.ceiling)
         self.limit = max(1, self.limit // 2)
         self.lowest = min(self.lowest, self.limit)
         self._successes = 0
