@@ -23,6 +23,7 @@ from core.prompts import ANSWER_STYLE
 from harness.gateway import ADMIN_TOKEN, GatewayProcess, gateway_in_process
 from harness.vllm import VLLMFaults, fake_vllm
 from serving.streaming import Stripped
+from tests.test_gateway import metric
 
 pytestmark = pytest.mark.e2e
 
@@ -53,13 +54,6 @@ def sdk(client: httpx.Client | None = None, url: str = "http://testserver", toke
 
 def joined(chunks) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_the_sdk_lists_the_models_and_gets_the_same_answer_whole_streamed_and_from_ask(vllm, tmp_path):
