@@ -72,7 +72,6 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
     async def stream(request: web.Request, body: dict, model: str, answer: str, prompt_tokens: int):
         """vLLM's server-sent events, a word a chunk; a reader that leaves is counted in ``aborted``."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
         base = {"id": f"chatcmpl-{len(requests)}", "object": "chat.completion.chunk", "model": model}
 
         async def send(payload: dict | str) -> None:
@@ -81,6 +80,7 @@ def fake_vllm(base_model: str, faults: VLLMFaults | None = None, port: int = 0) 
 
         words = answer.split(" ") if answer else []
         try:
+            await response.prepare(request)
             await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
             for n, word in enumerate(words):
                 if faults.fail_after_words is not None and n == faults.fail_after_words:

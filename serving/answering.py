@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
-from fastapi import Request
+from fastapi import Request, Response
 
 from serving.backends import BackendTimeout, Completion, Messages, Sampling, Stream
 from serving.errors import openai_error
@@ -43,24 +44,45 @@ async def answer(request: Request, model: str, messages: Messages, sampling: Sam
 
 
 async def answer_streamed(request: Request, model: str, messages: Messages, sampling: Sampling,
-                          include_usage: bool) -> EventStream:
-    """The response once the first piece is there: until then a failure is still a status (404, 503, 504)."""
+                          include_usage: bool) -> Response:
+    """The response once the first piece is there: until then a failure is still a status (404, 503, 504), and a
+    client that leaves while it waits (queued behind others) takes its request out of the engine at once."""
     state = request.app.state.gateway
     timeout_s, started = state.settings.request_timeout_s, time.perf_counter()
-    state.in_flight[model] += 1
     stream: Stream | None = None
-    try:
-        async with asyncio.timeout(timeout_s):
-            stream = await state.backend.stream(model, messages, sampling)
-            pieces = aiter(stream)
-            first = await anext(pieces, None)
-    except BaseException as error:
+
+    async def opened() -> tuple[AsyncIterator[str], str | None]:
+        nonlocal stream
+        stream = await state.backend.stream(model, messages, sampling)
+        pieces = aiter(stream)
+        return pieces, await anext(pieces, None)
+
+    def release() -> None:
         state.in_flight[model] -= 1
         if stream is not None:
             stream.close()
-        if isinstance(error, TimeoutError):
-            raise BackendTimeout(f"no answer started within the gateway's request timeout ({timeout_s:g} s)") from None
+
+    state.in_flight[model] += 1
+    start, left = asyncio.ensure_future(opened()), asyncio.ensure_future(_client_left(request))
+    try:
+        done, _ = await asyncio.wait({start, left}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if start not in done:
+            start.cancel()  # the engine's request with it: vLLM aborts it, the local generation stops
+            await asyncio.wait({start})
+            if left not in done:
+                raise BackendTimeout(f"no answer started within the gateway's request timeout ({timeout_s:g} s)")
+        else:
+            pieces, first = start.result()
+    except BaseException:
+        release()
         raise
+    finally:
+        left.cancel()
+    if start not in done:  # the client left before the first token
+        release()
+        state.metrics.errors.labels("client_gone").inc()
+        _record(request, model, 0, 0, stream="cancelled")
+        return Response(status_code=499)  # nobody reads it: nginx's "client closed request", for the log
     state.metrics.first_token.labels(_route(request)).observe(time.perf_counter() - started)
 
     def ended(stream: Stream, outcome: str) -> None:
@@ -74,6 +96,12 @@ async def answer_streamed(request: Request, model: str, messages: Messages, samp
 
     return EventStream(StreamedAnswer(stream, pieces, first, request.state.request_id, model, include_usage, ended,
                                       _error_event, timeout_s))
+
+
+async def _client_left(request: Request) -> None:
+    """Returns when the client disconnects (its body is read already: nothing else comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _error_event(error: Exception) -> dict:

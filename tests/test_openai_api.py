@@ -188,8 +188,18 @@ def test_curl_reads_raw_events_and_a_reader_that_leaves_aborts_the_engine_reques
         while not (vllm.aborted and "client_gone" in httpx.get(f"{gw.url}/metrics").text) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert vllm.aborted == [V1]  # the engine's request ended when the gateway's reader left
+
+        vllm.faults.latency_s = 2.0  # queued in the engine: the reader leaves before the first token
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{gw.url}/v1/chat/completions", json={"model": ALIAS, "messages": QUESTION, "stream": True},
+                       headers=AUTH, timeout=httpx.Timeout(10, read=0.3))
+        deadline = time.monotonic() + 10
+        while len(vllm.aborted) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert vllm.aborted == [V1, V1]  # taken out of the engine before it wrote a token
     logged = [json.loads(line) for line in (tmp_path / "requests.log").read_text().splitlines()]
-    assert [line["stream"] for line in logged if line.get("stream")] == ["completed", "cancelled"]
+    assert [(line["status"], line["stream"]) for line in logged if line.get("stream")] == [
+        (200, "completed"), (200, "cancelled"), (499, "cancelled")]
 
 
 def test_langchain_chat_openai_invokes_and_streams_through_the_gateway(vllm, tmp_path):
