@@ -1,8 +1,8 @@
 """Asking the backend for one request, whole or streamed: what /ask and /v1/chat/completions share.
 
 Both count the request in flight for its model (an adapter is unloaded only once none is), bound
-it by the gateway's request timeout (whole: the answer; streamed: the first piece, then each next
-one), and record tokens, latency and time to the first token.
+it by the gateway's request timeout (whole: the answer; streamed: the first piece, then the backend's
+own bound on a silent engine), and record tokens, latency and time to the first token.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ async def answer_streamed(request: Request, model: str, messages: Messages, samp
         _record(request, model, stream.prompt_tokens, stream.completion_tokens, stream=outcome)
 
     return EventStream(StreamedAnswer(stream, pieces, first, request.state.request_id, model, include_usage, ended,
-                                      _error_event, timeout_s))
+                                      _error_event))
 
 
 async def _client_left(request: Request) -> None:

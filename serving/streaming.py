@@ -9,7 +9,6 @@ generation at once, not at its next token.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -19,7 +18,7 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from serving.backends import BackendTimeout, Stream
+from serving.backends import Stream
 
 DONE = b"data: [DONE]\n\n"
 
@@ -46,15 +45,16 @@ class Stripped:
 
 class StreamedAnswer:
     """One streamed answer as OpenAI's chat.completion.chunk events (``first``: its first piece, already read;
-    None when it ended without one), ending in ``data: [DONE]``, at most ``gap_s`` between two pieces. However it
+    None when it ended without one), ending in ``data: [DONE]`` (a silent engine is the backend's to time out: vLLM's
+    stream after no token for the request timeout, the local generation at it). However it
     ends (completed, failed, its reader gone, or never started because the reader left first), ``finish`` stops
     the engine's generation and tells ``ended`` how, once."""
 
     def __init__(self, stream: Stream, pieces: AsyncIterator[str], first: str | None, request_id: str, model: str,
-                 include_usage: bool, ended: Callable[[Stream, str], None], error_body: Callable[[Exception], dict],
-                 gap_s: float) -> None:
+                 include_usage: bool, ended: Callable[[Stream, str], None],
+                 error_body: Callable[[Exception], dict]) -> None:
         self.stream, self.pieces, self.first, self.include_usage = stream, pieces, first, include_usage
-        self.ended, self.error_body, self.gap_s = ended, error_body, gap_s
+        self.ended, self.error_body = ended, error_body
         self.base = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": int(time.time()),
                      "model": model}
         self.outcome, self._finished = "cancelled", False
@@ -71,11 +71,7 @@ class StreamedAnswer:
             while piece is not None:
                 if text := strip(piece):
                     yield self._delta({"content": text})
-                try:
-                    async with asyncio.timeout(self.gap_s):
-                        piece = await anext(self.pieces, None)
-                except TimeoutError:
-                    raise BackendTimeout(f"no token for {self.gap_s:g} s (the gateway's request timeout)") from None
+                piece = await anext(self.pieces, None)
             yield self._delta({}, stream.finish_reason)
             if self.include_usage:
                 yield event({**self.base, "choices": [], "usage": {
