@@ -54,6 +54,8 @@ class Paths(_Section):
     checkpoints: Path = Path("models/checkpoints")
     lora_weights: Path = Path("models/lora_weights")
     registry: Path = Path("models/registry")
+    gguf: Path = Path("models/gguf")  # the base model converted to GGUF once per type (stage 5's exports, llama.cpp)
+    exports: Path = Path("models/exports")  # a version's exports while stage 5 builds and measures them
     reports: Path = Path("reports")
     logs: Path = Path("logs")
 
@@ -288,6 +290,25 @@ class Evaluation(_Section):
         return weights
 
 
+GGUFType = Literal["f32", "f16", "bf16", "q8_0"]  # llama.cpp's converters' --outtype
+
+
+class Exports(_Section):
+    """What stage 5 publishes beside the adapter, each measured against 4d (docs/exports.md)."""
+
+    merged: bool = True  # the adapter merged into the base model (safetensors, in the dtype 4d evaluated in)
+    gguf: list[GGUFType] = ["f16"]  # the base model at these types, and the adapter as a GGUF LoRA (llama.cpp)
+    ollama: bool = True  # a Modelfile for the first GGUF type not significantly worse than 4d
+
+    @model_validator(mode="after")
+    def _ollama_needs_gguf(self) -> Exports:
+        if self.ollama and not self.gguf:
+            raise ValueError("ollama: true needs a GGUF export (gguf: [f16], for example): Ollama runs GGUF files")
+        if len(set(self.gguf)) != len(self.gguf):
+            raise ValueError(f"gguf lists a type twice: {self.gguf}")
+        return self
+
+
 class Registration(_Section):
     target: Literal["hub", "local"] = "hub"
     hub_url: str = "https://huggingface.co"
@@ -297,17 +318,21 @@ class Registration(_Section):
     version_bump: Literal["minor", "major"] = "minor"
     license: str = "apache-2.0"
     require_improvement: Literal["none", "mean", "ci"] = "ci"
+    exports: Exports = Exports()
 
 
 class TokenLimits(_Section):
     """The largest ``max_tokens`` a request may ask of each backend (the CPU model answers ~10 tokens/s)."""
 
     vllm: PositiveInt = 1024
+    llamacpp: PositiveInt = 1024
     local: PositiveInt = 256
 
 
 class Serving(_Section):
-    backend: Literal["vllm", "local"] = "vllm"
+    backend: Literal["vllm", "llamacpp", "local"] = "vllm"
+    gguf: GGUFType = Field("f16", description="llamacpp: the base model's GGUF type llama-server runs (each version's "
+                           "GGUF LoRA on top)")
     host: str = "127.0.0.1"
     allow_unauthenticated: bool = False
     admin_token_file: Path = Path("secrets/admin_token")
@@ -375,6 +400,13 @@ class PipelineConfig(_Section):
     registration: Registration = Registration()
     serving: Serving = Serving()
     orchestration: Orchestration = Orchestration()
+
+    @model_validator(mode="after")
+    def _llamacpp_has_gguf(self) -> PipelineConfig:
+        if self.serving.backend == "llamacpp" and not self.registration.exports.gguf:
+            raise ValueError("serving.backend: llamacpp serves each version's GGUF LoRA: set registration.exports.gguf "
+                             "(e.g. [f16])")
+        return self
 
     @field_validator("domain", "use_case")
     @classmethod

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core import artifacts
 from core.config import Evaluation, Paths, PipelineConfig, Serving
 from core.files import atomic_write_text
+from core.llamacpp import base_gguf_path, llama_server
 from core.naming import slug
 
 _DEFAULT = {name: field.default for name, field in Serving.model_fields.items()}  # declared once, in core.config
@@ -29,13 +30,14 @@ _DEFAULT = {name: field.default for name, field in Serving.model_fields.items()}
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
 
-    backend: Literal["vllm", "local"] = _DEFAULT["backend"]
+    backend: Literal["vllm", "llamacpp", "local"] = _DEFAULT["backend"]
     domain: str = "general"
     model_alias: str | None = Field(None, description="the name that answers with the active version and follows "
                                     "rollouts (/v1): None, the domain's slug")
     base_model: str = Field("base", description="the base model's name (in vLLM, and in every response)")
-    base_model_path: str | None = Field(None, description="local backend: the folder it loads the base model from "
-                                        "(never shown to clients); None: the name")
+    base_model_path: str | None = Field(None, description="local backend: the folder it loads the base model from; "
+                                        "llamacpp: the base model's GGUF file (never shown to clients); None: the name")
+    llama_server: str | None = Field(None, description="llamacpp: the llama-server binary (scripts/llamacpp.sh)")
     adapter_name: str | None = Field(None, description="the active LoRA adapter's name (None: serve the base model)")
     adapter_path: str | None = Field(None, description="the adapter loaded at start unless the backend has it: "
                                      "its folder (local), or its path or Hub id as vLLM sees it")
@@ -51,7 +53,8 @@ class GatewaySettings(BaseSettings):
     max_question_chars: int = Field(_DEFAULT["max_question_chars"], gt=0)
     default_max_tokens: int = Field(Evaluation.model_fields["max_new_tokens"].default, gt=0)
     max_tokens_limit: int = Field(_DEFAULT["max_tokens_limit"].vllm, gt=0)
-    max_batch_size: int = Field(8, gt=0)
+    max_batch_size: int = Field(8, gt=0, description="requests generated at once (local: a batch; llamacpp: slots)")
+    max_model_len: int = Field(_DEFAULT["max_model_len"], gt=0, description="llamacpp: a request's context, in tokens")
     batch_wait_ms: float = Field(5.0, ge=0)
     warmup_on_start: bool = _DEFAULT["warmup_on_start"]
     drain_timeout_s: float = Field(_DEFAULT["drain_timeout_s"], gt=0)
@@ -81,9 +84,12 @@ class GatewaySettings(BaseSettings):
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) is over max_tokens_limit "
                              f"({self.max_tokens_limit}): lower it or raise serving.max_tokens_limit.{self.backend}")
-        if self.workers > 1 and self.backend == "local":
-            raise ValueError("the local backend holds the model in its process: run it with one worker "
-                             "(serving.workers: 1)")
+        if self.workers > 1 and self.backend != "vllm":
+            raise ValueError(f"the {self.backend} backend holds its model in the gateway's process (or its children): "
+                             "run it with one worker (serving.workers: 1)")
+        if self.backend == "llamacpp" and not (self.llama_server and self.base_model_path):
+            raise ValueError("the llamacpp backend needs llama_server (the binary) and base_model_path (the base "
+                             "GGUF): python -m serving --config finds both")
         return self
 
     @property
@@ -155,9 +161,19 @@ def _adapter(config: PipelineConfig, kind: str) -> tuple[str | None, str | None]
     name = registration.get("name") or config.adapter_stem()
     if kind == "vllm" and registration:
         return name, adapter_source(config, registration)
+    if kind == "llamacpp":  # a registered version's GGUF LoRA (stage 5's export); stage 4's folder has none
+        return (name, registration["location"]) if registration.get("target") == "local" else (None, None)
     if (adapter / "adapter_config.json").is_file():
         return name, str(adapter)
     return None, None
+
+
+def _base_model_path(config: PipelineConfig, kind: str) -> str | None:
+    if kind == "llamacpp":  # converted by stage 5 or --serve-local (python -m tasks.release.exports)
+        return str(base_gguf_path(config, config.serving.gguf))
+    if kind == "local" and config.finetuning.base_model_gguf:
+        return str(config.path(config.paths.base_model))
+    return None
 
 
 def settings_from_config(config: PipelineConfig, backend: str | None = None) -> GatewaySettings:
@@ -167,16 +183,17 @@ def settings_from_config(config: PipelineConfig, backend: str | None = None) -> 
     adapter_name, adapter_path = _adapter(config, kind)
     local_name = Path(f.base_model_gguf).name.removesuffix(".gguf") if f.base_model_gguf else f.base_model
     values = {"backend": kind, "domain": config.domain, "model_alias": config.model_alias(),
-              "base_model": local_name if kind == "local" else f.base_model,
-              "base_model_path": str(config.path(config.paths.base_model)) if kind == "local" and f.base_model_gguf
-              else None,
+              "base_model": f.base_model if kind == "vllm" else local_name,
+              "base_model_path": _base_model_path(config, kind),
+              "llama_server": str(llama_server()) if kind == "llamacpp" else None,
               "adapter_name": adapter_name, "adapter_path": adapter_path,
               "adapter_registry": s.backend_registry_dir or str(config.path(config.paths.registry)),
               "vllm_url": s.vllm_url, "backend_connections": s.backend_connections, "workers": s.workers,
               "allow_unauthenticated": s.allow_unauthenticated, "request_timeout_s": s.request_timeout_s,
               "max_question_chars": s.max_question_chars, "default_max_tokens": config.evaluation.max_new_tokens,
               "max_tokens_limit": getattr(s.max_tokens_limit, kind), "warmup_on_start": s.warmup_on_start,
-              "drain_timeout_s": s.drain_timeout_s, "max_loras": s.max_loras, "logs_dir": config.path(config.paths.logs),
+              "drain_timeout_s": s.drain_timeout_s, "max_loras": s.max_loras, "max_model_len": s.max_model_len,
+              "logs_dir": config.path(config.paths.logs),
               "admin_token_file": config.path(s.admin_token_file) if config.path(s.admin_token_file).is_file() else None}
     overridden = {k.removeprefix("GATEWAY_").lower() for k in os.environ if k.startswith("GATEWAY_")}
     overridden |= {"admin_token_file"} if "ADMIN_TOKEN_FILE" in os.environ else set()

@@ -1,11 +1,14 @@
 """Stage 5 — register: publish the selected adapter as the next version, with its model card.
 
 Checks first that serving can load the adapter; publishes nothing when the same weights are
-already registered (a nightly rerun with no new data mints no new version).
+already registered (a nightly rerun with no new data mints no new version). The exports
+(merged weights, GGUF, an Ollama Modelfile) are published with the adapter, each measured
+against 4d (tasks/release/exports.py).
 """
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from flows.threaded import threaded_flow
 from tasks.finetune.comparison import metric_difference
 from tasks.finetune.select import ADAPTER_FILES, adapter_hashes
 from tasks.release.adapter_check import check_servable
+from tasks.release.exports import build_exports, export_line
 from tasks.release.model_card import build_model_card
 from tasks.release.registry import HubRegistry, LocalRegistry, Registry, publish_version
 
@@ -66,7 +70,8 @@ def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
     return [by_sha[sha] for sha in used if sha in by_sha]
 
 
-def _card(config: PipelineConfig, name: str, weights_sha: str, summary: dict, selection: dict, stats: dict) -> str:
+def _card(config: PipelineConfig, name: str, weights_sha: str, summary: dict, selection: dict, stats: dict,
+          exports: dict[str, dict]) -> str:
     f = config.finetuning
     training = {"r": f.lora.r, "alpha": f.lora.alpha, "dropout": f.lora.dropout,
                 "target_modules": ", ".join(f.lora.target_modules), "quantization": f.quantization,
@@ -76,7 +81,7 @@ def _card(config: PipelineConfig, name: str, weights_sha: str, summary: dict, se
         base_model=f"{f.base_model} (converted from {f.base_model_gguf})" if f.base_model_gguf else f.base_model,
         base_is_hub_id=not config.path(Path(f.base_model)).exists(), license=config.registration.license,
         adapter_sha256=weights_sha, summary=summary, selection=selection, training=training,
-        dataset_stats=stats, sources=_sources(config, stats.get("source_documents", []))))
+        dataset_stats=stats, sources=_sources(config, stats.get("source_documents", [])), exports=exports))
 
 
 def _now() -> str:
@@ -100,13 +105,20 @@ def register(config: PipelineConfig) -> dict:
     if refusal := promotion_check(r.require_improvement, summary):
         raise PromotionRefused(refusal)
     name = next_version_name(list(published), stem, r.version_bump)
-    where = publish_version(registry, name, adapter, ADAPTER_FILES, _card(config, name, weights_sha, summary, selection, stats),
-                            f"{name}: {summary['headline']}")
+    staging = config.path(config.paths.exports) / weights_sha[:16]  # kept until published: a rerun resumes
+    exports = build_exports(config, name, adapter, staging, artifacts.load(config, "eval_finetuned", "5"))
+    for export, outcome in exports.items():
+        say(f"5 export {export_line(export, outcome)}")
+    where = publish_version(registry, name, adapter, ADAPTER_FILES,
+                            _card(config, name, weights_sha, summary, selection, stats, exports),
+                            f"{name}: {summary['headline']}", staging if staging.is_dir() else None)
+    shutil.rmtree(staging, ignore_errors=True)
     record = {"status": "registered", "name": name, "target": r.target, "location": where,
               "adapter_sha256": weights_sha, "previous_versions": sorted(published),
               "metrics": {side: {metric: m[key] for metric, m in summary["metrics"].items()}
                           for side, key in (("baseline", "before"), ("fine_tuned", "after"))},
-              "promotion": {"rule": r.require_improvement, "headline": summary["headline"]}, "registered_at": _now()}
+              "promotion": {"rule": r.require_improvement, "headline": summary["headline"]}, "exports": exports,
+              "registered_at": _now()}
     atomic_write_json(artifacts.path(config, "registration"), record)
     say(f"5 register: {name} → {where}")
     return record

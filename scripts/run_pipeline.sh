@@ -7,6 +7,7 @@
 #   scripts/run_pipeline.sh --review --config configs/local.yaml   # review the QA pairs in a browser (127.0.0.1:8790)
 #   scripts/run_pipeline.sh --serve-local --config configs/local.yaml   # gateway with the in-process model (CPU)
 #   scripts/run_pipeline.sh --serve-local --config configs/local-vllm.yaml  # the CPU build of vLLM, then the gateway
+#   scripts/run_pipeline.sh --serve-local --config configs/local-llamacpp.yaml  # llama.cpp's llama-server (CPU), gateway
 #   scripts/run_pipeline.sh --build                                     # docker images: gateway, edge, GPU trainer
 #   scripts/run_pipeline.sh --serve --config config.yaml                # compose: vLLM + Prometheus; stage 6: edge + gateway
 #   scripts/run_pipeline.sh --test --config configs/local.yaml          # live checks against the running gateway
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
         --stop) stop=1; shift ;;
         --all) all=1; shift ;;
         -h|--help)
-            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *)
             echo "error: unknown option '$1' (supported: --stage --start --end --config --list --preview --verbose --review" \
                  "--build --serve --serve-local --test --stop --all)" >&2
@@ -101,6 +102,10 @@ serve_local() {
     fi
     local backend; backend="$(setting c.serving.backend)"
     [ "$backend" = vllm ] && start_engine
+    if [ "$backend" = llamacpp ]; then  # llama-server (built once) and the base model's GGUF (converted once)
+        bash scripts/llamacpp.sh > /dev/null
+        echo "serve-local: llama.cpp serves $("$PY" -m tasks.release.exports --config "$config")"
+    fi
     mkdir -p logs
     nohup "$PY" -m serving --config "$config" > logs/gateway.out 2>&1 &
     echo $! > "$PIDFILE"

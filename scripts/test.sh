@@ -2,6 +2,10 @@
 # Set up (if needed) and run the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# llama.cpp (stage 5's GGUF exports, serving.backend: llamacpp; tests/test_llamacpp.py): built once (~15 min on 2
+# cores), then reused. A first build starts here, at low priority, beside the set-up and the first tests; whatever
+# needs it waits for it (scripts/llamacpp.sh holds a lock)
+nice -n 10 bash scripts/llamacpp.sh > /dev/null &
 bash scripts/setup.sh
 # the real vLLM engine (CPU build, its own environment) for tests/test_vllm_engine.py: installed once, then reused
 bash scripts/vllm_engine.sh > /dev/null

@@ -21,11 +21,16 @@ from pydantic import ValidationError
 from core.gateway import GatewaySettings, ensure_token_file, exposure_error, settings_environment, settings_from_config
 from serving.app import create_app
 from serving.backends import Backend, LocalBackend, VLLMBackend
+from serving.llamacpp import LlamaCppBackend
 
 
 def make_backend(settings: GatewaySettings) -> Backend:
     if settings.backend == "vllm":
         return VLLMBackend(settings.vllm_url, settings.request_timeout_s, settings.backend_connections)
+    if settings.backend == "llamacpp":
+        return LlamaCppBackend(settings.llama_server, settings.base_model_path, settings.base_model,
+                               settings.request_timeout_s, settings.max_batch_size, settings.max_model_len,
+                               settings.logs_dir, settings.backend_connections)
     return LocalBackend(settings.base_model, settings.request_timeout_s,
                         settings.max_batch_size, settings.batch_wait_ms, settings.base_model_path)
 
@@ -39,7 +44,7 @@ def worker_app():
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="pipeline config (without it: GATEWAY_* variables only)")
-    parser.add_argument("--backend", choices=["vllm", "local"])
+    parser.add_argument("--backend", choices=["vllm", "llamacpp", "local"])
     parser.add_argument("--host", help="default: serving.host, or 127.0.0.1 without a config")
     parser.add_argument("--port", type=int)
     args = parser.parse_args()

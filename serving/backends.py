@@ -1,4 +1,5 @@
-"""Where answers come from: vLLM over its OpenAI-compatible API, or the model in this process.
+"""Where answers come from: an engine's OpenAI-compatible server (vLLM; llama.cpp's in serving/llamacpp.py), or the
+model in this process.
 
 Both take chat messages and leave prompt building to the model's own chat template, exactly as
 evaluation (4d) did, so a served adapter answers as it was measured; both answer whole
@@ -91,8 +92,8 @@ class Backend(Protocol):
     async def unload_adapter(self, name: str) -> None: ...
 
 
-class VLLMBackend:
-    """vLLM's OpenAI-compatible server: /v1/chat/completions, /v1/models, /health and the runtime LoRA endpoints.
+class OpenAIServer:
+    """An engine's OpenAI-compatible server (vLLM's, llama.cpp's): /v1/chat/completions, /v1/models and /health.
 
     aiohttp, one session for answers with a pool of ``connections`` (httpx's pool polls every pooled
     connection on each request: at 64 connections it took most of the gateway's CPU, encode/httpx
@@ -101,12 +102,11 @@ class VLLMBackend:
     them, so a request is never sent on a connection the server is closing.
     """
 
-    kind = "vllm"
     KEEPALIVE_S = 4.0
     CONTROL_TIMEOUT_S = 5.0
 
-    def __init__(self, url: str, timeout_s: float, connections: int = 256) -> None:
-        self.url, self.timeout_s, self.connections = url.rstrip("/"), timeout_s, connections
+    def __init__(self, url: str, timeout_s: float, connections: int = 256, engine: str = "vLLM") -> None:
+        self.url, self.timeout_s, self.connections, self.engine = url.rstrip("/"), timeout_s, connections, engine
         self._answers: aiohttp.ClientSession | None = None
         self._control: aiohttp.ClientSession | None = None
 
@@ -124,7 +124,7 @@ class VLLMBackend:
         return self._control if control else self._answers
 
     async def start(self) -> None:
-        """Nothing to load here: vLLM loads the model; /ready reports when it is up."""
+        """Nothing to load here: the engine loads the model; /ready reports when it is up."""
 
     async def close(self) -> None:
         for session in (self._answers, self._control):
@@ -140,9 +140,9 @@ class VLLMBackend:
                                        **({"timeout": timeout} if timeout else {})) as response:
                 return response.status, await response.read()
         except TimeoutError as error:  # aiohttp's timeouts are TimeoutErrors too
-            raise BackendTimeout(f"vLLM did not answer {path} within {timeout_s or self.timeout_s:g} s") from error
+            raise BackendTimeout(f"{self.engine} did not answer {path} within {timeout_s or self.timeout_s:g} s") from error
         except aiohttp.ClientError as error:
-            raise BackendUnavailable(f"vLLM is unreachable ({type(error).__name__})") from error
+            raise BackendUnavailable(f"{self.engine} is unreachable ({type(error).__name__})") from error
 
     async def ready(self) -> bool:
         try:
@@ -153,14 +153,14 @@ class VLLMBackend:
     async def models(self) -> list[str]:
         status, body = await self._request("GET", "/v1/models")
         if status != 200:
-            raise BackendUnavailable(f"vLLM /v1/models answered {status}")
+            raise BackendUnavailable(f"{self.engine} /v1/models answered {status}")
         return [m["id"] for m in json.loads(body)["data"]]
 
     async def chat(self, model: str, messages: Messages, sampling: Sampling) -> Completion:
         started = time.perf_counter()
         status, raw = await self._request("POST", "/v1/chat/completions",
                                           {"model": model, "messages": messages, **sampling.openai()}, control=False)
-        _raise_for(status, raw, model)
+        _raise_for(status, raw, model, self.engine)
         body = json.loads(raw)
         usage = body.get("usage") or {}
         choice = body["choices"][0]
@@ -168,22 +168,29 @@ class VLLMBackend:
                           usage.get("completion_tokens", 0), time.perf_counter() - started,
                           choice.get("finish_reason") or "stop")
 
-    async def stream(self, model: str, messages: Messages, sampling: Sampling) -> _VLLMStream:
-        """vLLM's own stream; a timeout here is no token for ``timeout_s``, however long the whole answer takes."""
+    async def stream(self, model: str, messages: Messages, sampling: Sampling) -> _EventStream:
+        """The engine's own stream; a timeout here is no token for ``timeout_s``, however long the whole answer takes."""
         body = {"model": model, "messages": messages, **sampling.openai(), "stream": True,
                 "stream_options": {"include_usage": True}}
         timeout = aiohttp.ClientTimeout(total=None, connect=min(5.0, self.timeout_s), sock_read=self.timeout_s)
         try:
             response = await self._session(False).post(self.url + "/v1/chat/completions", json=body, timeout=timeout)
         except TimeoutError as error:
-            raise BackendTimeout(f"vLLM did not start answering within {self.timeout_s:g} s") from error
+            raise BackendTimeout(f"{self.engine} did not start answering within {self.timeout_s:g} s") from error
         except aiohttp.ClientError as error:
-            raise BackendUnavailable(f"vLLM is unreachable ({type(error).__name__})") from error
+            raise BackendUnavailable(f"{self.engine} is unreachable ({type(error).__name__})") from error
         if response.status != 200:
             raw = await response.read()
             response.release()
-            _raise_for(response.status, raw, model)
-        return _VLLMStream(response, self.timeout_s)
+            _raise_for(response.status, raw, model, self.engine)
+        return _EventStream(response, self.timeout_s, self.engine)
+
+
+
+class VLLMBackend(OpenAIServer):
+    """vLLM's server, with its runtime LoRA endpoints (VLLM_ALLOW_RUNTIME_LORA_UPDATING)."""
+
+    kind = "vllm"
 
     async def _lora(self, action: str, body: dict) -> None:
         status, raw = await self._request("POST", f"/v1/{action}_lora_adapter", body, timeout_s=self.timeout_s)
@@ -197,12 +204,12 @@ class VLLMBackend:
         await self._lora("unload", {"lora_name": name})
 
 
-class _VLLMStream:
-    """vLLM's server-sent events, read line by line. Closing the connection is how vLLM learns the reader is gone:
-    it aborts the request in the engine."""
+class _EventStream:
+    """The engine's server-sent events, read line by line. Closing the connection is how the engine learns the reader
+    is gone: vLLM aborts the request, llama-server stops its slot."""
 
-    def __init__(self, response: aiohttp.ClientResponse, timeout_s: float) -> None:
-        self.response, self.timeout_s = response, timeout_s
+    def __init__(self, response: aiohttp.ClientResponse, timeout_s: float, engine: str) -> None:
+        self.response, self.timeout_s, self.engine = response, timeout_s, engine
         self.prompt_tokens = self.completion_tokens = 0
         self.finish_reason = "stop"
 
@@ -216,7 +223,7 @@ class _VLLMStream:
                     return
                 chunk = json.loads(data)
                 if "error" in chunk:
-                    raise BackendUnavailable(f"vLLM failed mid-answer: {_vllm_error(data)}")
+                    raise BackendUnavailable(f"{self.engine} failed mid-answer: {_vllm_error(data)}")
                 if usage := chunk.get("usage"):
                     self.prompt_tokens, self.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
                 for choice in chunk.get("choices") or ():
@@ -224,9 +231,9 @@ class _VLLMStream:
                         yield text
                     self.finish_reason = choice.get("finish_reason") or self.finish_reason
         except TimeoutError as error:
-            raise BackendTimeout(f"vLLM wrote no token for {self.timeout_s:g} s") from error
+            raise BackendTimeout(f"{self.engine} wrote no token for {self.timeout_s:g} s") from error
         except aiohttp.ClientError as error:
-            raise BackendUnavailable(f"vLLM's stream broke off ({type(error).__name__})") from error
+            raise BackendUnavailable(f"{self.engine}'s stream broke off ({type(error).__name__})") from error
         finally:
             self.response.release()
 
@@ -234,18 +241,18 @@ class _VLLMStream:
         self.response.close()
 
     async def stopped(self) -> None:
-        """vLLM aborts the request when the connection closes; its own metrics count what it generated."""
+        """The engine stops when the connection closes; its own metrics count what it generated."""
 
 
-def _raise_for(status: int, raw: bytes, model: str) -> None:
-    """vLLM's refusals as the gateway's errors: an unknown model (404), a request it cannot serve (400)."""
+def _raise_for(status: int, raw: bytes, model: str, engine: str) -> None:
+    """The engine's refusals as the gateway's errors: an unknown model (404), a request it cannot serve (400)."""
     if status == 200:
         return
     if status == 404:
-        raise UnknownModel(f"model '{model}' is not loaded in vLLM")
+        raise UnknownModel(f"model '{model}' is not loaded in {engine}")
     if status == 400:
-        raise BackendRefused(f"vLLM refused the request: {_vllm_error(raw)}")
-    raise BackendUnavailable(f"vLLM answered {status}: {raw[:200].decode(errors='replace')}")
+        raise BackendRefused(f"{engine} refused the request: {_vllm_error(raw)}")
+    raise BackendUnavailable(f"{engine} answered {status}: {raw[:200].decode(errors='replace')}")
 
 
 def _vllm_error(raw: bytes) -> str:

@@ -58,6 +58,10 @@ def test_local_profile_inherits_and_overrides():
     ({"domain": " ?! "}, "domain: ' ?! ' has no letters or digits to name the adapter after"),
     ({"serving": {"container_ports": [8000, 8011]}}, "serving: serving.container_ports [8000, 8011] must be two ports"),
     ({"serving": {"rollout": "kubernetes"}}, "serving.rollout: Input should be 'in_gateway' or 'containers'"),
+    ({"registration": {"exports": {"gguf": []}}}, "registration.exports: ollama: true needs a GGUF export"),
+    ({"registration": {"exports": {"gguf": ["q4_k"]}}}, "registration.exports.gguf.0: Input should be 'f32', 'f16'"),
+    ({"serving": {"backend": "llamacpp"}, "registration": {"exports": {"gguf": [], "ollama": False}}},
+     "serving.backend: llamacpp serves each version's GGUF LoRA: set registration.exports.gguf"),
 ])
 def test_mistakes_name_the_key(tmp_path, override, message):
     path = write(tmp_path, {"inherit": str(REPO / "config.yaml"), **override})

@@ -57,7 +57,7 @@ def adapter_location(source: str, settings: GatewaySettings) -> str:
     if settings.adapter_registry is None:
         raise invalid("source", source, "this gateway has no adapter registry (GATEWAY_ADAPTER_REGISTRY)")
     location = posixpath.join(settings.adapter_registry, source)
-    if settings.backend == "local":  # our own disk: a symlink must not lead out of the registry either
+    if settings.backend != "vllm":  # our own disk: a symlink must not lead out of the registry either
         root = Path(settings.adapter_registry).resolve()
         if not Path(location).resolve().is_relative_to(root):
             raise invalid("source", source, f"'{source}' leads outside the adapter registry")

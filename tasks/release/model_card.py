@@ -10,10 +10,40 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from tasks.finetune.comparison import comparison_body
 
+_RUN = {"merged": "transformers or vLLM: load the `merged/` folder as any checkpoint",
+        "ollama": "`ollama create <name> -f Modelfile` in this repo's folder (greedy, as evaluated)"}
+
+
+def _run(export: str) -> str:
+    if export.startswith("gguf-"):
+        kind = export.removeprefix("gguf-")
+        return f"llama.cpp: `llama-server -m gguf/base-{kind}.gguf --lora gguf/adapter-*.gguf --jinja`"
+    return _RUN[export]
+
+
+def exports_section(exports: dict[str, dict]) -> str:
+    """What each export is, how to run it, and what it costs: its answers on the test questions paired with 4d's."""
+    if not exports:
+        return ""
+    rows = []
+    for export, record in exports.items():
+        if record["status"] in ("refused", "failed"):
+            rows.append(f"| {export} | — | — | {record['status']}: {record['reason']} | — |")
+            continue
+        files = ", ".join(f"`{name}`" for name in record["files"]) if len(record["files"]) <= 3 else (
+            f"`{next(iter(record['files'])).split('/')[0]}/` ({len(record['files'])} files)")
+        verdict = " **Significantly worse than the evaluated adapter: not recommended.**" if record["status"] == "worse" else ""
+        rows.append(f"| {export} | {files} | {record['bytes'] / 1e6:,.0f} MB | {record['parity']['headline']}.{verdict} "
+                    f"| {_run(export)} |")
+    return ("## Exports\n\nThe adapter in other forms, each measured on the test questions against the evaluated adapter "
+            "(greedy; identical answers, and the combined score's change with its interval):\n\n"
+            "| export | files | size | parity with the evaluation | run it with |\n|---|---|---:|---|---|\n"
+            + "\n".join(rows) + "\n\n")
+
 
 def build_model_card(*, name: str, domain: str, use_case: str, method: str, base_model: str, base_is_hub_id: bool,
                      license: str, adapter_sha256: str, summary: dict, selection: dict,
-                     training: dict, dataset_stats: dict, sources: list[dict]) -> ModelCard:
+                     training: dict, dataset_stats: dict, sources: list[dict], exports: dict[str, dict]) -> ModelCard:
     data = ModelCardData(
         base_model=base_model if base_is_hub_id else None, library_name="peft", license=license,
         tags=[method, "peft", "sft", "trl", domain, use_case], pipeline_tag="text-generation",
@@ -33,7 +63,7 @@ concisely and factually. Load it with PEFT on top of the base model, or serve it
 
 {comparison_body(summary, selection).strip()}
 
-## Training
+{exports_section(exports)}## Training
 
 | setting | value |
 |---|---|

@@ -7,6 +7,7 @@ published instead of minting a new version.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,17 +30,35 @@ class Registry(Protocol):
         """Where version ``name`` lives: a folder, or the repo's URL."""
 
 
-def publish_version(registry: Registry, name: str, adapter: Path, files: tuple[str, ...], card: str,
-                    message: str) -> str:
-    """Publish ``files`` of ``adapter`` with ``card`` as README.md under ``name``; returns its location.
+def place(source: Path, target: Path) -> None:
+    """``source`` (a file or a folder) at ``target`` as hard links where the file system allows (exports are large
+    and published once), else as copies. A published file is never written to, so a link is as good as a copy."""
+    if source.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        for path in source.iterdir():
+            place(path, target / path.name)
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
-    The files are gathered in a staging folder first, so the registry receives exactly them, and that folder
-    never outlives the call.
+
+def publish_version(registry: Registry, name: str, adapter: Path, files: tuple[str, ...], card: str,
+                    message: str, exports: Path | None = None) -> str:
+    """Publish ``files`` of ``adapter``, what ``exports`` holds (its hidden files left out) and ``card`` as README.md
+    under ``name``; returns its location.
+
+    The files are gathered in a staging folder first (beside ``exports``, so they link), so the registry receives
+    exactly them, and that folder never outlives the call.
     """
-    staging = Path(tempfile.mkdtemp(prefix="register-"))
+    staging = Path(tempfile.mkdtemp(prefix=".register-", dir=exports.parent if exports else None))
     try:
         for file in files:
             shutil.copy2(adapter / file, staging / file)
+        for path in sorted(exports.iterdir()) if exports else ():
+            if not path.name.startswith("."):
+                place(path, staging / path.name)
         (staging / "README.md").write_text(card, encoding="utf-8")
         return registry.publish(name, staging, message)
     finally:
@@ -47,7 +66,8 @@ def publish_version(registry: Registry, name: str, adapter: Path, files: tuple[s
 
 
 class LocalRegistry:
-    """``<folder>/<name>/``: the adapter files and README.md, moved into place whole (never half-written)."""
+    """``<folder>/<name>/``: the adapter files, its exports and README.md, moved into place whole (never
+    half-written)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -62,7 +82,7 @@ class LocalRegistry:
     def publish(self, name: str, folder: Path, message: str) -> str:
         with atomic_folder(self.folder / name, replace=False) as staging:  # a registered version is never overwritten
             for path in folder.iterdir():
-                shutil.copy2(path, staging / path.name)
+                place(path, staging / path.name)
         return self.location(name)
 
     def location(self, name: str) -> str:

@@ -16,9 +16,10 @@ import httpx
 from core.config import EVALUATION_DTYPE, ConfigError, PipelineConfig, Secrets
 from core.gateway import ensure_token_file, exposure_error, hub_id, settings_environment, settings_from_config
 from core.naming import version_label
-from tasks.common.paired import Paired, paired_difference
+from tasks.common.paired import Paired
 from tasks.release import containers
 from tasks.release.containers import ContainerError
+from tasks.release.parity import measure, parity_sample, significantly_worse
 
 
 class RolloutFailed(RuntimeError):
@@ -97,14 +98,11 @@ PARITY_CONCURRENCY = 4  # requests in flight while the parity gate asks: the eng
 
 
 def served_parity(client: httpx.Client, config: PipelineConfig, name: str, eval_report: dict) -> dict:
-    """4d's test questions (the first ``serving.parity_questions``) asked of ``name`` as served, scored with 4d's
-    metrics and paired with 4d's own scores: the share of identical answers, and the combined score's change with
-    its interval (the statistics 4d reports). Served answers differ from evaluated ones when the engine runs
-    another dtype or applies other generation defaults; nothing else would notice."""
-    from tasks.common.metrics import score_all  # torch and BERTScore: only when a rollout gets this far
-
-    s, e = config.serving, config.evaluation
-    sample = eval_report["predictions"][: s.parity_questions]
+    """4d's test questions (the first ``serving.parity_questions``) asked of ``name`` as served, paired with 4d's
+    answers (tasks.release.parity). Served answers differ from evaluated ones when the engine runs another dtype or
+    applies other generation defaults; nothing else would notice."""
+    s = config.serving
+    sample = parity_sample(eval_report, s.parity_questions)
     asked = {"adapter": name, "max_tokens": eval_report["settings"]["max_new_tokens"], "temperature": 0.0}
 
     def ask(example: dict) -> str:
@@ -112,29 +110,20 @@ def served_parity(client: httpx.Client, config: PipelineConfig, name: str, eval_
 
     with ThreadPoolExecutor(PARITY_CONCURRENCY) as pool:
         served = list(pool.map(ask, sample))
-    scores, _ = score_all(served, [x["reference"] for x in sample], eval_report["settings"]["bertscore_model"],
-                          e.bertscore_num_layers, eval_report["weights"])
-    change = paired_difference([x["scores"]["combined"] for x in sample], [x["combined"] for x in scores], e.resamples, e.seed,
-                     e.confidence)
-    identical = sum(a.strip() == x["prediction"].strip() for a, x in zip(served, sample, strict=True))
-    return {"questions": len(sample), "identical": identical, "dtype": s.dtype, "margin": s.parity_margin,
-            "combined": change.model_dump(), "headline": parity_line(identical, change),
-            "differing": [{"question": x["question"], "evaluated": x["prediction"], "served": a}
-                          for a, x in zip(served, sample, strict=True) if a.strip() != x["prediction"].strip()][:5]}
-
-
-def parity_line(identical: int, change: Paired) -> str:
-    """"35 of 35 answers identical to 4d; combined 0.4909 served vs 0.4909 evaluated (+0.0000, 95 % CI …)"."""
-    return (f"{identical} of {change.examples} answers identical to 4d; combined {change.after:.4f} served vs "
-            f"{change.before:.4f} evaluated ({change.delta:+.4f}, {change.interval()})")
+    computed_in = f"gguf-{s.gguf}" if s.backend == "llamacpp" else s.dtype  # llama.cpp runs the GGUF's types
+    return {**measure(served, sample, config.evaluation, eval_report, "served"), "dtype": computed_in,
+            "margin": s.parity_margin}
 
 
 def check_parity(parity: dict) -> str | None:
     """RolloutFailed when the served adapter scores significantly worse than 4d measured (the interval's upper bound
     below ``-parity_margin``); a warning when only some answers differ."""
     change = Paired.model_validate(parity["combined"])
-    if change.high is not None and change.high < -parity["margin"]:
-        fix = (f"serve in the dtype 4d evaluated in (serving.dtype: {EVALUATION_DTYPE}, now {parity['dtype']})"
+    if significantly_worse(parity, parity["margin"]):
+        fix = (f"serve a GGUF type nearer 4d's {EVALUATION_DTYPE} (serving.gguf: f32 or f16, now "
+               f"{parity['dtype'].removeprefix('gguf-')}; stage 5's exports measure each type)"
+               if parity["dtype"].startswith("gguf-") else
+               f"serve in the dtype 4d evaluated in (serving.dtype: {EVALUATION_DTYPE}, now {parity['dtype']})"
                if parity["dtype"] != EVALUATION_DTYPE else
                "the weights served are not the ones 4d evaluated, or the engine decodes otherwise (vLLM: "
                "--generation-config vllm)")
@@ -142,7 +131,7 @@ def check_parity(parity: dict) -> str | None:
                             f"serving.parity_margin ({parity['margin']:g}); {fix}")
     if parity["identical"] < change.examples:
         return (f"{change.examples - parity['identical']} of {change.examples} served answers differ from 4d's "
-                f"(serving.dtype {parity['dtype']}); reports/rollout.json lists some")
+                f"(computed in {parity['dtype']}); reports/rollout.json lists some")
     return None
 
 
