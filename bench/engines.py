@@ -31,7 +31,9 @@ def measure(config_path: Path, backend: str, questions: list[str], levels: list[
     if backend == "vllm":
         engine = VLLMEngine(config_path, config.path(config.paths.logs) / "vllm-bench.out").__enter__()
     try:
-        with GatewayProcess({"ADMIN_TOKEN": ADMIN_TOKEN, **os.environ}, args=("--config", config_path.name, "--backend", backend),
+        # tokens/s is the subject, not timeouts: the CPU vLLM takes minutes for 16 answers at once
+        environment = {**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN, "GATEWAY_REQUEST_TIMEOUT_S": "1200"}
+        with GatewayProcess(environment, args=("--config", config_path.name, "--backend", backend),
                             cwd=str(config_path.parent), ready_timeout_s=600) as gateway:
             gateway.wait_ready(600)
             tokens_per_second(gateway.url, questions[:4], 4, max_tokens)  # warm-up: caches, threads, first batches

@@ -300,6 +300,9 @@ class Exports(_Section):
     gguf: list[GGUFType] = ["f16"]  # the base model at these types, and the adapter as a GGUF LoRA (llama.cpp)
     ollama: bool = True  # a Modelfile for the first GGUF type not significantly worse than 4d
 
+    def wanted(self) -> bool:
+        return self.merged or bool(self.gguf)  # ollama needs a GGUF type
+
     @model_validator(mode="after")
     def _ollama_needs_gguf(self) -> Exports:
         if self.ollama and not self.gguf:

@@ -106,7 +106,8 @@ def register(config: PipelineConfig) -> dict:
         raise PromotionRefused(refusal)
     name = next_version_name(list(published), stem, r.version_bump)
     staging = config.path(config.paths.exports) / weights_sha[:16]  # kept until published: a rerun resumes
-    exports = build_exports(config, name, adapter, staging, artifacts.load(config, "eval_finetuned", "5"))
+    exports = (build_exports(config, name, adapter, staging, artifacts.load(config, "eval_finetuned", "5"))
+               if r.exports.wanted() else {})
     for export, outcome in exports.items():
         say(f"5 export {export_line(export, outcome)}")
     where = publish_version(registry, name, adapter, ADAPTER_FILES,

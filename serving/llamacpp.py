@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,14 @@ from serving.backends import (
 )
 
 ENGINE = "llama.cpp"
+
+
+_PRCTL = ctypes.CDLL(None).prctl  # resolved here: the child runs no import (its parent has threads)
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the gateway dies, however it dies (Linux), so no server outlives it."""
+    _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -56,7 +66,7 @@ class LlamaCppBackend:
         with open(log, "w") as output:
             process = await asyncio.create_subprocess_exec(
                 *server_command(self.binary, self.base_gguf, lora, port, self.slots, self.context),
-                stdout=output, stderr=asyncio.subprocess.STDOUT)
+                stdout=output, stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)
         server = _Server(process, OpenAIServer(f"http://127.0.0.1:{port}", self.timeout_s, self.connections, ENGINE), log)
         deadline = asyncio.get_running_loop().time() + self.START_TIMEOUT_S
         while not await server.client.ready():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.loopback import free_port
-from harness.project import qa_dataset, run_pipeline, write_profile
+from harness.project import NO_EXPORTS, qa_dataset, run_pipeline, write_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,7 +36,9 @@ def project(tmp_path: Path, sample_pdf_dir: Path, pdf_server) -> Path:
         "serving": {"gateway_url": f"http://127.0.0.1:{free_port()}"},
         # stage 4 in brief (2 checkpoints, 24-token answers): here the subject is the stages' wiring; training and
         # its numbers at the profile's full settings are tests/test_finetune_e2e.py's
-        "finetuning": {"training": {"max_steps": 10, "save_steps": 5}}, "evaluation": {"max_new_tokens": 24}})
+        "finetuning": {"training": {"max_steps": 10, "save_steps": 5}}, "evaluation": {"max_new_tokens": 24},
+        # stage 5's exports are the registered project's (tests/test_llamacpp.py): here, the stages' wiring
+        "registration": {"exports": NO_EXPORTS}})
     return tmp_path
 
 

@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from core.naming import next_version_name
 from harness.hub import FakeHub
-from harness.project import run_pipeline, write_profile
+from harness.project import NO_EXPORTS, run_pipeline, write_profile
 from tasks.finetune.comparison import summarise
 from tasks.release.adapter_check import AdapterNotServable, check_servable
 
@@ -90,7 +90,7 @@ def make_project(root: Path, registration: dict, seed: int = 0, deltas: list[flo
     (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
     (root / "data" / "raw" / "metadata.json").write_text(json.dumps([
         {"url": "https://example.org/guide.pdf", "title": "Prenatal guide", "sha256": "a" * 64, "status": "ok"}]))
-    write_profile(root, {"registration": registration})
+    write_profile(root, {"registration": {"exports": NO_EXPORTS, **registration}})  # exports: tests/test_llamacpp.py
     return root
 
 

@@ -252,15 +252,17 @@ def modelfile_answers(url: str, sample: list[dict], template: str, system: str, 
 # --- the whole step -------------------------------------------------------------------------------------------
 
 def _base_folder(config: PipelineConfig) -> Path:
-    """The base model's checkpoint folder, as the converters and PEFT read it (a Hub id: its downloaded snapshot)."""
-    from core.engine import model_location
+    """The base model's checkpoint folder, as the converters and PEFT read it: converted from the packaged GGUF once
+    (as stage 4 does), a local folder, or a Hub id's downloaded snapshot."""
+    from tasks.common.base_models import prepare_base_model
 
-    location = model_location(config)
-    if Path(location).is_dir():
-        return Path(location)
+    f = config.finetuning
+    location = Path(prepare_base_model(f.base_model, f.base_model_gguf, config.path(config.paths.base_model)))
+    if config.path(location).is_dir():
+        return config.path(location)
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(location))
+    return Path(snapshot_download(f.base_model))
 
 
 def build_exports(config: PipelineConfig, name: str, adapter: Path, folder: Path, eval_report: dict) -> dict[str, dict]:
