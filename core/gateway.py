@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core import artifacts
 from core.config import Evaluation, Paths, PipelineConfig, Serving
 from core.files import atomic_write_text
-from core.llamacpp import base_gguf_path, llama_server
+from core.llamacpp import base_gguf_path
 from core.naming import slug
 
 _DEFAULT = {name: field.default for name, field in Serving.model_fields.items()}  # declared once, in core.config
@@ -37,7 +37,8 @@ class GatewaySettings(BaseSettings):
     base_model: str = Field("base", description="the base model's name (in vLLM, and in every response)")
     base_model_path: str | None = Field(None, description="local backend: the folder it loads the base model from; "
                                         "llamacpp: the base model's GGUF file (never shown to clients); None: the name")
-    llama_server: str | None = Field(None, description="llamacpp: the llama-server binary (scripts/llamacpp.sh)")
+    llama_server: str | None = Field(None, description="llamacpp: the llama-server binary; None: the one "
+                                     "scripts/llamacpp.sh builds (built when the gateway starts, if not yet)")
     adapter_name: str | None = Field(None, description="the active LoRA adapter's name (None: serve the base model)")
     adapter_path: str | None = Field(None, description="the adapter loaded at start unless the backend has it: "
                                      "its folder (local), or its path or Hub id as vLLM sees it")
@@ -87,9 +88,9 @@ class GatewaySettings(BaseSettings):
         if self.workers > 1 and self.backend != "vllm":
             raise ValueError(f"the {self.backend} backend holds its model in the gateway's process (or its children): "
                              "run it with one worker (serving.workers: 1)")
-        if self.backend == "llamacpp" and not (self.llama_server and self.base_model_path):
-            raise ValueError("the llamacpp backend needs llama_server (the binary) and base_model_path (the base "
-                             "GGUF): python -m serving --config finds both")
+        if self.backend == "llamacpp" and not self.base_model_path:
+            raise ValueError("the llamacpp backend needs base_model_path (the base model's GGUF): python -m serving "
+                             "--config finds it")
         return self
 
     @property
@@ -185,7 +186,6 @@ def settings_from_config(config: PipelineConfig, backend: str | None = None) -> 
     values = {"backend": kind, "domain": config.domain, "model_alias": config.model_alias(),
               "base_model": f.base_model if kind == "vllm" else local_name,
               "base_model_path": _base_model_path(config, kind),
-              "llama_server": str(llama_server()) if kind == "llamacpp" else None,
               "adapter_name": adapter_name, "adapter_path": adapter_path,
               "adapter_registry": s.backend_registry_dir or str(config.path(config.paths.registry)),
               "vllm_url": s.vllm_url, "backend_connections": s.backend_connections, "workers": s.workers,

@@ -14,7 +14,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_PROFILE = REPO / "configs" / "local.yaml"
-# registration.exports for a test whose subject is not stage 5's exports (those: tests/test_llamacpp.py)
+# registration.exports for a test whose subject is not stage 5's exports (those: tests/test_llamacpp.py); such a project
+# also sets serving.backend: local, llama.cpp serving the GGUF exports it would not have
 NO_EXPORTS = {"merged": False, "gguf": [], "ollama": False}
 
 

@@ -19,6 +19,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from core.gateway import GatewaySettings, ensure_token_file, exposure_error, settings_environment, settings_from_config
+from core.llamacpp import llama_server
 from serving.app import create_app
 from serving.backends import Backend, LocalBackend, VLLMBackend
 from serving.llamacpp import LlamaCppBackend
@@ -28,7 +29,9 @@ def make_backend(settings: GatewaySettings) -> Backend:
     if settings.backend == "vllm":
         return VLLMBackend(settings.vllm_url, settings.request_timeout_s, settings.backend_connections)
     if settings.backend == "llamacpp":
-        return LlamaCppBackend(settings.llama_server, settings.base_model_path, settings.base_model,
+        # built here, not with the settings: a gateway refused (an exposed address) builds nothing
+        binary = Path(settings.llama_server) if settings.llama_server else llama_server()
+        return LlamaCppBackend(binary, settings.base_model_path, settings.base_model,
                                settings.request_timeout_s, settings.max_batch_size, settings.max_model_len,
                                settings.logs_dir, settings.backend_connections)
     return LocalBackend(settings.base_model, settings.request_timeout_s,

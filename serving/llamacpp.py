@@ -50,9 +50,9 @@ class LlamaCppBackend:
     kind = "llamacpp"
     START_TIMEOUT_S = 300.0
 
-    def __init__(self, binary: str, base_gguf: str, base_model: str, timeout_s: float, slots: int, context: int,
+    def __init__(self, binary: Path, base_gguf: str, base_model: str, timeout_s: float, slots: int, context: int,
                  logs_dir: Path, connections: int = 256) -> None:
-        self.binary, self.base_gguf, self.base_model = Path(binary), Path(base_gguf), base_model
+        self.binary, self.base_gguf, self.base_model = binary, Path(base_gguf), base_model
         self.timeout_s, self.slots, self.context, self.connections = timeout_s, slots, context, connections
         self.logs_dir = logs_dir
         self.servers: dict[str, _Server] = {}

@@ -33,11 +33,12 @@ def project(tmp_path: Path, sample_pdf_dir: Path, pdf_server) -> Path:
         "data_collector": {"local": {"dir": "pdfs", "url_file": "urls.txt"}, "allow_private_addresses": True,
                            "backoff_base_s": 0.05},
         # no gateway runs there (whatever listens on this machine's :8000 is not this test's business)
-        "serving": {"gateway_url": f"http://127.0.0.1:{free_port()}"},
+        "serving": {"gateway_url": f"http://127.0.0.1:{free_port()}", "backend": "local"},
         # stage 4 in brief (2 checkpoints, 24-token answers): here the subject is the stages' wiring; training and
         # its numbers at the profile's full settings are tests/test_finetune_e2e.py's
         "finetuning": {"training": {"max_steps": 10, "save_steps": 5}}, "evaluation": {"max_new_tokens": 24},
-        # stage 5's exports are the registered project's (tests/test_llamacpp.py): here, the stages' wiring
+        # stage 5's exports (and the llama.cpp backend serving them) are the registered project's
+        # (tests/test_llamacpp.py): here, the stages' wiring
         "registration": {"exports": NO_EXPORTS}})
     return tmp_path
 

@@ -90,7 +90,8 @@ def make_project(root: Path, registration: dict, seed: int = 0, deltas: list[flo
     (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
     (root / "data" / "raw" / "metadata.json").write_text(json.dumps([
         {"url": "https://example.org/guide.pdf", "title": "Prenatal guide", "sha256": "a" * 64, "status": "ok"}]))
-    write_profile(root, {"registration": {"exports": NO_EXPORTS, **registration}})  # exports: tests/test_llamacpp.py
+    # exports, and llama.cpp serving them: tests/test_llamacpp.py
+    write_profile(root, {"registration": {"exports": NO_EXPORTS, **registration}, "serving": {"backend": "local"}})
     return root
 
 

@@ -97,10 +97,11 @@ def smoke_test(client: httpx.Client, config: PipelineConfig, name: str, base_mod
 PARITY_CONCURRENCY = 4  # requests in flight while the parity gate asks: the engine batches them, as it would serve them
 
 
-def served_parity(client: httpx.Client, config: PipelineConfig, name: str, eval_report: dict) -> dict:
-    """4d's test questions (the first ``serving.parity_questions``) asked of ``name`` as served, paired with 4d's
-    answers (tasks.release.parity). Served answers differ from evaluated ones when the engine runs another dtype or
-    applies other generation defaults; nothing else would notice."""
+def served_parity(client: httpx.Client, config: PipelineConfig, name: str, backend: str, eval_report: dict) -> dict:
+    """4d's test questions (the first ``serving.parity_questions``) asked of ``name`` as served by ``backend`` (what
+    the gateway reports, not what the config says: a gateway may be started with another), paired with 4d's answers
+    (tasks.release.parity). Served answers differ from evaluated ones when the engine runs another dtype or applies
+    other generation defaults; nothing else would notice."""
     s = config.serving
     sample = parity_sample(eval_report, s.parity_questions)
     asked = {"adapter": name, "max_tokens": eval_report["settings"]["max_new_tokens"], "temperature": 0.0}
@@ -110,7 +111,7 @@ def served_parity(client: httpx.Client, config: PipelineConfig, name: str, eval_
 
     with ThreadPoolExecutor(PARITY_CONCURRENCY) as pool:
         served = list(pool.map(ask, sample))
-    computed_in = f"gguf-{s.gguf}" if s.backend == "llamacpp" else s.dtype  # llama.cpp runs the GGUF's types
+    computed_in = f"gguf-{s.gguf}" if backend == "llamacpp" else s.dtype  # llama.cpp runs the GGUF's types
     return {**measure(served, sample, config.evaluation, eval_report, "served"), "dtype": computed_in,
             "margin": s.parity_margin}
 
@@ -138,7 +139,7 @@ def check_parity(parity: dict) -> str | None:
 def verified(client: httpx.Client, config: PipelineConfig, name: str, eval_report: dict, record: dict) -> dict:
     """The active version's parity with 4d (a gateway that loaded it at start, a rerun): status ``already_active``,
     or ``parity_failed`` (nothing to roll back to: the flow fails with the reason)."""
-    record["parity"] = served_parity(client, config, name, eval_report)
+    record["parity"] = served_parity(client, config, name, record["backend"], eval_report)
     try:
         record["warning"] = check_parity(record["parity"])
     except RolloutFailed as error:
@@ -168,7 +169,7 @@ def in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, re
                 _checked(client.post("/admin/adapters", json={"name": name, "source": admin_source(registration)},
                                      headers=admin), f"loading {name}")
             record["smoke_test"] = smoke_test(client, config, name, base_model, backend, eval_report)
-            record["parity"] = served_parity(client, config, name, eval_report)
+            record["parity"] = served_parity(client, config, name, backend, eval_report)
             record["warning"] = check_parity(record["parity"])
             _checked(client.put("/admin/active", json={"name": name}, headers=admin), f"switching to {name}")
         except (RolloutFailed, httpx.TransportError) as error:
@@ -224,7 +225,7 @@ def blue_green(config: PipelineConfig, registration: dict, eval_report: dict, re
             base_model = _checked(direct.get("/models"), f"reading {new.name}'s models")["base_model"]
             record["smoke_test"] = smoke_test(direct, config, name, base_model, "vllm", eval_report)
             lap("smoke_test")
-            record["parity"] = served_parity(direct, config, name, eval_report)
+            record["parity"] = served_parity(direct, config, name, "vllm", eval_report)
             record["warning"] = check_parity(record["parity"])
         lap("parity_gate")
         if edge is None:
