@@ -50,6 +50,7 @@ def main() -> None:
                         choices=["llamacpp", "local", "vllm"])
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
     args = parser.parse_args()
+    args.levels = list(dict.fromkeys(args.levels))
     config = load_config(args.config)
     registration = artifacts.load(config, "registration", "bench.engines")
     questions = [p["question"] for p in artifacts.load(config, "eval_finetuned", "bench.engines")["predictions"]]

@@ -54,9 +54,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def http_threads(slots: int) -> int:
+    """llama-server's HTTP threads, and so the most connections a client may keep to it: cpp-httplib serves a
+    connection on one thread for as long as it is kept alive, and a connection beyond the threads waits until one idles
+    out (5 s; cpp-httplib #1891; measured here: 4 of 16 answers 4 s late). Twice the slots for answers, so that
+    requests queued behind busy slots are already at the server when one frees, and 4 for health checks."""
+    return 2 * slots + 4
+
+
 def server_command(binary: Path, base: Path, lora: Path | None, port: int, slots: int, context: int) -> list[str]:
     """llama-server on loopback for ``base`` (with ``lora`` applied to every request): the model's own chat template
     (--jinja, as transformers renders it for 4d), ``slots`` requests generated at once with ``context`` tokens each."""
     return [str(binary), "--model", str(base), *(["--lora", str(lora)] if lora else []),
             "--host", "127.0.0.1", "--port", str(port), "--jinja", "--parallel", str(slots),
-            "--ctx-size", str(context * slots), "--threads", str(threads()), "--no-webui"]
+            "--ctx-size", str(context * slots), "--threads", str(threads()),
+            "--threads-http", str(http_threads(slots)), "--no-webui"]

@@ -104,6 +104,7 @@ class OpenAIServer:
 
     KEEPALIVE_S = 4.0
     CONTROL_TIMEOUT_S = 5.0
+    CONTROL_CONNECTIONS = 4
 
     def __init__(self, url: str, timeout_s: float, connections: int = 256, engine: str = "vLLM") -> None:
         self.url, self.timeout_s, self.connections, self.engine = url.rstrip("/"), timeout_s, connections, engine
@@ -119,7 +120,7 @@ class OpenAIServer:
                                                keepalive_timeout=self.KEEPALIVE_S),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=connect), raise_for_status=False)
             self._control = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=4, keepalive_timeout=self.KEEPALIVE_S),
+                connector=aiohttp.TCPConnector(limit=self.CONTROL_CONNECTIONS, keepalive_timeout=self.KEEPALIVE_S),
                 timeout=aiohttp.ClientTimeout(total=self.CONTROL_TIMEOUT_S, connect=connect))
         return self._control if control else self._answers
 

@@ -17,7 +17,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.llamacpp import free_port, server_command
+from core.llamacpp import free_port, http_threads, server_command
 from core.prompts import Messages
 from serving.backends import (
     AdapterLoadFailed,
@@ -46,6 +46,12 @@ class _Server:
     log: Path
 
 
+def answer_connections(slots: int, connections: int) -> int:
+    """The gateway's pool of connections for answers to one llama-server: at most ``connections``, and with the
+    control calls' within the server's HTTP threads (a connection beyond them waits for one to idle out)."""
+    return min(connections, http_threads(slots) - OpenAIServer.CONTROL_CONNECTIONS)
+
+
 class LlamaCppBackend:
     kind = "llamacpp"
     START_TIMEOUT_S = 300.0
@@ -67,7 +73,9 @@ class LlamaCppBackend:
             process = await asyncio.create_subprocess_exec(
                 *server_command(self.binary, self.base_gguf, lora, port, self.slots, self.context),
                 stdout=output, stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)
-        server = _Server(process, OpenAIServer(f"http://127.0.0.1:{port}", self.timeout_s, self.connections, ENGINE), log)
+        client = OpenAIServer(f"http://127.0.0.1:{port}", self.timeout_s, answer_connections(self.slots, self.connections),
+                              ENGINE)
+        server = _Server(process, client, log)
         deadline = asyncio.get_running_loop().time() + self.START_TIMEOUT_S
         while not await server.client.ready():
             if process.returncode is not None or asyncio.get_running_loop().time() > deadline:

@@ -11,7 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
+from core.llamacpp import server_command
 from core.prompts import conversation
+from serving.backends import OpenAIServer
+from serving.llamacpp import answer_connections
 from tasks.release.exports import (
     ExportFailed,
     export_line,
@@ -97,3 +100,13 @@ def test_the_card_and_the_cli_say_what_each_export_costs_and_which_to_avoid():
     assert export_line("gguf-q8_0", exports["gguf-q8_0"]).endswith("significantly worse than 4d (not the default)")
     assert export_line("ollama", exports["ollama"]) == "ollama: refused: no GGUF export to run"
     assert exports_section({}) == ""
+
+
+@given(slots=st.integers(1, 64), connections=st.integers(1, 1024))
+def test_the_gateway_never_holds_more_connections_to_a_llama_server_than_it_has_http_threads(slots, connections):
+    """cpp-httplib gives a kept-alive connection a thread of its own: one more waited 4 s for a thread to idle out."""
+    command = server_command(Path("llama-server"), Path("base.gguf"), None, 8080, slots, 512)
+    server_threads = int(command[command.index("--threads-http") + 1])
+    answers = answer_connections(slots, connections)
+    assert 1 <= answers <= connections and answers + OpenAIServer.CONTROL_CONNECTIONS <= server_threads
+    assert answers >= min(connections, slots)  # and every slot can be kept busy
