@@ -225,6 +225,15 @@ class Distributed(_Section):
         return max(1, visible_gpus)
 
 
+def accumulation_problem(accumulation: int, processes: int) -> str | None:
+    """Why ``processes`` cannot share ``accumulation`` steps (the configured batch is the global one), or None."""
+    if accumulation % processes == 0:
+        return None
+    return (f"training.gradient_accumulation_steps {accumulation} is not divisible by the {processes} processes of "
+            f"distributed.num_processes: the configured batch is the global one (each process accumulates "
+            f"1/{processes} of its steps); use a multiple of {processes}")
+
+
 class Finetuning(_Section):
     base_model: str = "meta-llama/Llama-3.2-3B-Instruct"
     base_model_gguf: str | None = Field(
@@ -255,13 +264,10 @@ class Finetuning(_Section):
         if d.strategy == "deepspeed_zero3" and self.quantization != "none":
             raise ValueError(f"distributed.strategy deepspeed_zero3 does not partition {self.quantization} "
                              "(bitsandbytes) weights: use quantization none, or strategy ddp")
-        processes = d.num_processes if d.num_processes != "auto" else 1
-        accumulation = self.training.gradient_accumulation_steps
-        if accumulation % processes:
-            raise ValueError(
-                f"training.gradient_accumulation_steps {accumulation} is not divisible by distributed.num_processes "
-                f"{processes}: the configured batch is the global one (each process accumulates 1/{processes} of its "
-                f"steps); use a multiple of {processes}")
+        # with auto, the processes are known on the training machine only: stage 4's preflight checks there
+        if problem := accumulation_problem(self.training.gradient_accumulation_steps,
+                                           d.num_processes if d.num_processes != "auto" else 1):
+            raise ValueError(problem)
         return self
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact
 
 from core import artifacts
 from core.artifacts import MissingStageOutput
-from core.config import ConfigError, Finetuning, PipelineConfig, Secrets
+from core.config import ConfigError, PipelineConfig
 from core.files import atomic_write_json, atomic_write_text
 from core.prompts import system_prompt
 from flows.report import progress_bar, say
@@ -33,64 +32,6 @@ from tasks.finetune.tracking import log_results, wandb_run, where
 from tasks.finetune.train import checkpoints, total_steps, train_lora
 from tasks.llm.calls import RateLimitedCaller
 from tasks.report.page import report_title, write_report
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def preflight(config: PipelineConfig) -> None:
-    """Refuse settings this machine cannot honour, naming the setting; never downgrade silently."""
-    import importlib.util
-
-    f = config.finetuning
-    if f.training.bf16:
-        import torch
-
-        supported = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else _cpu_has_bf16()
-        if not supported:
-            raise ConfigError("finetuning.training.bf16: true, but this machine has no bf16 support "
-                              "(no CUDA GPU with bf16, no avx512_bf16/amx_bf16 CPU): set it to false")
-    needs_bnb = [name for name, used in (("finetuning.quantization", f.quantization != "none"),
-                                          ("finetuning.training.optim", f.training.optim.startswith("paged_"))) if used]
-    if needs_bnb and importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError(f"{' and '.join(needs_bnb)}: bitsandbytes is needed and not installed: "
-                          "pip install 'bitsandbytes>=0.50' (or quantization: none and optim: adamw_torch)")
-    if f.wandb and Secrets().wandb_api_key is None and os.environ.get("WANDB_MODE") != "offline":
-        raise ConfigError("finetuning.wandb: true needs WANDB_API_KEY (or WANDB_MODE=offline), or set wandb: false")
-    _check_processes(f)
-
-
-def _check_processes(f: Finetuning) -> None:
-    """Several 4b processes: no more than this machine's GPUs (or, without any, its cores), the global batch
-    shared out evenly, DeepSpeed installed when asked for."""
-    import importlib.util
-
-    d = f.distributed
-    if d.num_processes == 1:
-        return
-    import torch
-
-    gpus = torch.cuda.device_count()
-    processes = d.processes(gpus)
-    if processes == 1:
-        return
-    available = gpus or os.cpu_count() or 1
-    if processes > available:
-        raise ConfigError(f"finetuning.distributed.num_processes {processes} is more than this machine's "
-                          f"{f'{gpus} visible GPUs' if gpus else f'{available} CPU cores (no GPU is visible)'}: "
-                          f"use at most {available}, or auto (one a visible GPU)")
-    if f.training.gradient_accumulation_steps % processes:
-        raise ConfigError(f"finetuning.training.gradient_accumulation_steps {f.training.gradient_accumulation_steps} "
-                          f"is not divisible by the {processes} processes of distributed.num_processes: auto "
-                          f"(the configured batch is the global one): use a multiple of {processes}")
-    if d.strategy == "deepspeed_zero3" and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("finetuning.distributed.strategy deepspeed_zero3 needs DeepSpeed: pip install deepspeed "
-                          "(or strategy ddp / fsdp)")
 
 
 def _base(config: PipelineConfig) -> str:

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from core.config import ConfigError, Finetuning, load_config
-from flows import finetune
 from harness.project import REPO
+from tasks.finetune import preflight
 from tasks.finetune.evaluate import load_questions
 from tasks.finetune.select import best_checkpoint, cleanup_checkpoints, install_adapter
 
@@ -22,33 +22,33 @@ def config_with(tmp_path, finetuning: dict):
 
 
 def test_bf16_is_refused_where_the_hardware_has_none(tmp_path, monkeypatch):
-    monkeypatch.setattr(finetune, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(preflight, "cpu_has_bf16", lambda: False)
     with pytest.raises(ConfigError, match=r"finetuning\.training\.bf16: true, but this machine has no bf16 support"):
-        finetune.preflight(config_with(tmp_path, {"training": {"bf16": True}}))
-    finetune.preflight(config_with(tmp_path, {"training": {"bf16": False}}))
+        preflight.preflight(config_with(tmp_path, {"training": {"bf16": True}}))
+    preflight.preflight(config_with(tmp_path, {"training": {"bf16": False}}))
 
 
 def test_quantization_and_paged_optimizer_need_bitsandbytes(tmp_path, monkeypatch):
     import importlib.util
 
-    finetune.preflight(config_with(tmp_path, {"quantization": "8bit", "training": {"optim": "paged_adamw_32bit"}}))
+    preflight.preflight(config_with(tmp_path, {"quantization": "8bit", "training": {"optim": "paged_adamw_32bit"}}))
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
     with pytest.raises(ConfigError, match=r"finetuning\.quantization and finetuning\.training\.optim: bitsandbytes is needed"):
-        finetune.preflight(config_with(tmp_path, {"quantization": "8bit", "training": {"optim": "paged_adamw_32bit"}}))
+        preflight.preflight(config_with(tmp_path, {"quantization": "8bit", "training": {"optim": "paged_adamw_32bit"}}))
     with pytest.raises(ConfigError, match=r"finetuning\.quantization: bitsandbytes is needed and not installed: pip install"):
-        finetune.preflight(config_with(tmp_path, {"quantization": "4bit", "training": {"optim": "adamw_torch"}}))
-    finetune.preflight(config_with(tmp_path, {"quantization": "none", "training": {"optim": "adamw_torch"}}))
+        preflight.preflight(config_with(tmp_path, {"quantization": "4bit", "training": {"optim": "adamw_torch"}}))
+    preflight.preflight(config_with(tmp_path, {"quantization": "none", "training": {"optim": "adamw_torch"}}))
 
 
 def test_wandb_without_its_key_is_explained_and_offline_mode_needs_none(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     with pytest.raises(ConfigError, match=r"finetuning\.wandb: true needs WANDB_API_KEY \(or WANDB_MODE=offline\)"):
-        finetune.preflight(config_with(tmp_path, {"wandb": True}))
+        preflight.preflight(config_with(tmp_path, {"wandb": True}))
     monkeypatch.setenv("WANDB_MODE", "offline")
-    finetune.preflight(config_with(tmp_path, {"wandb": True}))
+    preflight.preflight(config_with(tmp_path, {"wandb": True}))
 
 
 def _checkpoint(folder, step: int, payload: bytes):
@@ -169,7 +169,7 @@ def test_the_launch_command_asks_accelerate_for_the_configured_processes_machine
     ({"quantization": "4bit", "distributed": {"strategy": "deepspeed_zero3"}}, "does not partition 4bit"),
     ({"distributed": {"num_machines": 2}}, "num_machines 2 needs main_process_ip"),
     ({"distributed": {"num_machines": 2, "machine_rank": 2, "main_process_ip": "h"}}, "machine_rank 2 must be below"),
-    ({"distributed": {"num_processes": 3}}, "gradient_accumulation_steps 4 is not divisible by distributed.num_processes 3"),
+    ({"distributed": {"num_processes": 3}}, "gradient_accumulation_steps 4 is not divisible by the 3 processes"),
 ])
 def test_settings_that_cannot_work_together_are_refused_with_the_fix(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -177,9 +177,18 @@ def test_settings_that_cannot_work_together_are_refused_with_the_fix(settings, m
 
 
 def test_more_processes_than_the_machine_has_are_refused_before_any_work(monkeypatch):
-    from flows.finetune import _check_processes
-
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     with pytest.raises(ConfigError, match="num_processes 4 is more than this machine's 2 CPU cores"):
-        _check_processes(Finetuning(training={"gradient_accumulation_steps": 4}, distributed={"num_processes": 4}))
-    _check_processes(Finetuning(distributed={"num_processes": 2}))  # two on two cores: fine
+        preflight.check_processes(Finetuning(training={"gradient_accumulation_steps": 4}, distributed={"num_processes": 4}))
+    preflight.check_processes(Finetuning(distributed={"num_processes": 2}))  # two on two cores: fine
+
+
+def test_auto_processes_that_cannot_share_the_batch_are_refused_on_the_training_machine(monkeypatch):
+    """num_processes: auto is one process a GPU, known only where 4b runs: the config cannot check it, preflight does."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    settings = Finetuning(training={"gradient_accumulation_steps": 4}, distributed={"num_processes": "auto"})
+    with pytest.raises(ConfigError, match=r"finetuning\.training\.gradient_accumulation_steps 4 is not divisible "
+                                          "by the 3 processes"):
+        preflight.check_processes(settings)
