@@ -13,6 +13,7 @@ from core.config import ConfigError, PipelineConfig
 from core.stages import KEYS, STAGES
 from flows import collect, finetune, generate, process, register, rollout
 from flows.report import Said, log_failures_once, recording
+from tasks.finetune.preflight import preflight as finetune_preflight
 
 Preflight = Callable[[PipelineConfig], None]
 
@@ -56,10 +57,10 @@ FLOWS: dict[str, StageFlow] = {
         task_runner=process.task_runner(config))(config)),
     "3": StageFlow(lambda config, preview, explicit: generate.generate(config, preview=preview),
                    (generate.preflight, _llm_limit)),
-    "4a": StageFlow(_config_only(finetune.baseline_eval), (finetune.preflight,)),
-    "4b": StageFlow(_config_only(finetune.train), (finetune.preflight,)),
-    "4c": StageFlow(_config_only(finetune.select_checkpoint), (finetune.preflight,)),
-    "4d": StageFlow(_config_only(finetune.final_eval), (finetune.preflight, _grader)),
+    "4a": StageFlow(_config_only(finetune.baseline_eval), (finetune_preflight,)),
+    "4b": StageFlow(_config_only(finetune.train), (finetune_preflight,)),
+    "4c": StageFlow(_config_only(finetune.select_checkpoint), (finetune_preflight,)),
+    "4d": StageFlow(_config_only(finetune.final_eval), (finetune_preflight, _grader)),
     "5": StageFlow(_config_only(register.register), (register.preflight,)),
     "6": StageFlow(lambda config, preview, explicit: rollout.rollout(config, skip_without_gateway=not explicit)),
 }

@@ -10,78 +10,23 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime
-from pathlib import Path
 
 from core import artifacts
-from core.config import ConfigError, PipelineConfig, Secrets
+from core.config import PipelineConfig
 from core.files import atomic_write_json
 from core.naming import next_version_name
 from flows.report import say
 from flows.threaded import threaded_flow
-from tasks.finetune.comparison import metric_difference
 from tasks.finetune.select import ADAPTER_FILES, adapter_hashes
 from tasks.release.adapter_check import check_servable
 from tasks.release.exports import build_exports, export_line
-from tasks.release.model_card import build_model_card
-from tasks.release.registry import HubRegistry, LocalRegistry, Registry, publish_version
-
-
-def _owner(config: PipelineConfig) -> str:
-    owner = config.registration.hf_username or Secrets().hf_username
-    if not owner:
-        raise ConfigError("registration.target: hub needs the repo owner: set registration.hf_username "
-                          "or HF_USERNAME, or use registration.target: local")
-    return owner
-
-
-def make_registry(config: PipelineConfig) -> Registry:
-    r = config.registration
-    if r.target == "local":
-        return LocalRegistry(config.path(config.paths.registry))
-    token = Secrets().require("hf_token", "registration.target: hub", "use registration.target: local")
-    return HubRegistry(_owner(config), token.get_secret_value(), r.hub_url, r.private)
+from tasks.release.model_card import version_card
+from tasks.release.promotion import PromotionRefused, promotion_check
+from tasks.release.registry import make_registry, publish_version
 
 
 def preflight(config: PipelineConfig) -> None:
     make_registry(config)  # names the missing owner or token before any work
-
-
-class PromotionRefused(Exception):
-    """The adapter did not clear ``registration.require_improvement``; nothing was published."""
-
-
-def promotion_check(rule: str, summary: dict) -> str | None:
-    """Why ``rule`` refuses this result (the numbers, and what to change), or None when it passes."""
-    combined = metric_difference(summary)
-    measured = f"{summary['headline']} (measured on {summary['split']}.json)"
-    if rule == "ci" and combined.verdict != "better":
-        return (f"registration.require_improvement: ci needs the whole interval of the combined score's change above "
-                f"0. {measured}. Nothing registered: more test questions narrow the interval (more documents, "
-                "or a larger dataset_generator.split.test); require_improvement: mean or none registers anyway")
-    if rule == "mean" and combined.delta <= 0:
-        return (f"registration.require_improvement: mean needs the combined score's mean change above 0. "
-                f"{measured}. Nothing registered (require_improvement: none registers anyway)")
-    return None
-
-
-def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
-    entries = artifacts.load_if_present(config, "metadata", [])
-    by_sha = {e["sha256"]: e for e in entries if e.get("status") == "ok" and e.get("sha256")}
-    return [by_sha[sha] for sha in used if sha in by_sha]
-
-
-def _card(config: PipelineConfig, name: str, weights_sha: str, summary: dict, selection: dict, stats: dict,
-          exports: dict[str, dict]) -> str:
-    f = config.finetuning
-    training = {"r": f.lora.r, "alpha": f.lora.alpha, "dropout": f.lora.dropout,
-                "target_modules": ", ".join(f.lora.target_modules), "quantization": f.quantization,
-                **{k: v for k, v in f.training.model_dump().items() if v is not None}}
-    return str(build_model_card(
-        name=name, domain=config.domain, use_case=config.use_case, method=f.method,
-        base_model=f"{f.base_model} (converted from {f.base_model_gguf})" if f.base_model_gguf else f.base_model,
-        base_is_hub_id=not config.path(Path(f.base_model)).exists(), license=config.registration.license,
-        adapter_sha256=weights_sha, summary=summary, selection=selection, training=training,
-        dataset_stats=stats, sources=_sources(config, stats.get("source_documents", [])), exports=exports))
 
 
 def _now() -> str:
@@ -111,7 +56,7 @@ def register(config: PipelineConfig) -> dict:
     for export, outcome in exports.items():
         say(f"5 export {export_line(export, outcome)}")
     where = publish_version(registry, name, adapter, ADAPTER_FILES,
-                            _card(config, name, weights_sha, summary, selection, stats, exports),
+                            version_card(config, name, weights_sha, summary, selection, stats, exports),
                             f"{name}: {summary['headline']}", staging if staging.is_dir() else None)
     shutil.rmtree(staging, ignore_errors=True)
     record = {"status": "registered", "name": name, "target": r.target, "location": where,

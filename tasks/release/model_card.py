@@ -6,8 +6,12 @@ adapter's weight hash, which is how a rerun recognises weights it has already pu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from huggingface_hub import ModelCard, ModelCardData
 
+from core import artifacts
+from core.config import PipelineConfig
 from tasks.finetune.comparison import comparison_body
 
 _RUN = {"merged": "transformers or vLLM: load the `merged/` folder as any checkpoint",
@@ -81,3 +85,24 @@ from {len(sources)} source documents, split by document.
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
+
+
+def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
+    entries = artifacts.load_if_present(config, "metadata", [])
+    by_sha = {e["sha256"]: e for e in entries if e.get("status") == "ok" and e.get("sha256")}
+    return [by_sha[sha] for sha in used if sha in by_sha]
+
+
+def version_card(config: PipelineConfig, name: str, weights_sha: str, summary: dict, selection: dict, stats: dict,
+                 exports: dict[str, dict]) -> str:
+    """The card of version ``name``: the config's training settings, stage 4's results, the sources stage 1 fetched."""
+    f = config.finetuning
+    training = {"r": f.lora.r, "alpha": f.lora.alpha, "dropout": f.lora.dropout,
+                "target_modules": ", ".join(f.lora.target_modules), "quantization": f.quantization,
+                **{k: v for k, v in f.training.model_dump().items() if v is not None}}
+    return str(build_model_card(
+        name=name, domain=config.domain, use_case=config.use_case, method=f.method,
+        base_model=f"{f.base_model} (converted from {f.base_model_gguf})" if f.base_model_gguf else f.base_model,
+        base_is_hub_id=not config.path(Path(f.base_model)).exists(), license=config.registration.license,
+        adapter_sha256=weights_sha, summary=summary, selection=selection, training=training,
+        dataset_stats=stats, sources=_sources(config, stats.get("source_documents", [])), exports=exports))

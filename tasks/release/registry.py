@@ -16,6 +16,7 @@ from typing import Protocol
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
+from core.config import ConfigError, PipelineConfig, Secrets
 from core.files import atomic_folder
 
 
@@ -129,3 +130,16 @@ class HubRegistry:
 
     def location(self, name: str) -> str:
         return f"{self.endpoint}/{self.owner}/{name}"
+
+
+def make_registry(config: PipelineConfig) -> Registry:
+    """The configured registry; the Hub's needs its owner and token, named when missing (stage 5's preflight)."""
+    r = config.registration
+    if r.target == "local":
+        return LocalRegistry(config.path(config.paths.registry))
+    token = Secrets().require("hf_token", "registration.target: hub", "use registration.target: local")
+    owner = r.hf_username or Secrets().hf_username
+    if not owner:
+        raise ConfigError("registration.target: hub needs the repo owner: set registration.hf_username "
+                          "or HF_USERNAME, or use registration.target: local")
+    return HubRegistry(owner, token.get_secret_value(), r.hub_url, r.private)
