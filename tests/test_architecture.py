@@ -88,3 +88,22 @@ def test_the_gateway_image_copies_core_and_serving_only():
     code = [src for sources in copies for src in sources if src.rstrip("/") in PACKAGES or (src.endswith(".py")
             and not src.startswith("scripts/"))]
     assert sorted(code) == ["core/", "serving/"]
+
+
+def _decorators(path) -> list[str]:
+    """The decorators of a module's top-level functions, by name (``task``, ``flow``, ``threaded_flow``, …)."""
+    names = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                names.append(target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", ""))
+    return names
+
+
+def test_flows_wire_tasks_and_define_none():
+    """A flow module calls the work in tasks/ (Prefect tasks and plain functions); a task defined in flows/ would be
+    work that no notebook, test or other flow can reach without Prefect's wiring around it."""
+    defining = {str(p.relative_to(REPO)): names for p in sorted((REPO / "flows").glob("*.py"))
+                if (names := [n for n in _decorators(p) if n == "task"])}
+    assert defining == {}

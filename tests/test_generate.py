@@ -438,9 +438,9 @@ def test_a_saturated_server_gets_fewer_requests_at_once_and_every_group_finishes
 ])
 def test_a_failure_that_will_recur_names_the_setting_to_change_not_a_rerun(tmp_path, server, says):
     from core.config import load_config
-    from flows.generate import StageIncomplete, generate_groups
     from harness.loopback import free_port
     from harness.project import write_profile
+    from tasks.dataset.asking import StageIncomplete, generate_groups
 
     faults = {"slow": LLMFaults(["timeout"] * 20), "rate_limited": LLMFaults(["429"] * 20),
               "broken": LLMFaults(["500"] * 20), "down": LLMFaults()}[server]
