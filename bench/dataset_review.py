@@ -28,8 +28,9 @@ from core.config import load_config
 from harness.app_server import served_app
 from harness.project import REPO, qa_dataset, run_pipeline, write_profile
 from harness.real_corpus import build_real_corpus
+from tasks.common.questions import words
 from tasks.dataset.assemble import SIDES, _fill, _score, _side_of, assign_documents
-from tasks.dataset.contamination import NGRAM, check, words
+from tasks.dataset.contamination import NGRAM, check
 from tasks.dataset.review_app import create_app
 
 GOAL = 0.10

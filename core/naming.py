@@ -1,4 +1,4 @@
-"""Names derived from the domain: registered adapters, Hub repos, W&B projects.
+"""Names derived from the domain: registered adapters, Hub repos, W&B projects; and the trainer's checkpoint names.
 
 The domain is natural language ("heart failure"); every name built from it uses its slug
 ("heart-failure"), so one domain always gives the same names. Versions are ``-v{X.Y}``.
@@ -43,3 +43,9 @@ def next_version_name(existing: list[str], stem: str, bump: str) -> str:
         return f"{stem}-v1.0"
     major, minor = versions[-1]
     return f"{stem}-v{major + 1}.0" if bump == "major" else f"{stem}-v{major}.{minor + 1}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """``checkpoint-30`` (the trainer's folder name) → 30; None for any other name."""
+    prefix, _, step = name.rpartition("-")
+    return int(step) if prefix == "checkpoint" and step.isascii() and step.isdigit() else None

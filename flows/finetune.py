@@ -16,6 +16,7 @@ from core import artifacts
 from core.artifacts import MissingStageOutput
 from core.config import ConfigError, PipelineConfig
 from core.files import atomic_write_json, atomic_write_text
+from core.naming import checkpoint_step
 from core.prompts import system_prompt
 from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
@@ -186,7 +187,7 @@ def select_checkpoint(config: PipelineConfig) -> dict:
                 {"selected": selection["selected"], "validation/baseline_combined": selection["baseline_score"],
                  "validation/margin": (selection["margin"] or {}).get("delta"),
                  "validation/answers_changed": selection["answers_changed_vs_base"]},
-                [{"checkpoint_step": int(name.rsplit("-", 1)[-1]), "validation/combined": score}
+                [{"checkpoint_step": checkpoint_step(name), "validation/combined": score}
                  for name, score in selection["scores"].items()])
     say(f"4c select: {selection_line(selection)}; all: " + ", ".join(f"{n} {s:.4f}" for n, s in selection["scores"].items())
         + f"; {selection['answers_changed_vs_base']}/{len(records)} answers differ from base"

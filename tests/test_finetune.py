@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.config import ConfigError, Finetuning, load_config
+from core.naming import checkpoint_step
 from harness.project import REPO
 from tasks.finetune import preflight
 from tasks.finetune.evaluate import load_questions
@@ -192,3 +195,11 @@ def test_auto_processes_that_cannot_share_the_batch_are_refused_on_the_training_
     with pytest.raises(ConfigError, match=r"finetuning\.training\.gradient_accumulation_steps 4 is not divisible "
                                           "by the 3 processes"):
         preflight.check_processes(settings)
+
+
+@given(st.integers(0, 10**9), st.text(min_size=1, max_size=12))
+def test_a_checkpoint_folder_is_known_by_its_step_and_nothing_else_is(step, other):
+    assert checkpoint_step(f"checkpoint-{step}") == step
+    assert checkpoint_step(f"checkpoint-{step}{other}") == (int(f"{step}{other}") if other.isdigit() and other.isascii()
+                                                              else None)
+    assert checkpoint_step(f"runs-{step}") is None and checkpoint_step("checkpoint-") is None

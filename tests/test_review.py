@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from core.config import load_config
 from harness.app_server import served_app
 from harness.project import run_pipeline, write_profile
+from tasks.common.questions import words
 from tasks.common.review import Correction, Review, Verdict, apply_review, load_review, save_review
-from tasks.dataset.contamination import NGRAM, LongestShared, check, contamination_line, summary, words
+from tasks.dataset.contamination import NGRAM, LongestShared, check, contamination_line, summary
 from tasks.dataset.flags import highlights, near_duplicates, pair_flags, vague_wording
 from tasks.dataset.review_app import create_app, review_data
 from tasks.finetune.evaluate import load_questions

@@ -24,7 +24,7 @@ _OPENING = re.compile(
     r"^(?:what|why|how|when|where|who|which|whom|whose)(?:\s+(?:is|are|was|were|do|does|did|can|could|should|would|"
     r"will|may|might|must|has|have|had))?\s+(?P<subject>[\w'-]+)", re.IGNORECASE)
 _DIRECTIVE = re.compile(r"^(?:explain|describe|compare|summari[sz]e|discuss|define)\s+(?P<subject>[\w'-]+)", re.IGNORECASE)
-_WORD = re.compile(r"[a-z0-9]+")
+WORD = re.compile(r"[a-z0-9]+")  # a word, for every rule that counts words (lower-cased text)
 _STOP = frozenset(
     "a an the of to in on and or is are be for with by as at from that this it its can may what why how which who "
     "does do did when where was were will would should could".split())
@@ -35,24 +35,29 @@ GROUNDING_STOP = frozenset(
     "a an the of to in on and or is are be for with by as at from that this it its can may".split())
 
 
+def words(text: str) -> list[str]:
+    """The text's words, lower-cased: what overlap, duplicates, flags and contamination compare."""
+    return WORD.findall(text.lower())
+
+
 def overlap(answer: str, source: str) -> float:
     """Share of the answer's content words that occur in the source (1.0 = fully supported): below
     ``dataset_generator.min_answer_overlap`` a pair is dropped as ungrounded."""
-    words = [w for w in _WORD.findall(answer.lower()) if w not in GROUNDING_STOP]
-    if not words:
+    said = [w for w in words(answer) if w not in GROUNDING_STOP]
+    if not said:
         return 0.0
-    vocabulary = {w for w in _WORD.findall(source.lower()) if w not in GROUNDING_STOP}
-    return sum(w in vocabulary for w in words) / len(words)
+    vocabulary = {w for w in words(source) if w not in GROUNDING_STOP}
+    return sum(w in vocabulary for w in said) / len(said)
 
 
 def _content(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+    return {w for w in words(text) if w not in _STOP}
 
 
 def vague_reference(question: str) -> bool:
     """Its subject, or its last word, is a pronoun or a bare determiner ("Why is this important?", "How do you prevent this?")."""
-    words = _WORD.findall(question.lower())
-    return _subject(question) in VAGUE or (bool(words) and words[-1] in VAGUE)
+    asked = words(question)
+    return _subject(question) in VAGUE or (bool(asked) and asked[-1] in VAGUE)
 
 
 def _subject(question: str) -> str | None:
@@ -67,8 +72,8 @@ def clause_subject(question: str) -> bool:
 
 def answer_in_question(question: str, answer: str) -> bool:
     """Nothing in the answer goes beyond the question: it is asked and answered in the same words."""
-    asked = " ".join(_WORD.findall(question.lower()))
-    said = " ".join(_WORD.findall(answer.lower()))
+    asked = " ".join(words(question))
+    said = " ".join(words(answer))
     return bool(said) and (said in asked or not (_content(answer) - _content(question)))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,12 +24,10 @@ from pydantic import BaseModel
 
 from core.config import DatasetGenerator
 from core.prompts import PROMPT_VERSION, system_prompt
-from tasks.common.questions import problem
+from tasks.common.questions import problem, words
 from tasks.common.records import Chunk
 from tasks.dataset.contamination import contamination_line
 from tasks.dataset.generate import Group, GroupResult, JudgeScores, cost_usd
-
-_WORDS = re.compile(r"[a-z0-9]+")
 
 
 class QARecord(BaseModel):
@@ -88,12 +85,12 @@ def keep_judged(records: list[QARecord], scores: list[JudgeScores | None],
 
 
 def _normalise(text: str) -> str:
-    return " ".join(_WORDS.findall(text.lower()))
+    return " ".join(words(text))
 
 
 def _minhash(text: str, num_perm: int) -> MinHash:
-    words = _WORDS.findall(text.lower())
-    shingles = set(words) | {f"{a} {b}" for a, b in itertools.pairwise(words)}
+    found = words(text)
+    shingles = set(found) | {f"{a} {b}" for a, b in itertools.pairwise(found)}
     signature = MinHash(num_perm=num_perm, seed=1)
     for shingle in sorted(shingles):
         signature.update(shingle.encode("utf-8"))

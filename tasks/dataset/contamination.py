@@ -9,16 +9,12 @@ judged by its number, not only by whether it crossed the line.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tasks.common.questions import words
+
 NGRAM = 13  # words: lm-evaluation-harness's decontamination n-gram
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
 
 
 class LongestShared:

@@ -4,21 +4,18 @@ these flags mark the borderline ones stage 3 kept, so a person decides."""
 
 from __future__ import annotations
 
-import re
-
 from datasketch import MinHash, MinHashLSH
 
-from tasks.common.questions import GROUNDING_STOP, VAGUE, overlap
+from tasks.common.questions import GROUNDING_STOP, VAGUE, WORD, overlap, words
 
 NEAR = 0.6  # alike content words (MinHash Jaccard) worth a look; stage 3 drops whole questions 0.8 alike
 SUPPORTED = 0.8  # share of the answer's content words its source passage holds, below which it is flagged
 _DEICTIC = frozenset("this these those above below following aforementioned former latter said".split())
 _FILLER = VAGUE | frozenset("what why how when where who whom whose does do did should could would will so".split())
-_WORD = re.compile(r"[a-z0-9]+")
 
 
 def _content_words(question: str) -> set[str]:
-    return {w for w in _WORD.findall(question.lower()) if w not in GROUNDING_STOP | _FILLER}
+    return {w for w in words(question) if w not in GROUNDING_STOP | _FILLER}
 
 
 def near_duplicates(pairs: list[tuple[str, str]], threshold: float = NEAR, num_perm: int = 128) -> dict[str, str]:
@@ -28,10 +25,10 @@ def near_duplicates(pairs: list[tuple[str, str]], threshold: float = NEAR, num_p
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     signatures, found = {}, {}
     for pair_id, question in pairs:
-        if not (words := _content_words(question)):
+        if not (content := _content_words(question)):
             continue
         signature = MinHash(num_perm=num_perm, seed=1)
-        for word in sorted(words):
+        for word in sorted(content):
             signature.update(word.encode("utf-8"))
         alike = [(signatures[other].jaccard(signature), other) for other in lsh.query(signature)]
         if alike and max(alike)[0] >= threshold:
@@ -43,13 +40,13 @@ def near_duplicates(pairs: list[tuple[str, str]], threshold: float = NEAR, num_p
 
 def vague_wording(question: str) -> bool:
     """Points at text the reader does not see ("in this section", "the above") or names almost nothing."""
-    return bool(_DEICTIC & set(_WORD.findall(question.lower()))) or not _content_words(question)
+    return bool(_DEICTIC & set(words(question))) or not _content_words(question)
 
 
 def highlights(answer: str, passage: str) -> list[tuple[int, int]]:
     """Where in ``passage`` the answer's content words are: (start, end) character offsets, in order."""
-    wanted = {w for w in _WORD.findall(answer.lower()) if w not in GROUNDING_STOP}
-    return [(m.start(), m.end()) for m in _WORD.finditer(passage.lower()) if m.group() in wanted]
+    wanted = {w for w in words(answer) if w not in GROUNDING_STOP}
+    return [(m.start(), m.end()) for m in WORD.finditer(passage.lower()) if m.group() in wanted]
 
 
 def pair_flags(question: str, answer: str, passage: str, duplicate_of: str | None,

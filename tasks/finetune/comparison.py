@@ -11,6 +11,7 @@ import io
 from pathlib import Path
 
 from core.files import atomic_write_bytes
+from core.naming import checkpoint_step
 from tasks.common.metrics import METRICS
 from tasks.common.paired import Paired, paired_difference, paired_differences
 
@@ -124,8 +125,8 @@ def figures(summary: dict, selection: dict | None, train_log: dict | None) -> di
     if selection:
         figure = Figure(figsize=(6, 3))
         axis = figure.subplots()
-        names = sorted(selection["scores"], key=lambda n: int(n.split("-")[-1]))
-        axis.plot([int(n.split("-")[-1]) for n in names], [selection["scores"][n] for n in names], marker="o",
+        names = sorted(selection["scores"], key=checkpoint_step)
+        axis.plot([checkpoint_step(n) for n in names], [selection["scores"][n] for n in names], marker="o",
                   label="checkpoint")
         if selection.get("baseline_score") is not None:
             axis.axhline(selection["baseline_score"], color="grey", linestyle="--", label="base model")
@@ -159,6 +160,6 @@ def selection_margin(scores: dict[str, list[float]], selected: str, resamples: i
     others = [name for name in scores if name != selected]
     if not others:
         return None
-    runner_up = max(others, key=lambda name: (sum(scores[name]), int(name.split("-")[-1])))
+    runner_up = max(others, key=lambda name: (sum(scores[name]), checkpoint_step(name)))
     margin = paired_difference(scores[runner_up], scores[selected], resamples, seed, confidence)
     return {**margin.model_dump(), "runner_up": runner_up}

@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from core.files import atomic_folder
+from core.naming import checkpoint_step
 from tasks.finetune.comparison import selection_margin
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -33,7 +34,7 @@ def adapter_hashes(folder: Path) -> dict[str, str] | None:
 
 def best_checkpoint(scores: dict[str, float]) -> str:
     """Highest combined score; ties go to the later checkpoint (more training, same quality)."""
-    return max(scores, key=lambda name: (scores[name], int(name.split("-")[-1])))
+    return max(scores, key=lambda name: (scores[name], checkpoint_step(name)))
 
 
 @task(name="install-adapter", cache_policy=NO_CACHE)

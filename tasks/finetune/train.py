@@ -22,12 +22,13 @@ from prefect.cache_policies import NO_CACHE
 
 from core.config import Finetuning
 from core.files import atomic_write_json
+from core.naming import checkpoint_step
 
 
 def checkpoints(folder: Path) -> list[Path]:
     """Checkpoint folders in step order."""
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and checkpoint_step(p.name) is not None]
+    return sorted(found, key=lambda p: checkpoint_step(p.name))
 
 
 def discard_incomplete(folder: Path) -> list[str]:
