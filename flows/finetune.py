@@ -6,69 +6,33 @@ the whole stage can be dispatched to a GPU work pool: nothing here assumes this 
 
 from __future__ import annotations
 
-import asyncio
 import json
-from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact
 
 from core import artifacts
 from core.artifacts import MissingStageOutput
-from core.config import ConfigError, PipelineConfig
+from core.config import PipelineConfig
 from core.files import atomic_write_json, atomic_write_text
 from core.naming import checkpoint_step
-from core.prompts import system_prompt
 from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
-from tasks.common.base_models import model_ref, prepare_base_model
-from tasks.common.cache_keys import content_key
-from tasks.common.review import Review, apply_review, load_review
-from tasks.dataset.assemble import QARecord, chat_jsonl, dataset_caveats
+from tasks.dataset.assemble import dataset_caveats
+from tasks.dataset.finish import reviewed_train_chat
 from tasks.finetune import resume
 from tasks.finetune.comparison import comparison_markdown, selection_line, summarise, write_figures
-from tasks.finetune.evaluate import evaluate_model, load_questions
-from tasks.finetune.grade import grade_answers, grading_summary
-from tasks.finetune.select import adapter_hashes, choose_checkpoint, cleanup_checkpoints, install_adapter
-from tasks.finetune.tracking import log_results, wandb_run, where
+from tasks.finetune.evaluate import base_model, evaluate_side, stage_questions
+from tasks.finetune.grade import grade_test_answers
+from tasks.finetune.select import (
+    choose_checkpoint,
+    cleanup_checkpoints,
+    install_adapter,
+    selection_key,
+    standing_selection,
+)
+from tasks.finetune.tracking import log_results, tracking_group, wandb_run, where
 from tasks.finetune.train import checkpoints, total_steps, train_lora
-from tasks.llm.calls import RateLimitedCaller
 from tasks.report.page import report_title, write_report
-
-
-def _base(config: PipelineConfig) -> str:
-    f = config.finetuning
-    return prepare_base_model(f.base_model, f.base_model_gguf, config.path(config.paths.base_model))
-
-
-def _eval_kwargs(config: PipelineConfig) -> dict:
-    e = config.evaluation
-    return {"system": system_prompt(config.domain), "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,
-            "bertscore_model": model_ref(e.bertscore_model, "evaluation.bertscore_model"),
-            "bertscore_layers": e.bertscore_num_layers, "weights": dict(e.weights)}
-
-
-def _questions(config: PipelineConfig, side: str, limit: int | None = None) -> list[dict]:
-    """Stage 3's questions of one side: "validation" (4c chooses on a seeded sample) or "test" (4a and 4d report on all),
-    the review's verdicts applied (a pair left out or corrected since stage 3 ran counts already)."""
-    try:
-        return load_questions(artifacts.path(config, side), limit, config.evaluation.seed,
-                              load_review(artifacts.review_file(config)))
-    except (FileNotFoundError, ValueError) as error:
-        raise ConfigError(f"stage 4 has no {side} questions: {error} (with few source documents a side can get "
-                          f"none: add documents, or give dataset_generator.split.{side} a larger share)") from None
-
-
-def _evaluate(config: PipelineConfig, base: str, adapter: Path | None, records: list[dict],
-              side: str) -> tuple[dict, bool]:
-    """The report, and whether it came from the cache (evaluations are cached by content, see tasks.finetune.evaluate).
-
-    The report names this call's paths and the side its questions come from: a cached one may have been made
-    for a copy elsewhere.
-    """
-    evaluate = evaluate_model.with_options(result_storage=config.result_storage())
-    state = evaluate(base, adapter, records, **_eval_kwargs(config), return_state=True)
-    report = state.result(_sync=True)  # see flows.threaded
-    return {**report, "model": base, "adapter": str(adapter) if adapter else None, "split": side}, state.name == "Cached"
 
 
 def _cached_note(cached: bool) -> str:
@@ -77,7 +41,7 @@ def _cached_note(cached: bool) -> str:
 
 @threaded_flow("baseline-eval")
 def baseline_eval(config: PipelineConfig) -> dict:
-    report, cached = _evaluate(config, _base(config), None, _questions(config, "test"), "test")
+    report, cached = evaluate_side(config, base_model(config), None, stage_questions(config, "test"), "test")
     atomic_write_json(artifacts.path(config, "eval_baseline"), report)
     say(f"4a baseline: combined {report['metrics']['combined']:.4f} on {report['examples']} test questions"
         f"{_cached_note(cached)}")
@@ -87,8 +51,10 @@ def baseline_eval(config: PipelineConfig) -> dict:
 @threaded_flow("train")
 def train(config: PipelineConfig) -> dict:
     """LoRA SFT; resumes an interrupted run, starts afresh when the data or settings changed."""
-    base = _base(config)
-    train_chat = _reviewed_train_chat(config)
+    base = base_model(config)
+    train_chat, changed = reviewed_train_chat(config)
+    if changed:
+        say(f"4b: {changed}")
     output_dir, settings = config.path(config.paths.checkpoints), config.finetuning
     chat = train_chat.read_bytes()
     fingerprint = resume.fingerprint(base, chat, settings)
@@ -100,7 +66,7 @@ def train(config: PipelineConfig) -> dict:
     if resume.begin(record, output_dir, fingerprint, base, decision):
         say(f"4b: {output_dir} holds checkpoints of other data or settings: starting afresh")
     examples = sum(1 for line in chat.splitlines() if line.strip())
-    with (wandb_run(config, "train", _tracking_group(config)) as run,  # the trainer's W&B callback logs into this run
+    with (wandb_run(config, "train", tracking_group(config)) as run,  # the trainer's W&B callback logs into this run
           progress_bar("4b train", total_steps(examples, settings)) as advance):
         summary = train_lora(base, train_chat, output_dir, settings, log_path, lambda step, steps, loss: advance(
             completed=step, total=steps, note=None if loss is None else f"loss {loss:.3f}"))
@@ -123,38 +89,6 @@ def train(config: PipelineConfig) -> dict:
     return summary
 
 
-def _reviewed_train_chat(config: PipelineConfig) -> Path:
-    """train_chat.jsonl, rewritten when the review left out or corrected training pairs since stage 3 wrote it."""
-    path = artifacts.require(config, "train_chat", "4b")
-    review = load_review(artifacts.review_file(config))
-    if review == Review():
-        return path
-    kept, left_out = apply_review(artifacts.load(config, "train", "4b"), review)
-    text = chat_jsonl((QARecord.model_validate(r) for r in kept), config.domain)
-    if text != path.read_text(encoding="utf-8"):
-        atomic_write_text(path, text)
-        say(f"4b: the review changed the training pairs since stage 3 ({len(left_out)} left out, "
-            f"{sum(r['id'] in review.corrections for r in kept)} corrected): {path.name} rewritten")
-    return path
-
-
-def _training_run(config: PipelineConfig) -> str | None:
-    """4b's fingerprint of the data and settings it trained with (None before 4b ran)."""
-    previous = resume.recorded_run(artifacts.path(config, "training_run"))
-    return previous["fingerprint"] if previous else None
-
-
-def _tracking_group(config: PipelineConfig) -> str | None:
-    """The W&B group of 4b, 4c and 4d of one training run."""
-    run = _training_run(config)
-    return run[:12] if run else None
-
-
-def _selection_key(config: PipelineConfig, records: list[dict]) -> str:
-    """The training run, the questions and the eval settings a selection was made from."""
-    return content_key("selection", {"run": _training_run(config), "records": records, "evaluation": _eval_kwargs(config)})
-
-
 @threaded_flow("select-checkpoint")
 def select_checkpoint(config: PipelineConfig) -> dict:
     """Evaluate every checkpoint on the validation set and install the best; a selection already made stands.
@@ -163,27 +97,26 @@ def select_checkpoint(config: PipelineConfig) -> dict:
     choice. Cleanup leaves only the chosen checkpoint, so selecting again after it would compare one checkpoint
     with itself and lose the others' scores from the report.
     """
-    records = _questions(config, "validation", config.evaluation.max_validation_questions)
-    key, target = _selection_key(config, records), config.path(config.paths.lora_weights)
-    previous = artifacts.load_if_present(config, "checkpoint_selection")
-    if previous and previous.get("selection_key") == key and adapter_hashes(target) == previous["adapter_sha256"]:
+    records = stage_questions(config, "validation", config.evaluation.max_validation_questions)
+    key, target = selection_key(config, records), config.path(config.paths.lora_weights)
+    if previous := standing_selection(config, key, target):
         say(f"4c select: already done for this training run: {previous['selected']} installed in {target}")
         return previous
-    base, found = _base(config), checkpoints(config.path(config.paths.checkpoints))
+    base, found = base_model(config), checkpoints(config.path(config.paths.checkpoints))
     if not found:
         raise MissingStageOutput("4c", config.path(config.paths.checkpoints) / "checkpoint-*", "4b")
-    reports = {ckpt.name: _evaluate(config, base, ckpt, records, "validation")[0] for ckpt in found}
+    reports = {ckpt.name: evaluate_side(config, base, ckpt, records, "validation")[0] for ckpt in found}
     e = config.evaluation
-    selection = choose_checkpoint(reports, _evaluate(config, base, None, records, "validation")[0], e.resamples, e.seed,
+    selection = choose_checkpoint(reports, evaluate_side(config, base, None, records, "validation")[0], e.resamples, e.seed,
                                   e.confidence)
     chosen = next(c for c in found if c.name == selection["selected"])
-    total = len(_questions(config, "validation"))
+    total = len(stage_questions(config, "validation"))
     selection |= {"validation_total": total,  # eval_examples of them were asked (evaluation.max_validation_questions)
                   "installed_to": str(target), "adapter_sha256": install_adapter(chosen, target),
                   "removed_checkpoints": cleanup_checkpoints(found, chosen, target)
                   if config.finetuning.cleanup_checkpoints else [], "selection_key": key}
     atomic_write_json(artifacts.path(config, "checkpoint_selection"), selection)
-    log_results(config, "select", _tracking_group(config),
+    log_results(config, "select", tracking_group(config),
                 {"selected": selection["selected"], "validation/baseline_combined": selection["baseline_score"],
                  "validation/margin": (selection["margin"] or {}).get("delta"),
                  "validation/answers_changed": selection["answers_changed_vs_base"]},
@@ -193,30 +126,6 @@ def select_checkpoint(config: PipelineConfig) -> dict:
         + f"; {selection['answers_changed_vs_base']}/{len(records)} answers differ from base"
         + (f" ({len(records)} of {total} validation questions, a seeded sample)" if len(records) < total else ""))
     return selection
-
-
-def _grade(config: PipelineConfig, baseline: dict, tuned: dict) -> dict:
-    """Correctness of both models' test answers, graded by the stage-3 provider (``evaluation.judge``)."""
-    from tasks.llm.calls import CallPolicy
-    from tasks.llm.providers import make_provider
-
-    provider, e = make_provider(config.dataset_generator), config.evaluation
-    caller = RateLimitedCaller(provider, CallPolicy.of(config.dataset_generator, config.orchestration.llm_rate_limit))
-
-    async def grade() -> list:
-        try:
-            return await grade_answers(baseline["predictions"], tuned["predictions"], caller,
-                                       artifacts.llm_cache(config, "grades"), e.seed)
-        finally:
-            await provider.aclose()
-
-    grades = asyncio.run(grade())
-    offline = provider.name == "offline"
-    grader = ("the offline deterministic grader (word overlap with the reference, not an LLM)" if offline
-              else f"{provider.name} ({provider.model})")
-    say(f"4d grade: {sum(g is not None for g in grades)}/{len(grades)} questions graded by {grader}")
-    return grading_summary([p["id"] for p in baseline["predictions"]], grades, grader, offline, e.resamples, e.seed,
-                           e.confidence)
 
 
 def _publish_comparison(config: PipelineConfig, summary: dict) -> None:
@@ -241,8 +150,8 @@ def final_eval(config: PipelineConfig) -> dict:
     adapter = config.path(config.paths.lora_weights)
     if not (adapter / "adapter_model.safetensors").exists():
         raise MissingStageOutput("4d", adapter / "adapter_model.safetensors", "4c")
-    records = _questions(config, "test")
-    report, cached = _evaluate(config, _base(config), adapter, records, "test")
+    records = stage_questions(config, "test")
+    report, cached = evaluate_side(config, base_model(config), adapter, records, "test")
     atomic_write_json(artifacts.path(config, "eval_finetuned"), report)
     say(f"4d final: combined {report['metrics']['combined']:.4f} on {report['examples']} test questions"
         f"{_cached_note(cached)}")
@@ -254,9 +163,10 @@ def final_eval(config: PipelineConfig) -> dict:
     summary = summarise(baseline, report, len({r["doc_sha256"] for r in records}), e.resamples, e.seed, e.confidence)
     summary["caveats"] = dataset_caveats(artifacts.load_if_present(config, "stats", {}))
     if e.judge:
-        summary["judge"] = _grade(config, baseline, report)
+        summary["judge"] = grade_test_answers(config, baseline, report)
+        say(f"4d grade: {summary['judge']['graded']}/{len(records)} questions graded by {summary['judge']['grader']}")
     atomic_write_json(artifacts.path(config, "comparison"), summary)
-    log_results(config, "final-eval", _tracking_group(config),
+    log_results(config, "final-eval", tracking_group(config),
                 {f"test/{side}/{name}": stats[key] for name, stats in summary["metrics"].items()
                  for side, key in (("baseline", "before"), ("fine_tuned", "after"), ("delta", "delta"))}
                 | {f"test/delta/combined_{bound}": summary["metrics"]["combined"][bound] for bound in ("low", "high")})

@@ -9,28 +9,21 @@ from prefect.artifacts import acreate_table_artifact
 
 from core import artifacts
 from core.config import PipelineConfig
-from core.files import atomic_write_json, atomic_write_text
+from core.files import atomic_write_json
 from flows.report import progress_bar, say, table_rows
 from tasks.common.records import Chunk
-from tasks.common.review import apply_review, load_review
-from tasks.dataset import contamination
 from tasks.dataset.asking import generate_groups, judge_records
 from tasks.dataset.assemble import (
     SIDES,
     GenerationRun,
-    QARecord,
-    SplitLevel,
-    chat_jsonl,
     dataset_stats,
     deduplicate,
     keep_judged,
     records_from,
     shares_off,
-    split_level,
-    split_records,
-    trains_on,
 )
 from tasks.dataset.contamination import contamination_line
+from tasks.dataset.finish import split_and_write
 from tasks.dataset.generate import (
     Group,
     GroupResult,
@@ -92,7 +85,9 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         judged = (0, 0)
         if g.judge:
             records, judged = keep_judged(records, await judge_records(records, sources, caller, config), g.judge_threshold)
-        split, level, review, contamination = _split_and_write(config, records, chunks)
+        split, level, review, contamination = split_and_write(config, records, chunks)
+        if level.warning:
+            say(f"generate: warning: {level.warning}")
         run = GenerationRun(provider.name, provider.model, [c.doc_sha256 for c in chunks], len(groups), cached,
                             caller.calls, results, rejected, exact_duplicates=n_exact, near_duplicates=n_near,
                             judge_rejected=judged[0], judge_failed=judged[1])
@@ -114,48 +109,3 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         return stats
     finally:
         await provider.aclose()
-
-
-def _split_and_write(config: PipelineConfig, records: list[QARecord],
-                     chunks: list[Chunk]) -> tuple[dict[str, list[QARecord]], SplitLevel, dict, dict]:
-    """Split by document (each document keeps the side it had), leave out what the review excludes (the others keep
-    their sides), check the held-out pairs for contamination, write the dataset; the split, its level, and the
-    review's and the contamination check's counts for stats.json."""
-    g = config.dataset_generator
-    ratios = g.split.model_dump()
-    previous = artifacts.load_if_present(config, "split", {})
-    split, sides = split_records(records, ratios, g.seed, previous)
-    if (level := split_level(sides)).warning:
-        say(f"generate: warning: {level.warning}")
-    review = load_review(artifacts.review_file(config))
-    excluded: list[dict] = []
-    for side in SIDES:
-        kept, left_out = apply_review([r.model_dump(mode="json") for r in split[side]], review)
-        split[side] = [QARecord.model_validate(r) for r in kept]
-        excluded += [{**r, "side": side, "reason": "review"} for r in left_out]
-    overlaps = contamination.check(
-        {side: [(r.id, r.question, r.answer) for r in split[side]] for side in SIDES[1:]},
-        [(r.question, r.answer) for r in split["train"]],
-        [c.text for c in chunks if trains_on(c, sides, ratios, g.seed)])
-    if g.decontaminate:
-        flagged = {o.id for o in overlaps if o.contaminated}
-        for side in SIDES[1:]:
-            excluded += [{**r.model_dump(mode="json"), "side": side, "reason": "contamination"}
-                         for r in split[side] if r.id in flagged]
-            split[side] = [r for r in split[side] if r.id not in flagged]
-    _write_dataset(config, split)
-    atomic_write_json(artifacts.path(config, "excluded"), excluded)
-    atomic_write_json(artifacts.path(config, "split"), {**previous, **sides})
-    by_review = [r for r in excluded if r["reason"] == "review"]
-    counts = {"excluded_pairs": len(by_review), "excluded_documents": len(review.excluded_documents),
-              "corrected": sum(r.original_answer is not None for side in SIDES for r in split[side])}
-    return split, level, counts, contamination.summary(overlaps, g.decontaminate)
-
-
-def _write_dataset(config: PipelineConfig, split: dict[str, list[QARecord]]) -> None:
-    """train/validation/test.json, and train_chat.jsonl (what 4b trains on); a two-way split's files are removed."""
-    for side, records in split.items():
-        atomic_write_json(artifacts.path(config, side), [r.model_dump(mode="json") for r in records])
-    atomic_write_text(artifacts.path(config, "train_chat"), chat_jsonl(split["train"], config.domain))
-    for stale in artifacts.two_way_split(config):
-        stale.unlink(missing_ok=True)

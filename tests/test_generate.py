@@ -375,8 +375,8 @@ def test_held_out_pairs_copying_training_text_are_flagged_or_dropped(tmp_path, d
     """A test answer that repeats 13 words of a training chunk is flagged in stats.json (kept), or dropped and listed
     in excluded.json with dataset_generator.decontaminate; a 12-word overlap is neither."""
     from core.config import load_config
-    from flows.generate import _split_and_write
     from harness.project import write_profile
+    from tasks.dataset.finish import split_and_write
 
     config = load_config(write_profile(tmp_path, {"dataset_generator": {"decontaminate": decontaminate}}))
     qa = tmp_path / "data/qa_dataset"
@@ -392,7 +392,7 @@ def test_held_out_pairs_copying_training_text_are_flagged_or_dropped(tmp_path, d
 
     copied = record("t-copy", "C", " ".join(f"w{i}" for i in range(3, 16)))
     near = record("v-near", "B", " ".join(f"w{i}" for i in range(3, 15)))
-    split, _, review, contamination = _split_and_write(
+    split, _, review, contamination = split_and_write(
         config, [record("a1", "A", "Something else entirely."), near, copied, record("t-ok", "C", "Fine.")], chunks)
     assert review == {"excluded_pairs": 0, "excluded_documents": 0, "corrected": 0}
     assert contamination["flagged"] == {"test": 1, "validation": 0} and contamination["dropped"] is decontaminate

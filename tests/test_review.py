@@ -229,8 +229,8 @@ def test_without_stage_three_the_review_says_what_to_run(tmp_path):
 
 
 def test_4b_trains_on_the_reviewed_pairs_when_the_review_came_after_stage_three(project):
-    from flows.finetune import _reviewed_train_chat
     from tasks.dataset.assemble import QARecord, chat_jsonl
+    from tasks.dataset.finish import reviewed_train_chat
 
     qa = project.path(project.paths.qa_dataset)
     train = [_pair("t1", "What causes tiredness?", "Anaemia."), _pair("t2", "What is iron for?", "Blood."),
@@ -239,10 +239,12 @@ def test_4b_trains_on_the_reviewed_pairs_when_the_review_came_after_stage_three(
     chat = qa / "train_chat.jsonl"
     chat.write_text(chat_jsonl([QARecord.model_validate(r) for r in train], project.domain))
     untouched = chat.read_bytes()
-    assert _reviewed_train_chat(project).read_bytes() == untouched  # no review: stage 3's file as it is
+    assert reviewed_train_chat(project) == (chat, None) and chat.read_bytes() == untouched  # no review: as it is
     save_review(qa / "review.json", Review(excluded_documents={DOC_B: Verdict()},
                                            corrections={"t2": Correction(answer="It makes blood.", original="Blood.")}))
-    lines = [json.loads(line) for line in _reviewed_train_chat(project).read_text().splitlines()]
+    path, changed = reviewed_train_chat(project)
+    assert changed == "the review changed the training pairs since stage 3 (1 left out, 1 corrected): train_chat.jsonl rewritten"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["t1", "t2"]
     assert lines[1]["messages"][-1] == {"role": "assistant", "content": "It makes blood."}
 

@@ -20,8 +20,12 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import CacheKeyFnPolicy
 
+from core import artifacts
+from core.config import ConfigError, PipelineConfig
+from core.prompts import system_prompt
+from tasks.common.base_models import model_ref, prepare_base_model
 from tasks.common.cache_keys import content_key, source_hash
-from tasks.common.review import Review, apply_review
+from tasks.common.review import Review, apply_review, load_review
 
 
 def folder_hash(folder: Path, pattern: str = "*.safetensors") -> str:
@@ -95,3 +99,41 @@ def evaluate_model(base: str, adapter: Path | None, eval_records: list[dict], sy
                         for r, p, s in zip(eval_records, predictions, per_example, strict=True)],
     }
     return report
+
+
+def base_model(config: PipelineConfig) -> str:
+    """What stage 4 loads as the base model (converted once from its GGUF when the config ships one)."""
+    f = config.finetuning
+    return prepare_base_model(f.base_model, f.base_model_gguf, config.path(config.paths.base_model))
+
+
+def eval_settings(config: PipelineConfig) -> dict:
+    """evaluate_model's settings from the config: the same for 4a, 4c and 4d, and part of every cache key."""
+    e = config.evaluation
+    return {"system": system_prompt(config.domain), "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,
+            "bertscore_model": model_ref(e.bertscore_model, "evaluation.bertscore_model"),
+            "bertscore_layers": e.bertscore_num_layers, "weights": dict(e.weights)}
+
+
+def stage_questions(config: PipelineConfig, side: str, limit: int | None = None) -> list[dict]:
+    """Stage 3's questions of one side: "validation" (4c chooses on a seeded sample) or "test" (4a and 4d report on all),
+    the review's verdicts applied (a pair left out or corrected since stage 3 ran counts already)."""
+    try:
+        return load_questions(artifacts.path(config, side), limit, config.evaluation.seed,
+                              load_review(artifacts.review_file(config)))
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"stage 4 has no {side} questions: {error} (with few source documents a side can get "
+                          f"none: add documents, or give dataset_generator.split.{side} a larger share)") from None
+
+
+def evaluate_side(config: PipelineConfig, base: str, adapter: Path | None, records: list[dict],
+                  side: str) -> tuple[dict, bool]:
+    """The report, and whether it came from the cache (evaluations are cached by content: evaluation_key).
+
+    The report names this call's paths and the side its questions come from: a cached one may have been made
+    for a copy elsewhere.
+    """
+    evaluate = evaluate_model.with_options(result_storage=config.result_storage())
+    state = evaluate(base, adapter, records, **eval_settings(config), return_state=True)
+    report = state.result(_sync=True)  # see flows.threaded
+    return {**report, "model": base, "adapter": str(adapter) if adapter else None, "split": side}, state.name == "Cached"

@@ -18,9 +18,11 @@ from typing import Literal
 from pydantic import BaseModel
 
 from core import artifacts
+from core.config import PipelineConfig
 from core.prompts import GRADE_SYSTEM, PROMPT_VERSION, grade_prompt
 from tasks.common.paired import paired_difference
-from tasks.llm.calls import RateLimitedCaller, ask_cached
+from tasks.llm.calls import CallPolicy, RateLimitedCaller, ask_cached
+from tasks.llm.providers import make_provider
 
 POINTS = {"correct": 1.0, "partially": 0.5, "incorrect": 0.0}
 
@@ -75,3 +77,24 @@ def grading_summary(ids: list[str], grades: list[tuple[Grade, Grade] | None], gr
             "comparison": comparison.model_dump(),
             "description": f"{comparison.delta:+.3f}, {comparison.describe()}", "counts": counts,
             "grades": {qid: {"baseline": b.model_dump(), "fine_tuned": t.model_dump()} for qid, (b, t) in graded}}
+
+
+def grade_test_answers(config: PipelineConfig, baseline: dict, tuned: dict) -> dict:
+    """Correctness of both models' test answers (4a's and 4d's reports), graded by the stage-3 provider
+    (``evaluation.judge``); the summary names the grader and how many questions it graded."""
+    provider, e = make_provider(config.dataset_generator), config.evaluation
+    caller = RateLimitedCaller(provider, CallPolicy.of(config.dataset_generator, config.orchestration.llm_rate_limit))
+
+    async def grade() -> list:
+        try:
+            return await grade_answers(baseline["predictions"], tuned["predictions"], caller,
+                                       artifacts.llm_cache(config, "grades"), e.seed)
+        finally:
+            await provider.aclose()
+
+    grades = asyncio.run(grade())
+    offline = provider.name == "offline"
+    grader = ("the offline deterministic grader (word overlap with the reference, not an LLM)" if offline
+              else f"{provider.name} ({provider.model})")
+    return grading_summary([p["id"] for p in baseline["predictions"]], grades, grader, offline, e.resamples, e.seed,
+                           e.confidence)

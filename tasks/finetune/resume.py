@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from core.config import Finetuning
+from core import artifacts
+from core.config import Finetuning, PipelineConfig
 from core.files import atomic_write_json
 
 Decision = Literal["done", "resume", "fresh"]
@@ -49,3 +50,9 @@ def begin(record: Path, output_dir: Path, run: str, base: str, decision: Decisio
 
 def finish(record: Path, run: str, base: str) -> None:
     atomic_write_json(record, {"fingerprint": run, "base": base, "completed": True})
+
+
+def training_fingerprint(config: PipelineConfig) -> str | None:
+    """4b's fingerprint of the data and settings it trained with (None before 4b ran)."""
+    previous = recorded_run(artifacts.path(config, "training_run"))
+    return previous["fingerprint"] if previous else None

@@ -14,9 +14,14 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from core import artifacts
+from core.config import PipelineConfig
 from core.files import atomic_folder
 from core.naming import checkpoint_step
+from tasks.common.cache_keys import content_key
 from tasks.finetune.comparison import selection_margin
+from tasks.finetune.evaluate import eval_settings
+from tasks.finetune.resume import training_fingerprint
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -84,3 +89,18 @@ def choose_checkpoint(reports: dict[str, dict], baseline: dict, resamples: int, 
             "eval_examples": baseline["examples"], "baseline_score": baseline["metrics"]["combined"],
             "margin": selection_margin(per_question, selected, resamples, seed, confidence),
             "answers_changed_vs_base": changed}
+
+
+def selection_key(config: PipelineConfig, records: list[dict]) -> str:
+    """The training run, the questions and the eval settings a selection was made from."""
+    return content_key("selection", {"run": training_fingerprint(config), "records": records,
+                                     "evaluation": eval_settings(config)})
+
+
+def standing_selection(config: PipelineConfig, key: str, target: Path) -> dict | None:
+    """The selection already made from ``key``, when its adapter is still the one installed at ``target``: it
+    stands (cleanup left only the chosen checkpoint, so choosing again would compare it with itself)."""
+    previous = artifacts.load_if_present(config, "checkpoint_selection")
+    if previous and previous.get("selection_key") == key and adapter_hashes(target) == previous["adapter_sha256"]:
+        return previous
+    return None

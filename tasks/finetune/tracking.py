@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.config import PipelineConfig
+from tasks.finetune.resume import training_fingerprint
 
 
 @contextmanager
@@ -54,3 +55,9 @@ def where(run) -> str:
         return run.url
     folder = Path(run.dir).parent
     return f"saved offline, upload with: wandb sync {folder}"
+
+
+def tracking_group(config: PipelineConfig) -> str | None:
+    """The W&B group of 4b, 4c and 4d of one training run."""
+    run = training_fingerprint(config)
+    return run[:12] if run else None
