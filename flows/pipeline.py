@@ -10,22 +10,13 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.settings import PREFECT_UI_URL
 
 from core.config import ConfigError, PipelineConfig
-from core.stages import KEYS, STAGES
+from core.stages import KEYS
 from flows import collect, finetune, generate, process, register, rollout
-from flows.report import Said, log_failures_once, recording
+from flows.report import Said, log_failures_once, recording, summary_markdown
+from tasks.common.shared_limits import download_limit_exists, llm_limit_exists
 from tasks.finetune.preflight import preflight as finetune_preflight
 
 Preflight = Callable[[PipelineConfig], None]
-
-
-def _download_limit(config: PipelineConfig) -> None:
-    if name := config.orchestration.download_concurrency_limit:
-        check_shared_limit("orchestration.download_concurrency_limit", name, rate=False)
-
-
-def _llm_limit(config: PipelineConfig) -> None:
-    if name := config.orchestration.llm_rate_limit:
-        check_shared_limit("orchestration.llm_rate_limit", name, rate=True)
 
 
 def _grader(config: PipelineConfig) -> None:
@@ -52,11 +43,11 @@ def _config_only(stage_flow) -> Callable[[PipelineConfig, bool, bool], Awaitable
 
 
 FLOWS: dict[str, StageFlow] = {
-    "1": StageFlow(_collect, (collect.preflight, _download_limit)),
+    "1": StageFlow(_collect, (collect.preflight, download_limit_exists)),
     "2": StageFlow(lambda config, preview, explicit: process.process.with_options(
         task_runner=process.task_runner(config))(config)),
     "3": StageFlow(lambda config, preview, explicit: generate.generate(config, preview=preview),
-                   (generate.preflight, _llm_limit)),
+                   (generate.preflight, llm_limit_exists)),
     "4a": StageFlow(_config_only(finetune.baseline_eval), (finetune_preflight,)),
     "4b": StageFlow(_config_only(finetune.train), (finetune_preflight,)),
     "4c": StageFlow(_config_only(finetune.select_checkpoint), (finetune_preflight,)),
@@ -71,31 +62,6 @@ def preflight(config: PipelineConfig, stages: list[str]) -> None:
     """Check what the selected stages need (keys, inputs, shared limits) before starting anything, each check once."""
     for check in dict.fromkeys(check for key in stages for check in FLOWS[key].preflight):
         check(config)
-
-
-def check_shared_limit(setting: str, name: str, rate: bool) -> None:
-    """A shared limit only works on a Prefect server every run talks to, and only if it exists there."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_API_URL
-
-    create = f"prefect gcl create {name} --limit N" + (" --slot-decay-per-second R (R requests/s)" if rate else "")
-    api = PREFECT_API_URL.value()
-    if not api:
-        raise ConfigError(f"{setting}: '{name}' is shared through a Prefect server, and PREFECT_API_URL is not set "
-                          "(a temporary server would share it with no one): point PREFECT_API_URL at your server, "
-                          f"or set {setting}: null")
-    with get_client(sync_client=True) as client:
-        try:
-            limit = client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            raise ConfigError(f"{setting}: no global concurrency limit '{name}' on the Prefect server at {api}: "
-                              f"create it with `{create}`") from None
-    if not limit.active:
-        raise ConfigError(f"{setting}: the limit '{name}' is inactive: `prefect gcl update {name} --enable`")
-    if rate and not limit.slot_decay_per_second:
-        raise ConfigError(f"{setting}: '{name}' has no slot decay, so it bounds concurrency, not a rate: "
-                          f"`prefect gcl update {name} --slot-decay-per-second R`")
 
 
 class TrainingDeploymentFailed(RuntimeError):
@@ -148,38 +114,6 @@ async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = 
         await acreate_markdown_artifact(key="pipeline-summary", markdown=summary_markdown(outcomes, PREFECT_UI_URL.value()),
                                         description="Each stage's outcome and figures, with links to its artifact")
     return results
-
-
-def summary_markdown(outcomes: dict[str, tuple[str, Said]], ui: str | None) -> str:
-    """A table of stages (outcome, a link to the stage's artifact), then what each stage said, then the documents
-    left out, counted in the headline.
-
-    The UI draws table cells on one line, however long: seen in a browser, a stage's figures (or a failure's
-    message) in a cell pushed the artifact links out of sight. The table keeps short cells; the rest is lists.
-    """
-    names = {stage.key: stage for stage in STAGES}
-
-    def link(key: str) -> str:
-        artifact = names[key].artifact if key in names else None
-        if artifact is None:
-            return ""
-        return f"[{artifact}]({ui.rstrip('/')}/artifacts/key/{artifact})" if ui else f"`{artifact}`"
-
-    def title(key: str) -> str:
-        return f"{key} {names[key].name if key in names else 'fine-tune (deployment)'}"
-
-    rows = [f"| {title(key)} | {outcome.split(':', 1)[0]} | {link(key)} |" for key, (outcome, _) in outcomes.items()]
-    said = [f"- **{title(key)}** {outcome}" + (": " + "; ".join(s.lines) if s.lines else "")
-            for key, (outcome, s) in outcomes.items() if s.lines or outcome.startswith("failed")]
-    failed = [key for key, (outcome, _) in outcomes.items() if outcome.startswith("failed")]
-    skipped = [(key, line) for key, (_, s) in outcomes.items() for line in s.skipped]
-    verdict = (f"**Stage {failed[0]} failed**: Retry the run (or run the same command again) to resume: "
-               "finished work is kept." if failed else "**Every stage completed.**")
-    if skipped:
-        verdict += f" {len(skipped)} document{'s' if len(skipped) > 1 else ''} left out (below)."
-    listing = ["", "## Documents left out", "", *(f"- stage {key}: {line}" for key, line in skipped)] if skipped else []
-    return "\n".join(["# Pipeline run", "", verdict, "", "| stage | outcome | artifact |", "|---|---|---|", *rows,
-                      *(["", "## What each stage said", "", *said] if said else []), *listing])
 
 
 @flow(name="pipeline")

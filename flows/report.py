@@ -21,6 +21,8 @@ from prefect.exceptions import MissingContextError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from core.stages import STAGES
+
 _stderr = Console(stderr=True)
 PRINTED = "printed_by_the_cli"  # a log record's attribute: the CLI has printed this line already
 
@@ -125,3 +127,35 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
                        description=f"{description} {note}" if note else None)
 
         yield advance
+
+
+def summary_markdown(outcomes: dict[str, tuple[str, Said]], ui: str | None) -> str:
+    """A table of stages (outcome, a link to the stage's artifact), then what each stage said, then the documents
+    left out, counted in the headline.
+
+    The UI draws table cells on one line, however long: seen in a browser, a stage's figures (or a failure's
+    message) in a cell pushed the artifact links out of sight. The table keeps short cells; the rest is lists.
+    """
+    names = {stage.key: stage for stage in STAGES}
+
+    def link(key: str) -> str:
+        artifact = names[key].artifact if key in names else None
+        if artifact is None:
+            return ""
+        return f"[{artifact}]({ui.rstrip('/')}/artifacts/key/{artifact})" if ui else f"`{artifact}`"
+
+    def title(key: str) -> str:
+        return f"{key} {names[key].name if key in names else 'fine-tune (deployment)'}"
+
+    rows = [f"| {title(key)} | {outcome.split(':', 1)[0]} | {link(key)} |" for key, (outcome, _) in outcomes.items()]
+    said = [f"- **{title(key)}** {outcome}" + (": " + "; ".join(s.lines) if s.lines else "")
+            for key, (outcome, s) in outcomes.items() if s.lines or outcome.startswith("failed")]
+    failed = [key for key, (outcome, _) in outcomes.items() if outcome.startswith("failed")]
+    skipped = [(key, line) for key, (_, s) in outcomes.items() for line in s.skipped]
+    verdict = (f"**Stage {failed[0]} failed**: Retry the run (or run the same command again) to resume: "
+               "finished work is kept." if failed else "**Every stage completed.**")
+    if skipped:
+        verdict += f" {len(skipped)} document{'s' if len(skipped) > 1 else ''} left out (below)."
+    listing = ["", "## Documents left out", "", *(f"- stage {key}: {line}" for key, line in skipped)] if skipped else []
+    return "\n".join(["# Pipeline run", "", verdict, "", "| stage | outcome | artifact |", "|---|---|---|", *rows,
+                      *(["", "## What each stage said", "", *said] if said else []), *listing])
