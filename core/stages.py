@@ -40,6 +40,15 @@ STAGES: list[Stage] = [
     Stage("6", "rollout", "load the adapter into the running gateway, smoke test, switch", ("rollout",)),
 ]
 KEYS = [stage.key for stage in STAGES]
+PIPELINE_ARTIFACT = "pipeline-summary"  # the run's summary: each stage's outcome, linking to the stages' artifacts
+
+
+def artifact_key(key: str) -> str:
+    """The key of the Prefect artifact stage ``key`` publishes (the summary links to it by this key)."""
+    artifact = STAGES[KEYS.index(key)].artifact
+    if artifact is None:
+        raise ValueError(f"stage {key} publishes no artifact")
+    return artifact
 STAGE_NAMES = [*KEYS[:3], "4", *KEYS[3:]]  # "4" = 4a-4d
 
 

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from core import artifacts
 from core.config import ConfigError, PipelineConfig, Secrets
+from core.stages import artifact_key
 from flows.report import progress_bar, say
 from tasks.collect.download import DownloadPolicy, download_documents, import_local_files, is_settled
 from tasks.collect.search import list_local_sources, search_serpapi
@@ -53,7 +54,7 @@ async def _report(documents: list[Document], skipped: int) -> None:
     say(f"collect: {len(documents)} sources, {by_status.get('ok', 0)} ok ({unique or 'nothing'} unique), "
         f"{skipped} settled earlier (not fetched again){failures}")
     await acreate_table_artifact(
-        key="collect-summary",
+        key=artifact_key("1"),
         table=[{"url": d.url, "kind": d.kind if d.status == "ok" else "", "status": d.status,
                 "sha256": (d.sha256 or "")[:12], "bytes": d.bytes,
                 "pages": d.pages, "error": d.error or ""} for d in documents],

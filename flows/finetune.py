@@ -15,6 +15,7 @@ from core.artifacts import MissingStageOutput
 from core.config import PipelineConfig
 from core.files import atomic_write_json, atomic_write_text
 from core.naming import checkpoint_step
+from core.stages import artifact_key
 from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
 from tasks.dataset.assemble import dataset_caveats
@@ -138,7 +139,7 @@ def _publish_comparison(config: PipelineConfig, summary: dict) -> None:
     written = [*write_figures(made, reports_dir), artifacts.comparison_markdown(config), page]
     markdown = comparison_markdown(summary, selection)
     atomic_write_text(written[-2], markdown)
-    create_markdown_artifact(_sync=True, key="eval-comparison", markdown=markdown,
+    create_markdown_artifact(_sync=True, key=artifact_key("4d"), markdown=markdown,
                              description="Stage 4: baseline vs fine-tuned on the test set")
     say(f"4d: {summary['headline']}")
     say(f"4d: wrote {', '.join(p.name for p in written)} (open {written[-1]})")

@@ -10,6 +10,7 @@ from prefect.artifacts import acreate_table_artifact
 from core import artifacts
 from core.config import PipelineConfig
 from core.files import atomic_write_json
+from core.stages import artifact_key
 from flows.report import progress_bar, say, table_rows
 from tasks.common.records import Chunk
 from tasks.dataset.asking import generate_groups, judge_records
@@ -104,7 +105,7 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         if off := shares_off(shares, g.split.model_dump()):
             say(f"generate: warning: {'; '.join(off)}: whole documents cannot come closer (a side's documents never "
                 "move once placed; more, or smaller, documents even it out)")
-        await acreate_table_artifact(key="generate-summary", description="Stage 3 dataset statistics",
+        await acreate_table_artifact(key=artifact_key("3"), description="Stage 3 dataset statistics",
                                      table=table_rows({k: v for k, v in stats.items() if k != "source_documents"}))
         return stats
     finally:

@@ -10,7 +10,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.settings import PREFECT_UI_URL
 
 from core.config import ConfigError, PipelineConfig
-from core.stages import KEYS
+from core.stages import KEYS, PIPELINE_ARTIFACT
 from flows import collect, finetune, generate, process, register, rollout
 from flows.report import Said, log_failures_once, recording, summary_markdown
 from tasks.common.shared_limits import download_limit_exists, llm_limit_exists
@@ -111,7 +111,7 @@ async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = 
         outcomes[failed] = (f"failed: {type(error).__name__}: {error}", outcomes[failed][1])
         raise
     finally:
-        await acreate_markdown_artifact(key="pipeline-summary", markdown=summary_markdown(outcomes, PREFECT_UI_URL.value()),
+        await acreate_markdown_artifact(key=PIPELINE_ARTIFACT, markdown=summary_markdown(outcomes, PREFECT_UI_URL.value()),
                                         description="Each stage's outcome and figures, with links to its artifact")
     return results
 

@@ -10,6 +10,7 @@ from core import artifacts
 from core.artifacts import MissingStageOutput
 from core.config import ConfigError, DataProcessor, PipelineConfig
 from core.files import atomic_write_json
+from core.stages import artifact_key
 from flows.report import progress_bar, say, say_skipped
 from flows.threaded import threaded_flow
 from tasks.common.records import Conversion, Document, DocumentKind
@@ -95,7 +96,7 @@ def _report(urls: dict[str, str], converted: list[Conversion], summary: dict[str
                     f"{urls[conversion.sha256]}: {conversion.detail}" if conversion.detail else urls[conversion.sha256])
     create_table_artifact(
         _sync=True,  # see flows.threaded
-        key="process-summary",
+        key=artifact_key("2"),
         table=[{"sha256": c.sha256[:12], "url": urls[c.sha256], "kind": c.kind, "status": c.status, "pages": c.pages,
                 "headings": c.headings, "heading_source": c.heading_source or "", "noise_lines": c.noise_lines,
                 "failed_step": c.step or "", "error": c.error or ""}
