@@ -40,6 +40,7 @@ STAGES: list[Stage] = [
     Stage("6", "rollout", "load the adapter into the running gateway, smoke test, switch", ("rollout",)),
 ]
 KEYS = [stage.key for stage in STAGES]
+STAGE_NAMES = [*KEYS[:3], "4", *KEYS[3:]]  # "4" = 4a-4d
 PIPELINE_ARTIFACT = "pipeline-summary"  # the run's summary: each stage's outcome, linking to the stages' artifacts
 
 
@@ -49,7 +50,6 @@ def artifact_key(key: str) -> str:
     if artifact is None:
         raise ValueError(f"stage {key} publishes no artifact")
     return artifact
-STAGE_NAMES = [*KEYS[:3], "4", *KEYS[3:]]  # "4" = 4a-4d
 
 
 class StageSelectionError(ValueError):

@@ -164,8 +164,8 @@ def final_eval(config: PipelineConfig) -> dict:
     summary = summarise(baseline, report, len({r["doc_sha256"] for r in records}), e.resamples, e.seed, e.confidence)
     summary["caveats"] = dataset_caveats(artifacts.load_if_present(config, "stats", {}))
     if e.judge:
-        summary["judge"] = grade_test_answers(config, baseline, report)
-        say(f"4d grade: {summary['judge']['graded']}/{len(records)} questions graded by {summary['judge']['grader']}")
+        summary["judge"] = judge = grade_test_answers(config, baseline, report)
+        say(f"4d grade: {judge['graded']}/{judge['graded'] + judge['failed']} questions graded by {judge['grader']}")
     atomic_write_json(artifacts.path(config, "comparison"), summary)
     log_results(config, "final-eval", tracking_group(config),
                 {f"test/{side}/{name}": stats[key] for name, stats in summary["metrics"].items()

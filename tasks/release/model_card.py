@@ -86,7 +86,6 @@ from {len(sources)} source documents, split by document.
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-
 def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
     entries = artifacts.load_if_present(config, "metadata", [])
     by_sha = {e["sha256"]: e for e in entries if e.get("status") == "ok" and e.get("sha256")}

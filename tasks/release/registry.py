@@ -137,8 +137,9 @@ def make_registry(config: PipelineConfig) -> Registry:
     r = config.registration
     if r.target == "local":
         return LocalRegistry(config.path(config.paths.registry))
-    token = Secrets().require("hf_token", "registration.target: hub", "use registration.target: local")
-    owner = r.hf_username or Secrets().hf_username
+    secrets = Secrets()
+    token = secrets.require("hf_token", "registration.target: hub", "use registration.target: local")
+    owner = r.hf_username or secrets.hf_username
     if not owner:
         raise ConfigError("registration.target: hub needs the repo owner: set registration.hf_username "
                           "or HF_USERNAME, or use registration.target: local")
