@@ -17,6 +17,7 @@ from harness.loopback import free_port
 from harness.prefect_server import POLLING_WORKER
 from harness.project import REPO, rollout_project, run_pipeline, write_profile
 from harness.vllm import fake_vllm
+from tasks.release.containers import ROLE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 
@@ -36,11 +37,17 @@ def docker_client(docker_host):
     import docker
 
     client = docker.DockerClient(base_url=docker_host, timeout=600)
+
+    def remove_ours() -> None:  # a run killed mid-test leaves containers the engine restarts (unless-stopped)
+        for label in (LABEL, ROLE, "com.docker.compose.project=domain-llm"):
+            for container in client.containers.list(all=True, filters={"label": label}):
+                container.remove(force=True)
+
+    remove_ours()
     try:
         yield client
     finally:
-        for container in client.containers.list(all=True, filters={"label": LABEL}):
-            container.remove(force=True)
+        remove_ours()
         client.close()
 
 
@@ -135,8 +142,11 @@ def test_blue_green_gateway_containers_switch_under_load_and_a_broken_adapter_le
         serving = {"rollout": "containers", "docker_host": docker_host, "host": "127.0.0.1", "port": public,
                    "gateway_url": edge_url, "vllm_url": vllm.url, "container_ports": [blue, green], "drain_timeout_s": 20}
         try:
+            # an edge an earlier config left on another port (the engine restarts it: unless-stopped) is replaced
+            stale = containers.start_edge(docker_client, images["edge"], "127.0.0.1", free_port(), blue, 30)
             first = rollout(rollout_project(tmp_path, v1, serving, finetuning={"base_model": MODEL}))
             assert first.returncode == 0, first.stderr
+            assert stale.id not in {c.id for c in docker_client.containers.list(all=True)}
             assert httpx.get(f"{edge_url}/models").json()["active_adapter"] == v1
             assert served_port() == blue
             # tokens reach the container as files only its user reads; `docker inspect` shows where, not what

@@ -67,10 +67,12 @@ def image(client, reference: str):
         raise ContainerError(f"no image {reference} on this engine: build it (scripts/run_pipeline.sh --build)") from None
 
 
-def find_edge(client):
-    """The running edge, or None; a stopped one is removed (it is recreated pointing at the new gateway)."""
+def find_edge(client, listen: str, port: int):
+    """The running edge on ``listen``:``port``, or None. A stopped one, or one listening elsewhere (serving.host or
+    serving.port changed), is removed: it is recreated pointing at the new gateway."""
+    wanted = {f"LISTEN_ADDRESS={listen}", f"LISTEN_PORT={port}"}
     for container in client.containers.list(all=True, filters={"label": f"{ROLE}=edge"}):
-        if container.status == "running":
+        if container.status == "running" and wanted <= set(container.attrs["Config"]["Env"] or ()):
             return container
         container.remove(force=True)
     return None
@@ -107,11 +109,12 @@ def running_gateways(client) -> dict[int, Gateway]:
 
 
 def clear_for(client, port: int, keep: Gateway | None) -> None:
-    """Remove what an earlier rollout left: stopped gateways (kept until now for `docker logs`) and any on ``port``."""
+    """Remove what an earlier rollout left: stopped gateways (kept until now for `docker logs`), any on ``port``, and,
+    with nothing to keep (no edge serves one), every gateway: none of them is reachable."""
     for container in client.containers.list(all=True, filters={"label": f"{ROLE}=gateway"}):
         if keep is not None and container.id == keep.container.id:
             continue
-        if container.status != "running" or int(container.labels[PORT]) == port:
+        if keep is None or container.status != "running" or int(container.labels[PORT]) == port:
             container.remove(force=True)
 
 

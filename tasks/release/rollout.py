@@ -192,13 +192,14 @@ def blue_green(config: PipelineConfig, registration: dict, eval_report: dict, re
         client = containers.connect(s.docker_host)
     except ContainerError as error:
         return skipped(str(error))
-    try:
-        httpx.get(f"{s.vllm_url.rstrip('/')}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as error:
+    try:  # vLLM holds the loaded adapters: asked directly, an old gateway that lost it cannot stop a rollout
+        reply = httpx.get(f"{s.vllm_url.rstrip('/')}/v1/models", timeout=5).raise_for_status()
+        in_vllm = {model["id"] for model in reply.json()["data"]}
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
         return skipped(f"vLLM at {s.vllm_url} is not serving ({type(error).__name__}): start it "
                        "(scripts/run_pipeline.sh --serve)")
     gateway_image, edge_image = containers.image(client, s.gateway_image), containers.image(client, s.edge_image)
-    edge = containers.find_edge(client)
+    edge = containers.find_edge(client, s.host, s.port)
     old = containers.running_gateways(client).get(containers.served_port(edge)) if edge else None
     previous = old.adapter if old else None
     record.update(previous=previous, backend="vllm", image=s.gateway_image)
@@ -207,7 +208,7 @@ def blue_green(config: PipelineConfig, registration: dict, eval_report: dict, re
             return verified(direct, config, name, eval_report, {**record, "container": old.name})
     port = s.container_ports[1] if old and old.port == s.container_ports[0] else s.container_ports[0]
     containers.clear_for(client, port, keep=old)
-    loaded_before = old is not None and name in _checked(httpx.get(f"{old.url}/models", timeout=10), "reading models")["loaded"]
+    loaded_before = old is not None and name in in_vllm
     started = time.perf_counter()
     timings = record["timings_s"] = {}
 
