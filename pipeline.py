@@ -94,7 +94,7 @@ def _hide_engine_tracebacks() -> None:
     The CLI also leaves out what it printed itself already (a skipped document's warning) and other
     libraries' warnings (docling's about a document it could not read: the stage's own line says why).
     """
-    from flows.report import PRINTED
+    from tasks.report.console import PRINTED
 
     def keep(record: logging.LogRecord) -> bool:
         if getattr(record, PRINTED, False):

@@ -29,9 +29,9 @@ from harness.app_server import served_app
 from harness.project import REPO, qa_dataset, run_pipeline, write_profile
 from harness.real_corpus import build_real_corpus
 from tasks.common.questions import words
-from tasks.dataset.assemble import SIDES, _fill, _score, _side_of, assign_documents
 from tasks.dataset.contamination import NGRAM, check
 from tasks.dataset.review_app import create_app
+from tasks.dataset.split import SIDES, _fill, _score, _side_of, assign_documents
 
 GOAL = 0.10
 PLANTED = 20

@@ -16,10 +16,9 @@ from core.config import PipelineConfig
 from core.files import atomic_write_json, atomic_write_text
 from core.naming import checkpoint_step
 from core.stages import artifact_key
-from flows.report import progress_bar, say
 from flows.threaded import threaded_flow
-from tasks.dataset.assemble import dataset_caveats
 from tasks.dataset.finish import reviewed_train_chat
+from tasks.dataset.stats import dataset_caveats
 from tasks.finetune import resume
 from tasks.finetune.comparison import comparison_markdown, selection_line, summarise, write_figures
 from tasks.finetune.evaluate import base_model, evaluate_side, stage_questions
@@ -33,6 +32,7 @@ from tasks.finetune.select import (
 )
 from tasks.finetune.tracking import log_results, tracking_group, wandb_run, where
 from tasks.finetune.train import checkpoints, total_steps, train_lora
+from tasks.report.console import progress_bar, say
 from tasks.report.page import report_title, write_report
 
 

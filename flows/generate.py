@@ -11,18 +11,8 @@ from core import artifacts
 from core.config import PipelineConfig
 from core.files import atomic_write_json
 from core.stages import artifact_key
-from flows.report import progress_bar, say, table_rows
 from tasks.common.records import Chunk
 from tasks.dataset.asking import generate_groups, judge_records
-from tasks.dataset.assemble import (
-    SIDES,
-    GenerationRun,
-    dataset_stats,
-    deduplicate,
-    keep_judged,
-    records_from,
-    shares_off,
-)
 from tasks.dataset.contamination import contamination_line
 from tasks.dataset.finish import split_and_write
 from tasks.dataset.generate import (
@@ -32,8 +22,12 @@ from tasks.dataset.generate import (
     cost_usd,
     group_chunks,
 )
+from tasks.dataset.pairs import deduplicate, keep_judged, records_from
+from tasks.dataset.split import SIDES
+from tasks.dataset.stats import GenerationRun, dataset_stats, shares_off
 from tasks.llm.calls import CallPolicy, RateLimitedCaller
 from tasks.llm.providers import make_provider
+from tasks.report.console import progress_bar, say, table_rows
 
 
 def preflight(config: PipelineConfig) -> None:

@@ -12,9 +12,11 @@ from prefect.settings import PREFECT_UI_URL
 from core.config import ConfigError, PipelineConfig
 from core.stages import KEYS, PIPELINE_ARTIFACT
 from flows import collect, finetune, generate, process, register, rollout
-from flows.report import Said, log_failures_once, recording, summary_markdown
+from tasks.collect.sources import preflight as collect_preflight
 from tasks.common.shared_limits import download_limit_exists, llm_limit_exists
 from tasks.finetune.preflight import preflight as finetune_preflight
+from tasks.process.stage import task_runner
+from tasks.report.console import Said, log_failures_once, recording, summary_markdown
 
 Preflight = Callable[[PipelineConfig], None]
 
@@ -43,9 +45,9 @@ def _config_only(stage_flow) -> Callable[[PipelineConfig, bool, bool], Awaitable
 
 
 FLOWS: dict[str, StageFlow] = {
-    "1": StageFlow(_collect, (collect.preflight, download_limit_exists)),
+    "1": StageFlow(_collect, (collect_preflight, download_limit_exists)),
     "2": StageFlow(lambda config, preview, explicit: process.process.with_options(
-        task_runner=process.task_runner(config))(config)),
+        task_runner=task_runner(config))(config)),
     "3": StageFlow(lambda config, preview, explicit: generate.generate(config, preview=preview),
                    (generate.preflight, llm_limit_exists)),
     "4a": StageFlow(_config_only(finetune.baseline_eval), (finetune_preflight,)),

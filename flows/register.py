@@ -15,7 +15,6 @@ from core import artifacts
 from core.config import PipelineConfig
 from core.files import atomic_write_json
 from core.naming import next_version_name
-from flows.report import say
 from flows.threaded import threaded_flow
 from tasks.finetune.select import ADAPTER_FILES, adapter_hashes
 from tasks.release.adapter_check import check_servable
@@ -23,6 +22,7 @@ from tasks.release.exports import build_exports, export_line
 from tasks.release.model_card import version_card
 from tasks.release.promotion import PromotionRefused, promotion_check
 from tasks.release.registry import make_registry, publish_version
+from tasks.report.console import say
 
 
 def preflight(config: PipelineConfig) -> None:

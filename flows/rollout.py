@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from core import artifacts
 from core.config import PipelineConfig
 from core.files import atomic_write_json
-from flows.report import say
 from flows.threaded import threaded_flow
 from tasks.release.rollout import RolloutFailed, blue_green, in_gateway
+from tasks.report.console import say
 from tasks.report.page import report_title, write_report
 
 

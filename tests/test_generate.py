@@ -17,19 +17,11 @@ from core.config import DatasetGenerator
 from core.prompts import ANSWER_STYLE, GENERATION_SYSTEM, system_prompt
 from harness.llm import LLMFaults, fake_llm
 from tasks.common.records import Chunk
-from tasks.dataset.assemble import (
-    GenerationRun,
-    QARecord,
-    SplitLevel,
-    chat_view,
-    dataset_stats,
-    deduplicate,
-    pair_shares,
-    shares_off,
-    split_level,
-    split_records,
-)
+from tasks.dataset.chat import chat_view
 from tasks.dataset.generate import cache_key, generate_all, group_chunks, judge_one
+from tasks.dataset.pairs import QARecord, deduplicate
+from tasks.dataset.split import SplitLevel, split_level, split_records
+from tasks.dataset.stats import GenerationRun, dataset_stats, pair_shares, shares_off
 from tasks.llm.calls import CallPolicy, RateLimitedCaller
 from tasks.llm.providers import GeminiProvider, LLMAuthError, OfflineProvider, OpenAICompatibleProvider
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flows.report import Said, recording, say, say_skipped, summary_markdown, table_rows
+from tasks.report.console import Said, recording, say, say_skipped, summary_markdown, table_rows
 
 leaves = st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=8), st.booleans(), st.none(),
                    st.lists(st.integers(), max_size=3))

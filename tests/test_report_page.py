@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from harness.browser import chromium
-from tasks.dataset.assemble import dataset_caveats
+from tasks.dataset.stats import dataset_caveats
 from tasks.finetune.comparison import comparison_markdown, summarise
 from tasks.report.page import write_report
 

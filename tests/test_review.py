@@ -229,8 +229,9 @@ def test_without_stage_three_the_review_says_what_to_run(tmp_path):
 
 
 def test_4b_trains_on_the_reviewed_pairs_when_the_review_came_after_stage_three(project):
-    from tasks.dataset.assemble import QARecord, chat_jsonl
+    from tasks.dataset.chat import chat_jsonl
     from tasks.dataset.finish import reviewed_train_chat
+    from tasks.dataset.pairs import QARecord
 
     qa = project.path(project.paths.qa_dataset)
     train = [_pair("t1", "What causes tiredness?", "Anaemia."), _pair("t2", "What is iron for?", "Blood."),

@@ -13,7 +13,10 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
+from core import artifacts
+from core.config import PipelineConfig
 from core.files import append_journal, atomic_write_json, read_journal
+from tasks.common.records import Document
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,3 +50,8 @@ class RecordIndex(Generic[M]):
     def save(self) -> None:
         atomic_write_json(self.path, [item.model_dump(mode="json") for item in self._items.values()])
         self.journal.unlink(missing_ok=True)
+
+
+def metadata_index(config: PipelineConfig) -> RecordIndex[Document]:
+    """Stage 1's outcome for every source (metadata.json), keyed by its URL: stage 1 writes it, stage 2 reads it."""
+    return RecordIndex(artifacts.path(config, "metadata"), Document, key="url")

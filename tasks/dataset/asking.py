@@ -11,8 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from core import artifacts
 from core.config import PipelineConfig
 from core.prompts import PROMPT_VERSION
-from tasks.dataset.assemble import QARecord
 from tasks.dataset.generate import Group, GroupResult, generate_all, judge_one
+from tasks.dataset.pairs import QARecord
 from tasks.llm.calls import RateLimitedCaller, remedy
 
 

@@ -11,7 +11,9 @@ from core.files import atomic_write_json, atomic_write_text
 from tasks.common.records import Chunk
 from tasks.common.review import Review, apply_review, load_review
 from tasks.dataset import contamination
-from tasks.dataset.assemble import SIDES, QARecord, SplitLevel, chat_jsonl, split_level, split_records, trains_on
+from tasks.dataset.chat import chat_jsonl
+from tasks.dataset.pairs import QARecord
+from tasks.dataset.split import SIDES, SplitLevel, split_level, split_records, trains_on
 
 
 def split_and_write(config: PipelineConfig, records: list[QARecord],

@@ -4,9 +4,8 @@ these flags mark the borderline ones stage 3 kept, so a person decides."""
 
 from __future__ import annotations
 
-from datasketch import MinHash, MinHashLSH
-
 from tasks.common.questions import GROUNDING_STOP, VAGUE, WORD, overlap, words
+from tasks.dataset.similar import NUM_PERM, NearIndex, signature
 
 NEAR = 0.6  # alike content words (MinHash Jaccard) worth a look; stage 3 drops whole questions 0.8 alike
 SUPPORTED = 0.8  # share of the answer's content words its source passage holds, below which it is flagged
@@ -18,23 +17,18 @@ def _content_words(question: str) -> set[str]:
     return {w for w in words(question) if w not in GROUNDING_STOP | _FILLER}
 
 
-def near_duplicates(pairs: list[tuple[str, str]], threshold: float = NEAR, num_perm: int = 128) -> dict[str, str]:
+def near_duplicates(pairs: list[tuple[str, str]], threshold: float = NEAR, num_perm: int = NUM_PERM) -> dict[str, str]:
     """id → the most similar earlier question's id, for questions whose content words are at least ``threshold``
     alike. Content words only: "What does GetString do?" and "What does abs do?" share a template, not a subject
     (compared on their whole wording, a fifth of a real manual's questions matched another that way)."""
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    signatures, found = {}, {}
+    index, found = NearIndex(threshold, num_perm=num_perm), {}
     for pair_id, question in pairs:
         if not (content := _content_words(question)):
             continue
-        signature = MinHash(num_perm=num_perm, seed=1)
-        for word in sorted(content):
-            signature.update(word.encode("utf-8"))
-        alike = [(signatures[other].jaccard(signature), other) for other in lsh.query(signature)]
-        if alike and max(alike)[0] >= threshold:
-            found[pair_id] = max(alike)[1]
-        signatures[pair_id] = signature
-        lsh.insert(pair_id, signature)
+        alike = signature(content, num_perm)
+        if (other := index.most_alike(alike)) is not None:
+            found[pair_id] = other
+        index.add(pair_id, alike)
     return found
 
 

@@ -23,8 +23,8 @@ from core.asgi import FullAllowHeader
 from core.config import PipelineConfig
 from tasks.common.records import Chunk
 from tasks.common.review import Correction, Review, Verdict, load_review, save_review
-from tasks.dataset.assemble import SIDES
 from tasks.dataset.flags import highlights, near_duplicates, pair_flags
+from tasks.dataset.split import SIDES
 
 PAGE = Path(__file__).with_name("review_page.html")
 REVIEW = "3 (--review)"  # what needs stage 3's files, in MissingStageOutput's words
