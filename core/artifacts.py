@@ -8,9 +8,12 @@ files and caches are named by the functions at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from core.prompts import PROMPT_VERSION
 
 if TYPE_CHECKING:
     from core.config import Paths, PipelineConfig
@@ -104,6 +107,18 @@ def llm_cache(config: PipelineConfig, kind: Literal["groups", "judge", "grades"]
     """Where stage 3's provider calls (pairs per group, judge verdicts) and 4d's grades are cached."""
     cache = config.path(config.paths.qa_dataset) / "cache"
     return cache if kind == "groups" else cache / kind
+
+
+def llm_cache_key(kind: Literal["groups", "judge", "grades"], provider: str, model: str, subject: str) -> str:
+    """A cached LLM call's name: what was asked (a group's key, a pair's id, the grading prompt), of which provider
+    and model, under which prompt version. One spelling per kind, kept as first written: another spelling would
+    orphan every call users have paid for."""
+    if kind == "judge":
+        return f"{subject}-{provider}-{model.replace('/', '_')}-{PROMPT_VERSION}"
+    text = (f"{subject}|{provider}|{model}|{PROMPT_VERSION}" if kind == "groups"
+            else f"{provider}|{model}|{PROMPT_VERSION}|{subject}")
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return digest if kind == "groups" else digest[:32]
 
 
 def cache_entry(folder: Path, key: str) -> Path:

@@ -338,6 +338,19 @@ class TokenLimits(_Section):
     local: PositiveInt = 256
 
 
+def workers_problem(workers: int, backend: str, rollout: str | None = None) -> str | None:
+    """Why ``workers`` gateway processes cannot serve: each is a process of its own, so a model the gateway holds
+    (the local and llamacpp backends) would be loaded in each, and an in-gateway switch (``rollout``; None: the
+    gateway alone, started by hand) would reach one of them."""
+    if workers > 1 and backend != "vllm":
+        return (f"{workers} workers need the vllm backend: the {backend} backend holds its model in the gateway's "
+                "process (or its children), each worker would load it: run one worker (serving.workers: 1)")
+    if workers > 1 and rollout not in (None, "containers"):
+        return (f"{workers} workers need rollout: containers: an in-gateway switch would reach one of them: run one "
+                "worker (serving.workers: 1)")
+    return None
+
+
 class Serving(_Section):
     backend: Literal["vllm", "llamacpp", "local"] = "vllm"
     gguf: GGUFType = Field("f16", description="llamacpp: the base model's GGUF type llama-server runs (each version's "
@@ -378,10 +391,8 @@ class Serving(_Section):
 
     @model_validator(mode="after")
     def _ports_apart(self) -> Serving:
-        if self.workers > 1 and (self.backend, self.rollout) != ("vllm", "containers"):
-            raise ValueError(f"serving.workers: {self.workers} needs backend: vllm and rollout: containers (each worker "
-                             "is a process of its own: the local model would be loaded in each, and an in-gateway "
-                             "switch would reach one of them)")
+        if why := workers_problem(self.workers, self.backend, self.rollout):
+            raise ValueError(f"serving.workers: {why}")
         if len({*self.container_ports, self.port}) != 3:
             raise ValueError(f"serving.container_ports {list(self.container_ports)} must be two ports other than "
                              f"serving.port ({self.port}): the blue and green gateways sit behind the edge on them")

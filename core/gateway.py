@@ -19,7 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import artifacts
-from core.config import Evaluation, Paths, PipelineConfig, Serving
+from core.config import Evaluation, Paths, PipelineConfig, Secrets, Serving, workers_problem
 from core.files import atomic_write_text
 from core.llamacpp import base_gguf_path
 from core.naming import slug
@@ -85,9 +85,8 @@ class GatewaySettings(BaseSettings):
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) is over max_tokens_limit "
                              f"({self.max_tokens_limit}): lower it or raise serving.max_tokens_limit.{self.backend}")
-        if self.workers > 1 and self.backend != "vllm":
-            raise ValueError(f"the {self.backend} backend holds its model in the gateway's process (or its children): "
-                             "run it with one worker (serving.workers: 1)")
+        if why := workers_problem(self.workers, self.backend):
+            raise ValueError(why)
         if self.backend == "llamacpp" and not self.base_model_path:
             raise ValueError("the llamacpp backend needs base_model_path (the base model's GGUF): python -m serving "
                              "--config finds it")
@@ -118,6 +117,19 @@ def ensure_token_file(path: Path) -> SecretStr:
         return token
     atomic_write_text(path, secrets.token_urlsafe(32) + "\n")  # a temp file of mode 0600, renamed
     return read_token(path, str(path))
+
+
+def config_admin_token(config: PipelineConfig, make: bool) -> SecretStr | None:
+    """The admin token of a gateway started from ``config``, in the order it takes them: ADMIN_TOKEN, the file
+    ADMIN_TOKEN_FILE names, the file serving.admin_token_file (random, made here when ``make`` and missing). None:
+    /admin takes API_TOKEN (``GatewaySettings.admin``). `python -m serving --config` makes the file; stage 6
+    reads the same token to call /admin."""
+    if token := Secrets().admin_token:
+        return token
+    if variable := os.environ.get("ADMIN_TOKEN_FILE"):
+        return read_token(Path(variable), "ADMIN_TOKEN_FILE")
+    file = config.path(config.serving.admin_token_file)
+    return ensure_token_file(file) if make or file.is_file() else None
 
 
 def exposure_error(host: str, has_token: bool, allow_unauthenticated: bool) -> str | None:

@@ -13,27 +13,20 @@ from prefect.artifacts import create_markdown_artifact
 from core import artifacts
 from core.artifacts import MissingStageOutput
 from core.config import PipelineConfig
-from core.files import atomic_write_json, atomic_write_text
-from core.naming import checkpoint_step
+from core.files import atomic_write_json
 from core.stages import artifact_key
 from flows.threaded import threaded_flow
 from tasks.dataset.finish import reviewed_train_chat
 from tasks.dataset.stats import dataset_caveats
 from tasks.finetune import resume
-from tasks.finetune.comparison import comparison_markdown, selection_line, summarise, write_figures
+from tasks.finetune.comparison import summarise
 from tasks.finetune.evaluate import base_model, evaluate_side, stage_questions
 from tasks.finetune.grade import grade_test_answers
-from tasks.finetune.select import (
-    choose_checkpoint,
-    cleanup_checkpoints,
-    install_adapter,
-    selection_key,
-    standing_selection,
-)
-from tasks.finetune.tracking import log_results, tracking_group, wandb_run, where
-from tasks.finetune.train import checkpoints, total_steps, train_lora
+from tasks.finetune.select import select_and_install, selection_said
+from tasks.finetune.tracking import log_comparison, log_loss_history, log_selection, tracking_group, wandb_run, where
+from tasks.finetune.train import total_steps, train_lora, trained_said
 from tasks.report.console import progress_bar, say
-from tasks.report.page import report_title, write_report
+from tasks.report.page import publish_comparison
 
 
 def _cached_note(cached: bool) -> str:
@@ -71,22 +64,10 @@ def train(config: PipelineConfig) -> dict:
           progress_bar("4b train", total_steps(examples, settings)) as advance):
         summary = train_lora(base, train_chat, output_dir, settings, log_path, lambda step, steps, loss: advance(
             completed=step, total=steps, note=None if loss is None else f"loss {loss:.3f}"))
-        if not summary:
-            d = settings.distributed
-            say(f"4b train: machine {d.machine_rank} of {d.num_machines} trained its share; machine 0 holds the "
-                "checkpoints and the log (run 4c and 4d there)")
-            return summary
-        if run is not None and summary["processes"] > 1:  # the processes did not log into this run: the history
-            for row in summary["loss_history"]:
-                run.log({"train/loss": row["loss"]}, step=row["step"])
-    resume.finish(record, fingerprint, base)
-    losses = [h["loss"] for h in summary["loss_history"]]
-    say(f"4b train: {summary['steps']} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}, "
-        f"checkpoints {', '.join(summary['checkpoints'])}"
-        + (f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else "")
-        + (f"; {summary['examples_too_long']} examples over max_seq_length left out" if summary["examples_too_long"] else "")
-        + (f"; W&B run {where(run)}" if run else "")
-        + (f"; {summary['processes']} processes ({settings.distributed.strategy})" if summary["processes"] > 1 else ""))
+        log_loss_history(run, summary)
+    if summary:  # this machine holds the checkpoints
+        resume.finish(record, fingerprint, base)
+    say(trained_said(summary, settings, where(run) if run else None))
     return summary
 
 
@@ -98,51 +79,14 @@ def select_checkpoint(config: PipelineConfig) -> dict:
     choice. Cleanup leaves only the chosen checkpoint, so selecting again after it would compare one checkpoint
     with itself and lose the others' scores from the report.
     """
-    records = stage_questions(config, "validation", config.evaluation.max_validation_questions)
-    key, target = selection_key(config, records), config.path(config.paths.lora_weights)
-    if previous := standing_selection(config, key, target):
-        say(f"4c select: already done for this training run: {previous['selected']} installed in {target}")
-        return previous
-    base, found = base_model(config), checkpoints(config.path(config.paths.checkpoints))
-    if not found:
-        raise MissingStageOutput("4c", config.path(config.paths.checkpoints) / "checkpoint-*", "4b")
-    reports = {ckpt.name: evaluate_side(config, base, ckpt, records, "validation")[0] for ckpt in found}
-    e = config.evaluation
-    selection = choose_checkpoint(reports, evaluate_side(config, base, None, records, "validation")[0], e.resamples, e.seed,
-                                  e.confidence)
-    chosen = next(c for c in found if c.name == selection["selected"])
-    total = len(stage_questions(config, "validation"))
-    selection |= {"validation_total": total,  # eval_examples of them were asked (evaluation.max_validation_questions)
-                  "installed_to": str(target), "adapter_sha256": install_adapter(chosen, target),
-                  "removed_checkpoints": cleanup_checkpoints(found, chosen, target)
-                  if config.finetuning.cleanup_checkpoints else [], "selection_key": key}
-    atomic_write_json(artifacts.path(config, "checkpoint_selection"), selection)
-    log_results(config, "select", tracking_group(config),
-                {"selected": selection["selected"], "validation/baseline_combined": selection["baseline_score"],
-                 "validation/margin": (selection["margin"] or {}).get("delta"),
-                 "validation/answers_changed": selection["answers_changed_vs_base"]},
-                [{"checkpoint_step": checkpoint_step(name), "validation/combined": score}
-                 for name, score in selection["scores"].items()])
-    say(f"4c select: {selection_line(selection)}; all: " + ", ".join(f"{n} {s:.4f}" for n, s in selection["scores"].items())
-        + f"; {selection['answers_changed_vs_base']}/{len(records)} answers differ from base"
-        + (f" ({len(records)} of {total} validation questions, a seeded sample)" if len(records) < total else ""))
+    selection, standing = select_and_install(config)
+    if standing:
+        say(f"4c select: already done for this training run: {selection['selected']} installed in "
+            f"{config.path(config.paths.lora_weights)}")
+        return selection
+    log_selection(config, selection)
+    say(selection_said(selection))
     return selection
-
-
-def _publish_comparison(config: PipelineConfig, summary: dict) -> None:
-    """comparison.md, index.html and the figures in the reports folder, and the eval-comparison artifact."""
-    reports_dir = config.path(config.paths.reports)
-    selection = artifacts.load_if_present(config, "checkpoint_selection")
-    page = artifacts.report_page(config)
-    made = write_report(page, summary, selection, artifacts.load_if_present(config, "train_log"),
-                        report_title(config.domain, config.use_case))
-    written = [*write_figures(made, reports_dir), artifacts.comparison_markdown(config), page]
-    markdown = comparison_markdown(summary, selection)
-    atomic_write_text(written[-2], markdown)
-    create_markdown_artifact(_sync=True, key=artifact_key("4d"), markdown=markdown,
-                             description="Stage 4: baseline vs fine-tuned on the test set")
-    say(f"4d: {summary['headline']}")
-    say(f"4d: wrote {', '.join(p.name for p in written)} (open {written[-1]})")
 
 
 @threaded_flow("final-eval")
@@ -167,9 +111,10 @@ def final_eval(config: PipelineConfig) -> dict:
         summary["judge"] = judge = grade_test_answers(config, baseline, report)
         say(f"4d grade: {judge['graded']}/{judge['graded'] + judge['failed']} questions graded by {judge['grader']}")
     atomic_write_json(artifacts.path(config, "comparison"), summary)
-    log_results(config, "final-eval", tracking_group(config),
-                {f"test/{side}/{name}": stats[key] for name, stats in summary["metrics"].items()
-                 for side, key in (("baseline", "before"), ("fine_tuned", "after"), ("delta", "delta"))}
-                | {f"test/delta/combined_{bound}": summary["metrics"]["combined"][bound] for bound in ("low", "high")})
-    _publish_comparison(config, summary)
+    log_comparison(config, summary)
+    markdown, written = publish_comparison(config, summary)
+    create_markdown_artifact(_sync=True, key=artifact_key("4d"), markdown=markdown,
+                             description="Stage 4: baseline vs fine-tuned on the test set")
+    say(f"4d: {summary['headline']}")
+    say(f"4d: wrote {', '.join(p.name for p in written)} (open {written[-1]})")
     return report["metrics"]

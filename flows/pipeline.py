@@ -14,6 +14,7 @@ from core.stages import KEYS, PIPELINE_ARTIFACT
 from flows import collect, finetune, generate, process, register, rollout
 from tasks.collect.sources import preflight as collect_preflight
 from tasks.common.shared_limits import download_limit_exists, llm_limit_exists
+from tasks.finetune.dispatch import dispatch_training
 from tasks.finetune.preflight import preflight as finetune_preflight
 from tasks.process.stage import task_runner
 from tasks.report.console import Said, log_failures_once, recording, summary_markdown
@@ -64,21 +65,6 @@ def preflight(config: PipelineConfig, stages: list[str]) -> None:
     """Check what the selected stages need (keys, inputs, shared limits) before starting anything, each check once."""
     for check in dict.fromkeys(check for key in stages for check in FLOWS[key].preflight):
         check(config)
-
-
-class TrainingDeploymentFailed(RuntimeError):
-    """The dispatched stage-4 flow run did not complete."""
-
-
-async def dispatch_training(deployment: str, config_path: str, start: str, end: str) -> dict:
-    from prefect.deployments import run_deployment
-
-    run = await run_deployment(deployment, parameters={"config": config_path, "start": start, "end": end},
-                               as_subflow=True)
-    if not run.state.is_completed():
-        raise TrainingDeploymentFailed(f"stage 4 on deployment '{deployment}' ended {run.state.name}: "
-                                       f"see flow run {run.name} ({run.id}) in the Prefect UI")
-    return {"deployment": deployment, "flow_run": str(run.id), "state": run.state.name}
 
 
 async def run_stages(config: PipelineConfig, stages: list[str], preview: bool = False, explicit: bool = True,

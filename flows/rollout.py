@@ -20,9 +20,9 @@ from core import artifacts
 from core.config import PipelineConfig
 from core.files import atomic_write_json
 from flows.threaded import threaded_flow
-from tasks.release.rollout import RolloutFailed, blue_green, in_gateway
+from tasks.release.rollout import RolloutFailed, blue_green, in_gateway, rollout_said
 from tasks.report.console import say
-from tasks.report.page import report_title, write_report
+from tasks.report.page import write_project_report
 
 
 @threaded_flow("rollout")
@@ -40,27 +40,9 @@ def rollout(config: PipelineConfig, skip_without_gateway: bool = False) -> dict:
         say(f"6 rollout: skipped, {record['reason']}; then run --stage 6")
         return record
     _finish(config, record)
-    _report(record)
+    for line in rollout_said(record):  # RolloutFailed when the new version was not put into service
+        say(line)
     return record
-
-
-def _report(record: dict) -> None:
-    """The CLI lines of a finished rollout; RolloutFailed (exit 1) when the new version was not put into service."""
-    if record["status"] == "rolled_back":
-        raise RolloutFailed(f"{record['error']}; {record['active'] or 'the base model'} is still serving"
-                            + (f" (the new gateway's log: docker logs {record['container']})" if "container" in record else ""))
-    if record["status"] == "parity_failed":
-        raise RolloutFailed(f"{record['error']}; {record['adapter']} is serving as it was (nothing to roll back to)")
-    if record["status"] == "already_active":
-        say(f"6 rollout: {record['adapter']} is already the active adapter")
-    else:
-        smoke = record["smoke_test"]
-        where = f" in {record['container']}" if "container" in record else ""
-        say(f"6 rollout: {record['previous'] or 'base model'} → {record['adapter']}{where} on {record['backend']}; "
-            f"smoke test {smoke['questions']} questions, {smoke['differs_from_base']} differ from base")
-    say(f"6 parity: {record['parity']['headline']}")
-    if record["warning"]:
-        say(f"6 parity warning: {record['warning']}")
 
 
 def _finish(config: PipelineConfig, record: dict) -> None:
@@ -68,6 +50,4 @@ def _finish(config: PipelineConfig, record: dict) -> None:
     record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     atomic_write_json(artifacts.path(config, "rollout"), record)
     if (summary := artifacts.load_if_present(config, "comparison")) and "parity" in record:
-        write_report(artifacts.report_page(config), summary,
-                     artifacts.load_if_present(config, "checkpoint_selection"),
-                     artifacts.load_if_present(config, "train_log"), report_title(config.domain, config.use_case), record)
+        write_project_report(config, summary, record)

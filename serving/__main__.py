@@ -3,7 +3,7 @@
 Settings come from the pipeline config (its ``serving`` section, the adapter stage 4 installed
 and the version stage 5 registered), then GATEWAY_* environment variables override them.
 A non-loopback address without API_TOKEN is refused (serving.allow_unauthenticated overrides).
-With a config, the admin token is ADMIN_TOKEN, else the file serving.admin_token_file (made on
+With a config, the admin token is ADMIN_TOKEN, else ADMIN_TOKEN_FILE, else the file serving.admin_token_file (made on
 first start, mode 600), which stage 6 reads too.
 """
 
@@ -18,7 +18,13 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 
-from core.gateway import GatewaySettings, ensure_token_file, exposure_error, settings_environment, settings_from_config
+from core.gateway import (
+    GatewaySettings,
+    config_admin_token,
+    exposure_error,
+    settings_environment,
+    settings_from_config,
+)
 from core.llamacpp import llama_server
 from serving.app import create_app
 from serving.backends import Backend, LocalBackend, VLLMBackend
@@ -61,8 +67,7 @@ def main() -> None:
             except ConfigError as error:
                 sys.exit(f"error: {error}")
             host, port = args.host or config.serving.host, args.port or config.serving.port
-            if not os.environ.get("ADMIN_TOKEN") and not os.environ.get("ADMIN_TOKEN_FILE"):
-                ensure_token_file(config.path(config.serving.admin_token_file))
+            config_admin_token(config, make=True)
             settings = settings_from_config(config, args.backend)
         else:
             settings = GatewaySettings(**({"backend": args.backend} if args.backend else {}))

@@ -13,12 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from core import artifacts
 from core.config import DatasetGenerator
 from core.prompts import ANSWER_STYLE, GENERATION_SYSTEM, system_prompt
 from harness.llm import LLMFaults, fake_llm
 from tasks.common.records import Chunk
 from tasks.dataset.chat import chat_view
-from tasks.dataset.generate import cache_key, generate_all, group_chunks, judge_one
+from tasks.dataset.generate import generate_all, group_chunks, judge_one
 from tasks.dataset.pairs import QARecord, deduplicate
 from tasks.dataset.split import SplitLevel, split_level, split_records
 from tasks.dataset.stats import GenerationRun, dataset_stats, pair_shares, shares_off
@@ -108,7 +109,7 @@ def test_cache_means_a_rerun_makes_no_calls(tmp_path):
         second, caller = run(OpenAICompatibleProvider(server.url + "/v1", "local", SecretStr("sk-local")), groups, tmp_path)
         assert len(server.prompts) == 3
     assert caller.calls == 0 and second == first
-    other_model = cache_key(groups[0], "openai", "another-model")
+    other_model = artifacts.llm_cache_key("groups", "openai", "another-model", groups[0].key)
     assert not (tmp_path / f"{other_model}.json").exists()  # the key includes provider and model
 
 
@@ -448,3 +449,13 @@ def test_a_failure_that_will_recur_names_the_setting_to_change_not_a_rerun(tmp_p
         with pytest.raises(StageIncomplete) as failed:
             asyncio.run(generate_groups.fn(group_chunks(chunks(2), max_tokens=600), caller, config))
     assert "2 of 2 groups failed" in str(failed.value) and says in str(failed.value)
+
+
+@pytest.mark.parametrize(("kind", "provider", "model", "subject", "name"), [
+    ("groups", "gemini", "gemini-2.5-flash", "abc", "897262d027499b7b710e6d236ec2eca51cc199f1797d000ed7caa1f3675ce786"),
+    ("judge", "openai", "org/model", "rec1", "rec1-openai-org_model-qa-v1"),
+    ("grades", "offline", "extractive", "the prompt", "e8cf4ccfb9e193322af51fb17acbe5b6"),
+])
+def test_cached_llm_calls_keep_the_names_earlier_versions_gave_them(kind, provider, model, subject, name):
+    """A renamed cache entry is a call paid for twice: the names are the ones stage 3 and 4d have always written."""
+    assert artifacts.llm_cache_key(kind, provider, model, subject) == name

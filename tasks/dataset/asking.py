@@ -4,14 +4,14 @@ judge's verdicts. Failed groups fail the task with the counts; what finished is 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from core import artifacts
 from core.config import PipelineConfig
-from core.prompts import PROMPT_VERSION
-from tasks.dataset.generate import Group, GroupResult, generate_all, judge_one
+from tasks.dataset.generate import Group, GroupResult, cost_usd, generate_all, judge_one
 from tasks.dataset.pairs import QARecord
 from tasks.llm.calls import RateLimitedCaller, remedy
 
@@ -42,8 +42,26 @@ async def judge_records(records: list[QARecord], sources: dict[str, str], caller
     provider = caller.provider
 
     async def one(record: QARecord):
-        key = f"{record.id}-{provider.name}-{provider.model.replace('/', '_')}-{PROMPT_VERSION}"
-        path = artifacts.cache_entry(cache_dir, key)
+        path = artifacts.cache_entry(cache_dir, artifacts.llm_cache_key("judge", provider.name, provider.model, record.id))
         return await judge_one(sources[record.id], record.question, record.answer, caller, path)
 
     return list(await asyncio.gather(*(one(r) for r in records)))
+
+
+async def preview_run(config: PipelineConfig, groups: list[Group], caller: RateLimitedCaller) -> tuple[dict, list[str]]:
+    """``--preview``: the first groups asked, a few of their pairs shown and the full run's cost estimated from
+    them; nothing is written to the dataset (the answers are cached, so the full run does not pay for them twice)."""
+    sample = groups[: config.dataset_generator.preview_groups]
+    results = await generate_groups(sample, caller, config)
+    pairs = [(group, pair) for group, result in zip(sample, results, strict=True) for pair in result.pairs]
+    lines = [f"[{pair.type}] Q: {pair.question}\n        A: {pair.answer}\n        (from {group.url or group.doc_sha256[:12]})"
+             for group, pair in pairs[:6]]
+    scale = len(groups) / max(1, len(sample))
+    tokens_in = int(sum(r.input_tokens for r in results) * scale)
+    tokens_out = int(sum(r.output_tokens for r in results) * scale)
+    estimate = cost_usd(config.dataset_generator, tokens_in, tokens_out)
+    lines.append(f"preview: {len(sample)} of {len(groups)} groups, {len(pairs)} pairs, "
+                 f"dropped {dict(sum((Counter(r.dropped) for r in results), Counter()))}; "
+                 f"full run estimate: ~{tokens_in} input + {tokens_out} output tokens, ~${estimate:.4f} "
+                 f"({config.dataset_generator.provider}/{caller.provider.model}); nothing written to the dataset")
+    return {"preview_groups": len(sample), "pairs": len(pairs), "estimated_cost_usd": estimate}, lines

@@ -128,8 +128,9 @@ class GroupResult(BaseModel):
     error: str | None = None
 
 
-def cache_key(group: Group, provider: str, model: str, prompt_version: str = PROMPT_VERSION) -> str:
-    return hashlib.sha256(f"{group.key}|{provider}|{model}|{prompt_version}".encode()).hexdigest()
+def group_entry(cache_dir: Path, group: Group, provider: str, model: str) -> Path:
+    """Where a group's reply from ``provider``'s ``model`` is cached."""
+    return artifacts.cache_entry(cache_dir, artifacts.llm_cache_key("groups", provider, model, group.key))
 
 
 def validate_reply(text: str, source: str, min_overlap: float) -> tuple[list[QAItem], Counter[str], str | None]:
@@ -192,7 +193,7 @@ async def generate_all(groups: list[Group], call: RateLimitedCaller, cache_dir: 
     provider, model = call.provider.name, call.provider.model
 
     async def one(group: Group) -> GroupResult:
-        path = artifacts.cache_entry(cache_dir, cache_key(group, provider, model))
+        path = group_entry(cache_dir, group, provider, model)
         if path.exists():
             return GroupResult.model_validate_json(path.read_text(encoding="utf-8"))
         result = await generate_group(group, call, domain, n_pairs, min_overlap)

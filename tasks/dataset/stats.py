@@ -92,3 +92,20 @@ def dataset_caveats(stats: dict) -> list[str]:
     if "shares" in split and (off := shares_off(split["shares"], split["ratios"])):
         caveats.append(f"Split: {'; '.join(off)} (whole documents could not come closer).")
     return caveats
+
+
+def generated_said(stats: dict) -> list[str]:
+    """Stage 3's lines, from stats.json: the split's warning, what was made and dropped, contamination, shares."""
+    split, review = stats["split"], stats["review"]
+    lines = [f"generate: warning: {warning}"] if (warning := SplitLevel(split["level"]).warning) else []
+    lines.append(f"generate: {stats['groups']} groups ({stats['groups_cached_before_run']} cached, "
+                 f"{stats['provider_calls_this_run']} provider calls), {stats['pairs_generated']} pairs generated, "
+                 f"{sum(stats['duplicates'].values())} duplicates, {sum(stats['dropped_by_reason'].values())} dropped, "
+                 + " / ".join(f"{split[f'{s}_pairs']} {s} ({split['shares'][s]:.0%})" for s in SIDES)
+                 + f" ({split['level']}-level split)"
+                 + (f", {review['excluded_pairs']} left out by review" if review["excluded_pairs"] else ""))
+    lines.append(f"generate: contamination: {contamination_line(stats['contamination'])}")
+    if off := shares_off(split["shares"], split["ratios"]):
+        lines.append(f"generate: warning: {'; '.join(off)}: whole documents cannot come closer (a side's documents "
+                     "never move once placed; more, or smaller, documents even it out)")
+    return lines

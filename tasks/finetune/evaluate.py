@@ -65,6 +65,10 @@ def load_questions(path: Path, limit: int | None = None, seed: int = 0, review: 
     records = apply_review(json.loads(path.read_text(encoding="utf-8")), review or Review())[0]
     if not records:
         raise ValueError(f"{path} has no questions")
+    return sample_questions(records, limit, seed)
+
+
+def sample_questions(records: list[dict], limit: int | None, seed: int) -> list[dict]:
     if limit is None or len(records) <= limit:
         return records
     return [records[i] for i in sorted(random.Random(seed).sample(range(len(records)), limit))]

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from core import artifacts
 from core.config import PipelineConfig
-from core.prompts import GRADE_SYSTEM, PROMPT_VERSION, grade_prompt
+from core.prompts import GRADE_SYSTEM, grade_prompt
 from tasks.common.paired import paired_difference
 from tasks.llm.calls import CallPolicy, RateLimitedCaller, ask_cached
 from tasks.llm.providers import make_provider
@@ -47,8 +47,8 @@ async def grade_question(question: str, reference: str, baseline: str, tuned: st
     """(baseline's grade, fine-tuned's grade), cached; None when the grader gave no usable reply (see ask_cached)."""
     shown = (tuned, baseline) if first else (baseline, tuned)
     prompt = grade_prompt(question, reference, *shown)
-    key = hashlib.sha256(f"{call.provider.name}|{call.provider.model}|{PROMPT_VERSION}|{prompt}".encode()).hexdigest()
-    graded = await ask_cached(call, GRADE_SYSTEM, prompt, GradedPair, artifacts.cache_entry(cache_dir, key[:32]))
+    key = artifacts.llm_cache_key("grades", call.provider.name, call.provider.model, prompt)
+    graded = await ask_cached(call, GRADE_SYSTEM, prompt, GradedPair, artifacts.cache_entry(cache_dir, key))
     if graded is None:
         return None
     return (graded.B, graded.A) if first else (graded.A, graded.B)

@@ -15,13 +15,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from core import artifacts
+from core.artifacts import MissingStageOutput
 from core.config import PipelineConfig
-from core.files import atomic_folder
+from core.files import atomic_folder, atomic_write_json
 from core.naming import checkpoint_step
 from tasks.common.cache_keys import content_key
-from tasks.finetune.comparison import selection_margin
-from tasks.finetune.evaluate import eval_settings
+from tasks.finetune.comparison import selection_line, selection_margin
+from tasks.finetune.evaluate import base_model, eval_settings, evaluate_side, sample_questions, stage_questions
 from tasks.finetune.resume import training_fingerprint
+from tasks.finetune.train import checkpoints
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -104,3 +106,34 @@ def standing_selection(config: PipelineConfig, key: str, target: Path) -> dict |
     if previous and previous.get("selection_key") == key and adapter_hashes(target) == previous["adapter_sha256"]:
         return previous
     return None
+
+
+def select_and_install(config: PipelineConfig) -> tuple[dict, bool]:
+    """Every checkpoint on the validation questions, the best installed as the adapter and checkpoint_selection.json
+    written; or the selection already made for this training run (True: it stands)."""
+    e, every = config.evaluation, stage_questions(config, "validation")
+    records = sample_questions(every, e.max_validation_questions, e.seed)
+    key, target = selection_key(config, records), config.path(config.paths.lora_weights)
+    if previous := standing_selection(config, key, target):
+        return previous, True
+    base, found = base_model(config), checkpoints(config.path(config.paths.checkpoints))
+    if not found:
+        raise MissingStageOutput("4c", config.path(config.paths.checkpoints) / "checkpoint-*", "4b")
+    reports = {ckpt.name: evaluate_side(config, base, ckpt, records, "validation")[0] for ckpt in found}
+    selection = choose_checkpoint(reports, evaluate_side(config, base, None, records, "validation")[0], e.resamples,
+                                  e.seed, e.confidence)
+    chosen = next(c for c in found if c.name == selection["selected"])
+    selection |= {"validation_total": len(every),  # eval_examples of them were asked
+                  "installed_to": str(target), "adapter_sha256": install_adapter(chosen, target),
+                  "removed_checkpoints": cleanup_checkpoints(found, chosen, target)
+                  if config.finetuning.cleanup_checkpoints else [], "selection_key": key}
+    atomic_write_json(artifacts.path(config, "checkpoint_selection"), selection)
+    return selection, False
+
+
+def selection_said(selection: dict) -> str:
+    asked, total = selection["eval_examples"], selection["validation_total"]
+    return (f"4c select: {selection_line(selection)}; all: "
+            + ", ".join(f"{n} {s:.4f}" for n, s in selection["scores"].items())
+            + f"; {selection['answers_changed_vs_base']}/{asked} answers differ from base"
+            + (f" ({asked} of {total} validation questions, a seeded sample)" if asked < total else ""))

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.config import PipelineConfig
+from core.naming import checkpoint_step
 from tasks.finetune.resume import training_fingerprint
 
 
@@ -61,3 +62,28 @@ def tracking_group(config: PipelineConfig) -> str | None:
     """The W&B group of 4b, 4c and 4d of one training run."""
     run = training_fingerprint(config)
     return run[:12] if run else None
+
+
+def log_selection(config: PipelineConfig, selection: dict) -> None:
+    """4c's choice, with each checkpoint's validation score by step."""
+    log_results(config, "select", tracking_group(config),
+                {"selected": selection["selected"], "validation/baseline_combined": selection["baseline_score"],
+                 "validation/margin": (selection["margin"] or {}).get("delta"),
+                 "validation/answers_changed": selection["answers_changed_vs_base"]},
+                [{"checkpoint_step": checkpoint_step(name), "validation/combined": score}
+                 for name, score in selection["scores"].items()])
+
+
+def log_comparison(config: PipelineConfig, summary: dict) -> None:
+    """4d's figures on the test set: each side's metrics, their differences and the combined difference's interval."""
+    log_results(config, "final-eval", tracking_group(config),
+                {f"test/{side}/{name}": stats[key] for name, stats in summary["metrics"].items()
+                 for side, key in (("baseline", "before"), ("fine_tuned", "after"), ("delta", "delta"))}
+                | {f"test/delta/combined_{bound}": summary["metrics"]["combined"][bound] for bound in ("low", "high")})
+
+
+def log_loss_history(run, summary: dict) -> None:
+    """Several training processes log into no run of ours: their loss history, after the fact."""
+    if run is not None and summary and summary["processes"] > 1:
+        for row in summary["loss_history"]:
+            run.log({"train/loss": row["loss"]}, step=row["step"])

@@ -191,3 +191,18 @@ def train_lora(base: str, train_chat: Path, output_dir: Path, settings: Finetuni
     from tasks.finetune.launch import launch_training
 
     return launch_training(base, train_chat, output_dir, settings, log_path, report)
+
+
+def trained_said(summary: dict, settings: Finetuning, run_where: str | None) -> str:
+    """4b's line: the steps and loss, the checkpoints, what was resumed or left out, where the run is tracked."""
+    if not summary:
+        d = settings.distributed
+        return (f"4b train: machine {d.machine_rank} of {d.num_machines} trained its share; machine 0 holds the "
+                "checkpoints and the log (run 4c and 4d there)")
+    losses = [h["loss"] for h in summary["loss_history"]]
+    return (f"4b train: {summary['steps']} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}, "
+            f"checkpoints {', '.join(summary['checkpoints'])}"
+            + (f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else "")
+            + (f"; {summary['examples_too_long']} examples over max_seq_length left out" if summary["examples_too_long"] else "")
+            + (f"; W&B run {run_where}" if run_where else "")
+            + (f"; {summary['processes']} processes ({settings.distributed.strategy})" if summary["processes"] > 1 else ""))

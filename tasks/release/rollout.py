@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from core.config import EVALUATION_DTYPE, ConfigError, PipelineConfig, Secrets
-from core.gateway import ensure_token_file, exposure_error, hub_id, settings_environment, settings_from_config
+from core.gateway import config_admin_token, exposure_error, hub_id, settings_environment, settings_from_config
 from core.naming import version_label
 from tasks.common.paired import Paired
 from tasks.release import containers
@@ -35,15 +35,10 @@ def _client(config: PipelineConfig, url: str | None = None) -> httpx.Client:
 
 
 def admin_token(config: PipelineConfig) -> str:
-    """The gateway's admin token as the gateway finds it: ADMIN_TOKEN, else serving.admin_token_file (made
-    here when missing, as `python -m serving --config` makes it), else API_TOKEN."""
-    secrets = Secrets()
-    if secrets.admin_token:
-        return secrets.admin_token.get_secret_value()
-    file = config.path(config.serving.admin_token_file)
-    if not file.is_file() and secrets.api_token:
-        return secrets.api_token.get_secret_value()
-    return ensure_token_file(file).get_secret_value()
+    """The token the gateway's /admin takes (core.gateway.config_admin_token), else API_TOKEN; with neither, the
+    token file is made here, as `python -m serving --config` makes it."""
+    api = Secrets().api_token
+    return (config_admin_token(config, make=api is None) or api).get_secret_value()
 
 
 def admin_auth(config: PipelineConfig) -> dict[str, str]:
@@ -277,3 +272,20 @@ def _unload_from(config: PipelineConfig, url: str, adapter: str, switch_to: str 
         if switch_to:
             client.put("/admin/active", json={"name": switch_to}, headers=admin)
         client.delete(f"/admin/adapters/{adapter}", headers=admin)
+
+
+def rollout_said(record: dict) -> list[str]:
+    """The CLI lines of a finished rollout; RolloutFailed (exit 1) when the new version was not put into service."""
+    if record["status"] == "rolled_back":
+        raise RolloutFailed(f"{record['error']}; {record['active'] or 'the base model'} is still serving"
+                            + (f" (the new gateway's log: docker logs {record['container']})" if "container" in record else ""))
+    if record["status"] == "parity_failed":
+        raise RolloutFailed(f"{record['error']}; {record['adapter']} is serving as it was (nothing to roll back to)")
+    if record["status"] == "already_active":
+        lines = [f"6 rollout: {record['adapter']} is already the active adapter"]
+    else:
+        smoke, where = record["smoke_test"], f" in {record['container']}" if "container" in record else ""
+        lines = [f"6 rollout: {record['previous'] or 'base model'} → {record['adapter']}{where} on {record['backend']}; "
+                 f"smoke test {smoke['questions']} questions, {smoke['differs_from_base']} differ from base"]
+    return [*lines, f"6 parity: {record['parity']['headline']}",
+            *([f"6 parity warning: {record['warning']}"] if record["warning"] else [])]

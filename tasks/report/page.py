@@ -14,9 +14,19 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from core import artifacts
+from core.config import PipelineConfig
 from core.files import atomic_write_text
 from tasks.common.paired import Paired
-from tasks.finetune.comparison import NAMES, count, figures, metric_difference, selection_line
+from tasks.finetune.comparison import (
+    NAMES,
+    comparison_markdown,
+    count,
+    figures,
+    metric_difference,
+    selection_line,
+    write_figures,
+)
 
 _TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                          autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
@@ -42,3 +52,19 @@ def write_report(path: Path, summary: dict, selection: dict | None, train_log: d
     made = figures(summary, selection, train_log)
     atomic_write_text(path, render_report(summary, selection, made, title, rollout))
     return made
+
+
+def write_project_report(config: PipelineConfig, summary: dict, rollout: dict | None = None) -> dict[str, bytes]:
+    """The project's page from its stage-4 files (4d writes it; stage 6 again with the served parity)."""
+    return write_report(artifacts.report_page(config), summary, artifacts.load_if_present(config, "checkpoint_selection"),
+                        artifacts.load_if_present(config, "train_log"), report_title(config.domain, config.use_case),
+                        rollout)
+
+
+def publish_comparison(config: PipelineConfig, summary: dict) -> tuple[str, list[Path]]:
+    """4d's reports: the figures, comparison.md and the page; returns the markdown and the files (the page last)."""
+    made = write_project_report(config, summary)
+    markdown = comparison_markdown(summary, artifacts.load_if_present(config, "checkpoint_selection"))
+    atomic_write_text(artifacts.comparison_markdown(config), markdown)
+    return markdown, [*write_figures(made, config.path(config.paths.reports)), artifacts.comparison_markdown(config),
+                      artifacts.report_page(config)]
