@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 from bench.gateway import tokens_per_second
-from core import artifacts
 from core.config import load_config
+from core.results import EvaluationReport, Registration, read
 from harness.gateway import ADMIN_TOKEN, GatewayProcess
 from harness.vllm_engine import VLLMEngine
 
@@ -52,10 +52,10 @@ def main() -> None:
     args = parser.parse_args()
     args.levels = list(dict.fromkeys(args.levels))
     config = load_config(args.config)
-    registration = artifacts.load(config, "registration", "bench.engines")
-    questions = [p["question"] for p in artifacts.load(config, "eval_finetuned", "bench.engines")["predictions"]]
+    registration = read(config, Registration, "bench.engines")
+    questions = [p.question for p in read(config, EvaluationReport, "bench.engines", "eval_finetuned").predictions]
     max_tokens = config.evaluation.max_new_tokens
-    print(f"engines behind the gateway: {registration['name']}, {len(questions)} test questions, {max_tokens} tokens "
+    print(f"engines behind the gateway: {registration.name}, {len(questions)} test questions, {max_tokens} tokens "
           f"each, greedy; llama.cpp on the base GGUF {config.serving.gguf}; {os.cpu_count()} cores")
     results = {}
     for backend in args.engines:

@@ -42,9 +42,9 @@ from pathlib import Path
 
 import httpx
 
-from core import artifacts
 from core.config import load_config
 from core.prompts import system_prompt
+from core.results import EvaluationReport, Registration, read
 from harness.gateway import ADMIN_TOKEN, GatewayProcess
 from harness.loopback import free_port
 from harness.vllm import VLLMFaults, fake_vllm
@@ -264,9 +264,9 @@ def _median(values: list[float]) -> float:
 def streams(config_path: Path, rounds: int) -> None:
     """Streamed through the gateway vs straight from the real vLLM (see the module's docstring)."""
     config = load_config(config_path)
-    registration = artifacts.load(config, "registration", "bench.gateway --engine --streams")
-    questions = [p["question"] for p in artifacts.load(config, "eval_finetuned", "bench.gateway --engine")["predictions"]]
-    vllm_url, adapter, tokens = config.serving.vllm_url.rstrip("/"), registration["name"], config.evaluation.max_new_tokens
+    registration = read(config, Registration, "bench.gateway --engine --streams")
+    questions = [p.question for p in read(config, EvaluationReport, "bench.gateway --engine", "eval_finetuned").predictions]
+    vllm_url, adapter, tokens = config.serving.vllm_url.rstrip("/"), registration.name, config.evaluation.max_new_tokens
     try:
         httpx.get(f"{vllm_url}/health", timeout=2).raise_for_status()
         running = None
@@ -312,9 +312,9 @@ def fake_streams(token_delay_ms: float, latency_ms: float, rounds: int) -> None:
 def engine(config_path: Path, seconds: float, binary: str) -> None:
     """The gateway against the real vLLM, and the local backend against vLLM (see the module's docstring)."""
     config = load_config(config_path)
-    registration = artifacts.load(config, "registration", "bench.gateway --engine")
-    questions = [p["question"] for p in artifacts.load(config, "eval_finetuned", "bench.gateway --engine")["predictions"]]
-    vllm_url, adapter = config.serving.vllm_url.rstrip("/"), registration["name"]
+    registration = read(config, Registration, "bench.gateway --engine")
+    questions = [p.question for p in read(config, EvaluationReport, "bench.gateway --engine", "eval_finetuned").predictions]
+    vllm_url, adapter = config.serving.vllm_url.rstrip("/"), registration.name
     try:
         httpx.get(f"{vllm_url}/health", timeout=2).raise_for_status()
         running = None

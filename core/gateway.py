@@ -18,11 +18,12 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core import artifacts
+from core import results
 from core.config import Evaluation, Paths, PipelineConfig, Secrets, Serving, workers_problem
 from core.files import atomic_write_text
 from core.llamacpp import base_gguf_path
 from core.naming import slug
+from core.results import Registration
 
 _DEFAULT = {name: field.default for name, field in Serving.model_fields.items()}  # declared once, in core.config
 
@@ -150,16 +151,16 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve anywhere
 
 
-def adapter_source(config: PipelineConfig, registration: dict) -> str:
+def adapter_source(config: PipelineConfig, registration: Registration) -> str:
     """Where vLLM loads a registered version from: the Hub repo id, or its registry folder as vLLM sees it."""
-    if registration["target"] == "hub":
+    if registration.target == "hub":
         return hub_id(registration)
     folder = config.serving.backend_registry_dir
-    return f"{folder.rstrip('/')}/{registration['name']}" if folder else registration["location"]
+    return f"{folder.rstrip('/')}/{registration.name}" if folder else registration.location
 
 
-def hub_id(registration: dict) -> str:
-    return registration["location"].rstrip("/").split("/", 3)[-1]
+def hub_id(registration: Registration) -> str:
+    return registration.location.rstrip("/").split("/", 3)[-1]
 
 
 def _adapter(config: PipelineConfig, kind: str) -> tuple[str | None, str | None]:
@@ -169,13 +170,13 @@ def _adapter(config: PipelineConfig, kind: str) -> tuple[str | None, str | None]
     (else, before stage 5, what stage 4 installed, under the name it will be registered as). Never a name
     without something to load: a gateway that claims an adapter its backend lacks is never ready.
     """
-    registration = artifacts.load_if_present(config, "registration", {})
+    registration = results.read_if_present(config, Registration)
     adapter = config.path(config.paths.lora_weights)
-    name = registration.get("name") or config.adapter_stem()
+    name = registration.name if registration else config.adapter_stem()
     if kind == "vllm" and registration:
         return name, adapter_source(config, registration)
     if kind == "llamacpp":  # a registered version's GGUF LoRA (stage 5's export); stage 4's folder has none
-        return (name, registration["location"]) if registration.get("target") == "local" else (None, None)
+        return (name, registration.location) if registration and registration.target == "local" else (None, None)
     if (adapter / "adapter_config.json").is_file():
         return name, str(adapter)
     return None, None

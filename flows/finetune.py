@@ -10,10 +10,10 @@ import json
 
 from prefect.artifacts import create_markdown_artifact
 
-from core import artifacts
+from core import artifacts, results
 from core.artifacts import MissingStageOutput
 from core.config import PipelineConfig
-from core.files import atomic_write_json
+from core.results import Comparison, EvaluationReport, dump
 from core.stages import artifact_key
 from flows.threaded import threaded_flow
 from tasks.dataset.finish import reviewed_train_chat
@@ -36,10 +36,10 @@ def _cached_note(cached: bool) -> str:
 @threaded_flow("baseline-eval")
 def baseline_eval(config: PipelineConfig) -> dict:
     report, cached = evaluate_side(config, base_model(config), None, stage_questions(config, "test"), "test")
-    atomic_write_json(artifacts.path(config, "eval_baseline"), report)
-    say(f"4a baseline: combined {report['metrics']['combined']:.4f} on {report['examples']} test questions"
+    results.write(config, report, "eval_baseline")
+    say(f"4a baseline: combined {report.metrics['combined']:.4f} on {report.examples} test questions"
         f"{_cached_note(cached)}")
-    return report["metrics"]
+    return report.metrics
 
 
 @threaded_flow("train")
@@ -81,12 +81,12 @@ def select_checkpoint(config: PipelineConfig) -> dict:
     """
     selection, standing = select_and_install(config)
     if standing:
-        say(f"4c select: already done for this training run: {selection['selected']} installed in "
+        say(f"4c select: already done for this training run: {selection.selected} installed in "
             f"{config.path(config.paths.lora_weights)}")
-        return selection
-    log_selection(config, selection)
-    say(selection_said(selection))
-    return selection
+    else:
+        log_selection(config, selection)
+        say(selection_said(selection))
+    return dump(selection)
 
 
 @threaded_flow("final-eval")
@@ -97,24 +97,24 @@ def final_eval(config: PipelineConfig) -> dict:
         raise MissingStageOutput("4d", adapter / "adapter_model.safetensors", "4c")
     records = stage_questions(config, "test")
     report, cached = evaluate_side(config, base_model(config), adapter, records, "test")
-    atomic_write_json(artifacts.path(config, "eval_finetuned"), report)
-    say(f"4d final: combined {report['metrics']['combined']:.4f} on {report['examples']} test questions"
+    results.write(config, report, "eval_finetuned")
+    say(f"4d final: combined {report.metrics['combined']:.4f} on {report.examples} test questions"
         f"{_cached_note(cached)}")
-    baseline = artifacts.load_if_present(config, "eval_baseline")
+    baseline = results.read_if_present(config, EvaluationReport, "eval_baseline")
     if baseline is None:
         say("4d: no baseline report (run stage 4a): no comparison written")
-        return report["metrics"]
+        return report.metrics
     e = config.evaluation
     summary = summarise(baseline, report, len({r["doc_sha256"] for r in records}), e.resamples, e.seed, e.confidence)
     summary["caveats"] = dataset_caveats(artifacts.load_if_present(config, "stats", {}))
     if e.judge:
         summary["judge"] = judge = grade_test_answers(config, baseline, report)
         say(f"4d grade: {judge['graded']}/{judge['graded'] + judge['failed']} questions graded by {judge['grader']}")
-    atomic_write_json(artifacts.path(config, "comparison"), summary)
+    results.write(config, Comparison.model_validate(summary))
     log_comparison(config, summary)
     markdown, written = publish_comparison(config, summary)
     create_markdown_artifact(_sync=True, key=artifact_key("4d"), markdown=markdown,
                              description="Stage 4: baseline vs fine-tuned on the test set")
     say(f"4d: {summary['headline']}")
     say(f"4d: wrote {', '.join(p.name for p in written)} (open {written[-1]})")
-    return report["metrics"]
+    return report.metrics

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from core import artifacts
+from core import artifacts, results
 from core.config import PipelineConfig
-from core.files import atomic_write_json
+from core.results import EvaluationReport, Registration, Rollout
 from flows.threaded import threaded_flow
 from tasks.release.rollout import RolloutFailed, blue_green, in_gateway, rollout_said
 from tasks.report.console import say
@@ -28,26 +28,21 @@ from tasks.report.page import write_project_report
 @threaded_flow("rollout")
 def rollout(config: PipelineConfig, skip_without_gateway: bool = False) -> dict:
     """``skip_without_gateway``: a full pipeline run on a machine with nothing serving skips (and says so)."""
-    registration = artifacts.load(config, "registration", "6")
-    eval_report = artifacts.load(config, "eval_finetuned", "6")
-    record: dict = {"adapter": registration["name"], "mode": config.serving.rollout, "gateway": config.serving.gateway_url,
-                    "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    registration = results.read(config, Registration, "6")
+    eval_report = results.read(config, EvaluationReport, "6", "eval_finetuned")
+    started = {"adapter": registration.name, "mode": config.serving.rollout, "gateway": config.serving.gateway_url,
+               "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
     roll = blue_green if config.serving.rollout == "containers" else in_gateway
-    record = roll(config, registration, eval_report, record)
-    if record["status"] == "skipped":
+    record = Rollout.model_validate({**started, **roll(config, registration, eval_report, started)})
+    if record.status == "skipped":
         if not skip_without_gateway:
-            raise RolloutFailed(record["reason"])
-        say(f"6 rollout: skipped, {record['reason']}; then run --stage 6")
-        return record
-    _finish(config, record)
+            raise RolloutFailed(record.reason)
+        say(f"6 rollout: skipped, {record.reason}; then run --stage 6")
+        return results.dump(record)
+    record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    results.write(config, record)
+    if (summary := artifacts.load_if_present(config, "comparison")) and record.parity:
+        write_project_report(config, summary, results.dump(record))  # the page again, with the served parity
     for line in rollout_said(record):  # RolloutFailed when the new version was not put into service
         say(line)
-    return record
-
-
-def _finish(config: PipelineConfig, record: dict) -> None:
-    """rollout.json, and the report page again with the served parity beside 4d's numbers."""
-    record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    atomic_write_json(artifacts.path(config, "rollout"), record)
-    if (summary := artifacts.load_if_present(config, "comparison")) and "parity" in record:
-        write_project_report(config, summary, record)
+    return results.dump(record)

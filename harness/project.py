@@ -91,10 +91,13 @@ def rollout_project(root: Path, name: str, serving: dict, **sections: dict) -> P
     reports = root / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "registration.json").write_text(json.dumps({
-        "status": "registered", "name": name, "target": "local", "location": str(root / "models/registry" / name)}))
+        "status": "registered", "name": name, "target": "local", "location": str(root / "models/registry" / name),
+        "adapter_sha256": "0" * 64}))
     evaluation = load_config(LOCAL_PROFILE).evaluation
     (reports / "eval_finetuned.json").write_text(json.dumps({
-        "settings": {"max_new_tokens": 64, "bertscore_model": model_ref(evaluation.bertscore_model, "bertscore")},
+        "model": "base", "adapter": None, "examples": 5, "metrics": {"combined": 1.0},
+        "settings": {"max_new_tokens": 64, "batch_size": 8, "system_prompt": "",
+                     "bertscore_model": model_ref(evaluation.bertscore_model, "bertscore")},
         "weights": dict(evaluation.weights),
         "predictions": [{"id": f"q{i}", "question": f"What is item {i}?", "reference": f"Item {i} is a thing.",
                          "prediction": f"Item {i} is a thing.", "scores": {"combined": 1.0}} for i in range(5)]}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -87,8 +88,11 @@ def test_the_default_config_listens_on_loopback_and_a_public_one_is_refused(tmp_
 
 def test_stage_6_will_not_put_the_edge_on_a_public_address_without_a_token(tmp_path):
     (tmp_path / "reports").mkdir()
-    (tmp_path / "reports/registration.json").write_text('{"name": "x-qa-lora-v1.0", "target": "local", "location": "."}')
-    (tmp_path / "reports/eval_finetuned.json").write_text('{"predictions": [], "settings": {"max_new_tokens": 8}}')
+    (tmp_path / "reports/registration.json").write_text(json.dumps({
+        "status": "registered", "name": "x-qa-lora-v1.0", "target": "local", "location": ".", "adapter_sha256": "0" * 64}))
+    (tmp_path / "reports/eval_finetuned.json").write_text(json.dumps({
+        "model": "base", "adapter": None, "examples": 0, "metrics": {}, "weights": {}, "predictions": [],
+        "settings": {"max_new_tokens": 8, "batch_size": 1, "bertscore_model": "bertscore", "system_prompt": ""}}))
     config = write_profile(tmp_path, {"serving": {"host": "0.0.0.0", "rollout": "containers"}}, inherit=REPO / "config.yaml")
     result = run_pipeline(config, "--stage", "6", env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=300)
     assert result.returncode != 0 and "refusing to serve 0.0.0.0 without a token" in result.stderr

@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from core.config import DatasetGenerator
+from core.results import Prediction
 from harness.llm import LLMFaults, fake_llm
 from tasks.finetune.grade import grade_answers, grading_summary, tuned_first
 from tasks.llm.calls import CallPolicy, RateLimitedCaller
@@ -25,6 +26,11 @@ def predictions(n: int, answer) -> list[dict]:
              "prediction": answer(i)} for i in range(n)]
 
 
+def typed(found: list[dict]) -> list[Prediction]:
+    """As 4a's and 4d's reports hold them (their scores play no part in grading)."""
+    return [Prediction.model_validate({**p, "scores": {}}) for p in found]
+
+
 BASELINE = predictions(24, lambda i: "A large red cube." if i % 3 else f"Item {i} is a sphere.")  # 8 correct
 TUNED = predictions(24, lambda i: f"Item {i} is a small blue sphere." if i % 4 else "No idea.")  # 18 correct
 
@@ -34,7 +40,7 @@ def grade(server, cache, policy=FAST):
 
     async def go():
         try:
-            return await grade_answers(BASELINE, TUNED, RateLimitedCaller(provider, policy), cache, seed=42)
+            return await grade_answers(typed(BASELINE), typed(TUNED), RateLimitedCaller(provider, policy), cache, seed=42)
         finally:
             await provider.aclose()
 

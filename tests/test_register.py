@@ -14,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from core.naming import next_version_name
+from core.results import EvaluationReport
 from harness.hub import FakeHub
 from harness.project import NO_EXPORTS, run_pipeline, write_profile
 from tasks.finetune.comparison import summarise
@@ -62,15 +63,18 @@ def test_adapters_vllm_would_reject_are_refused_with_the_reason(tmp_path, lora, 
     assert reason in str(refused.value)
 
 
+SETTINGS = {"max_new_tokens": 64, "batch_size": 8, "bertscore_model": "bertscore", "system_prompt": ""}
 CLEAR_GAIN = [0.05, 0.04, 0.06, 0.05, 0.03, 0.07, 0.05, 0.04]
 
 
 def stage_four_reports(deltas: list[float]) -> dict:
     """The 4d summary (tasks.finetune.comparison) of a fine-tuned model that changes each question's scores by ``deltas``."""
-    def report(shift: list[float]) -> dict:
-        return {"examples": len(deltas), "weights": WEIGHTS, "split": "test", "metrics": METRICS, "predictions": [
-            {"id": f"q{i}", "question": f"Question {i}?", "reference": "Reference.", "prediction": f"Answer {i} {d}.",
-             "scores": {name: value + d for name, value in METRICS.items()}} for i, d in enumerate(shift)]}
+    def report(shift: list[float]) -> EvaluationReport:
+        return EvaluationReport.model_validate({
+            "model": "base", "adapter": None, "examples": len(deltas), "weights": WEIGHTS, "split": "test",
+            "metrics": METRICS, "settings": SETTINGS, "predictions": [
+                {"id": f"q{i}", "question": f"Question {i}?", "reference": "Reference.", "prediction": f"Answer {i} {d}.",
+                 "scores": {name: value + d for name, value in METRICS.items()}} for i, d in enumerate(shift)]})
 
     return summarise(report([0.0] * len(deltas)), report(deltas), documents=2, resamples=2000, seed=1, confidence=0.95)
 
@@ -82,7 +86,8 @@ def make_project(root: Path, registration: dict, seed: int = 0, deltas: list[flo
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "comparison.json").write_text(json.dumps(stage_four_reports(deltas)))
     (reports / "checkpoint_selection.json").write_text(json.dumps({
-        "selected": "checkpoint-30", "scores": {"checkpoint-30": 0.38}, "split": "validation", "eval_examples": 6}))
+        "selected": "checkpoint-30", "scores": {"checkpoint-30": 0.38}, "metric": "combined", "split": "validation",
+        "eval_examples": 6, "answers_changed_vs_base": 5, "adapter_sha256": {}}))
     (root / "data" / "qa_dataset").mkdir(parents=True, exist_ok=True)
     (root / "data" / "qa_dataset" / "stats.json").write_text(json.dumps({
         "provider": "offline", "model": "offline-extractive", "prompt_version": "v3",

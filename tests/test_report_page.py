@@ -12,6 +12,7 @@ import pypdfium2
 import pytest
 from PIL import Image, ImageStat
 
+from core.results import EvaluationReport
 from harness.browser import chromium
 from tasks.dataset.stats import dataset_caveats
 from tasks.finetune.comparison import comparison_markdown, summarise
@@ -22,12 +23,15 @@ QUESTIONS = ["What is colostrum?", "What is <b>pre-eclampsia</b> & why does it m
              "What does the anatomy scan check?", "How do you relieve a leg cramp?", "What is mastitis?"]
 
 
-def _report(shift: list[float], answers: str) -> dict:
+def _report(shift: list[float], answers: str) -> EvaluationReport:
     scores = {"rouge_1": 0.3, "rouge_2": 0.1, "rouge_l": 0.3, "bertscore_f1": 0.5, "token_f1": 0.25, "combined": 0.35}
     predictions = [{"id": f"q{i}", "question": q, "reference": f"Reference answer {i}.",
                     "prediction": f"{answers} answer {i}.", "scores": {name: value + d for name, value in scores.items()}}
                    for i, (q, d) in enumerate(zip(QUESTIONS, shift, strict=True))]
-    return {"examples": len(shift), "weights": WEIGHTS, "split": "test", "metrics": scores, "predictions": predictions}
+    return EvaluationReport.model_validate({
+        "model": answers, "adapter": None, "examples": len(shift), "weights": WEIGHTS, "split": "test", "metrics": scores,
+        "settings": {"max_new_tokens": 64, "batch_size": 8, "bertscore_model": "bertscore", "system_prompt": ""},
+        "predictions": predictions})
 
 
 def browse(page: Path, out: Path, *what: str) -> None:

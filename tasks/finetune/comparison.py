@@ -12,27 +12,29 @@ from pathlib import Path
 
 from core.files import atomic_write_bytes
 from core.naming import checkpoint_step
+from core.results import EvaluationReport
 from tasks.common.metrics import METRICS
 from tasks.common.paired import Paired, paired_difference, paired_differences
 
 NAMES = ["combined", *METRICS]
 
 
-def summarise(baseline: dict, finetuned: dict, documents: int, resamples: int, seed: int, confidence: float) -> dict:
+def summarise(baseline: EvaluationReport, finetuned: EvaluationReport, documents: int, resamples: int, seed: int,
+              confidence: float) -> dict:
     """Paired statistics for every metric (fine-tuned − baseline), the headline, the largest gains and losses."""
-    ids = [p["id"] for p in baseline["predictions"]]
-    if ids != [p["id"] for p in finetuned["predictions"]]:
+    ids = [p.id for p in baseline.predictions]
+    if ids != [p.id for p in finetuned.predictions]:
         raise ValueError("the baseline and fine-tuned reports were made on different questions: rerun stage 4a")
-    stats = paired_differences([p["scores"] for p in baseline["predictions"]], [p["scores"] for p in finetuned["predictions"]],
+    stats = paired_differences([p.scores for p in baseline.predictions], [p.scores for p in finetuned.predictions],
                         NAMES, resamples, seed, confidence)
-    changes = sorted(({"id": b["id"], "question": b["question"], "reference": b["reference"],
-                       "baseline": b["prediction"], "fine_tuned": f["prediction"],
-                       "baseline_score": b["scores"]["combined"], "fine_tuned_score": f["scores"]["combined"],
-                       "change": f["scores"]["combined"] - b["scores"]["combined"]}
-                      for b, f in zip(baseline["predictions"], finetuned["predictions"], strict=True)),
+    changes = sorted(({"id": b.id, "question": b.question, "reference": b.reference,
+                       "baseline": b.prediction, "fine_tuned": f.prediction,
+                       "baseline_score": b.scores["combined"], "fine_tuned_score": f.scores["combined"],
+                       "change": f.scores["combined"] - b.scores["combined"]}
+                      for b, f in zip(baseline.predictions, finetuned.predictions, strict=True)),
                      key=lambda c: (c["change"], c["id"]))
-    summary = {"split": finetuned.get("split", "test"), "examples": len(ids), "documents": documents,
-               "resamples": resamples, "seed": seed, "confidence": confidence, "weights": finetuned["weights"],
+    summary = {"split": finetuned.split or "test", "examples": len(ids), "documents": documents,
+               "resamples": resamples, "seed": seed, "confidence": confidence, "weights": finetuned.weights,
                "metrics": {name: paired.model_dump() for name, paired in stats.items()},
                "largest_gains": [c for c in reversed(changes) if c["change"] > 0][:5],
                "largest_losses": [c for c in changes if c["change"] < 0][:5]}

@@ -23,6 +23,7 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from core import artifacts
 from core.config import ConfigError, PipelineConfig
 from core.prompts import system_prompt
+from core.results import EvaluationReport
 from tasks.common.base_models import model_ref, prepare_base_model
 from tasks.common.cache_keys import content_key, source_hash
 from tasks.common.review import Review, apply_review, load_review
@@ -131,7 +132,7 @@ def stage_questions(config: PipelineConfig, side: str, limit: int | None = None)
 
 
 def evaluate_side(config: PipelineConfig, base: str, adapter: Path | None, records: list[dict],
-                  side: str) -> tuple[dict, bool]:
+                  side: str) -> tuple[EvaluationReport, bool]:
     """The report, and whether it came from the cache (evaluations are cached by content: evaluation_key).
 
     The report names this call's paths and the side its questions come from: a cached one may have been made
@@ -140,4 +141,5 @@ def evaluate_side(config: PipelineConfig, base: str, adapter: Path | None, recor
     evaluate = evaluate_model.with_options(result_storage=config.result_storage())
     state = evaluate(base, adapter, records, **eval_settings(config), return_state=True)
     report = state.result(_sync=True)  # see flows.threaded
-    return {**report, "model": base, "adapter": str(adapter) if adapter else None, "split": side}, state.name == "Cached"
+    report = {**report, "model": base, "adapter": str(adapter) if adapter else None, "split": side}
+    return EvaluationReport.model_validate(report), state.name == "Cached"

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from core import artifacts
 from core.config import PipelineConfig
 from core.prompts import GRADE_SYSTEM, grade_prompt
+from core.results import EvaluationReport, Prediction
 from tasks.common.paired import paired_difference
 from tasks.llm.calls import CallPolicy, RateLimitedCaller, ask_cached
 from tasks.llm.providers import make_provider
@@ -54,11 +55,11 @@ async def grade_question(question: str, reference: str, baseline: str, tuned: st
     return (graded.B, graded.A) if first else (graded.A, graded.B)
 
 
-async def grade_answers(baseline: list[dict], tuned: list[dict], call: RateLimitedCaller, cache_dir: Path,
+async def grade_answers(baseline: list[Prediction], tuned: list[Prediction], call: RateLimitedCaller, cache_dir: Path,
                         seed: int) -> list[tuple[Grade, Grade] | None]:
     """Grades for every question of two evaluation reports' predictions (same questions, same order)."""
     return list(await asyncio.gather(*(
-        grade_question(b["question"], b["reference"], b["prediction"], t["prediction"], tuned_first(b["id"], seed),
+        grade_question(b.question, b.reference, b.prediction, t.prediction, tuned_first(b.id, seed),
                        call, cache_dir)
         for b, t in zip(baseline, tuned, strict=True))))
 
@@ -79,7 +80,7 @@ def grading_summary(ids: list[str], grades: list[tuple[Grade, Grade] | None], gr
             "grades": {qid: {"baseline": b.model_dump(), "fine_tuned": t.model_dump()} for qid, (b, t) in graded}}
 
 
-def grade_test_answers(config: PipelineConfig, baseline: dict, tuned: dict) -> dict:
+def grade_test_answers(config: PipelineConfig, baseline: EvaluationReport, tuned: EvaluationReport) -> dict:
     """Correctness of both models' test answers (4a's and 4d's reports), graded by the stage-3 provider
     (``evaluation.judge``); the summary names the grader and how many questions it graded."""
     provider, e = make_provider(config.dataset_generator), config.evaluation
@@ -87,7 +88,7 @@ def grade_test_answers(config: PipelineConfig, baseline: dict, tuned: dict) -> d
 
     async def grade() -> list:
         try:
-            return await grade_answers(baseline["predictions"], tuned["predictions"], caller,
+            return await grade_answers(baseline.predictions, tuned.predictions, caller,
                                        artifacts.llm_cache(config, "grades"), e.seed)
         finally:
             await provider.aclose()
@@ -96,5 +97,5 @@ def grade_test_answers(config: PipelineConfig, baseline: dict, tuned: dict) -> d
     offline = provider.name == "offline"
     grader = ("the offline deterministic grader (word overlap with the reference, not an LLM)" if offline
               else f"{provider.name} ({provider.model})")
-    return grading_summary([p["id"] for p in baseline["predictions"]], grades, grader, offline, e.resamples, e.seed,
+    return grading_summary([p.id for p in baseline.predictions], grades, grader, offline, e.resamples, e.seed,
                            e.confidence)

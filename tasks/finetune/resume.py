@@ -17,6 +17,7 @@ from typing import Literal
 from core import artifacts
 from core.config import Finetuning, PipelineConfig
 from core.files import atomic_write_json
+from core.results import TrainingRun, dump, parse
 
 Decision = Literal["done", "resume", "fresh"]
 
@@ -26,16 +27,16 @@ def fingerprint(base: str, train_chat: bytes, settings: Finetuning) -> str:
     return hashlib.sha256(f"{base}|{train_chat.hex()}|{learned}".encode()).hexdigest()
 
 
-def recorded_run(record: Path) -> dict | None:
-    """The run record beside the checkpoints (fingerprint, base, completed), None before 4b ran."""
-    return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+def recorded_run(record: Path) -> TrainingRun | None:
+    """The run record beside the checkpoints, None before 4b ran."""
+    return parse(TrainingRun, json.loads(record.read_text(encoding="utf-8")), str(record), "4b") if record.is_file() else None
 
 
 def decide(record: Path, run: str, log: Path) -> Decision:
     previous = recorded_run(record)
-    if previous is None or previous["fingerprint"] != run:
+    if previous is None or previous.fingerprint != run:
         return "fresh"
-    return "done" if previous.get("completed") and log.is_file() else "resume"
+    return "done" if previous.completed and log.is_file() else "resume"
 
 
 def begin(record: Path, output_dir: Path, run: str, base: str, decision: Decision) -> bool:
@@ -44,15 +45,15 @@ def begin(record: Path, output_dir: Path, run: str, base: str, decision: Decisio
     cleared = decision == "fresh" and output_dir.exists()
     if cleared:
         shutil.rmtree(output_dir)
-    atomic_write_json(record, {"fingerprint": run, "base": base, "completed": False})
+    atomic_write_json(record, dump(TrainingRun(fingerprint=run, base=base, completed=False)))
     return cleared
 
 
 def finish(record: Path, run: str, base: str) -> None:
-    atomic_write_json(record, {"fingerprint": run, "base": base, "completed": True})
+    atomic_write_json(record, dump(TrainingRun(fingerprint=run, base=base, completed=True)))
 
 
 def training_fingerprint(config: PipelineConfig) -> str | None:
     """4b's fingerprint of the data and settings it trained with (None before 4b ran)."""
     previous = recorded_run(artifacts.path(config, "training_run"))
-    return previous["fingerprint"] if previous else None
+    return previous.fingerprint if previous else None

@@ -14,11 +14,12 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from core import artifacts
+from core import results
 from core.artifacts import MissingStageOutput
 from core.config import PipelineConfig
-from core.files import atomic_folder, atomic_write_json
+from core.files import atomic_folder
 from core.naming import checkpoint_step
+from core.results import CheckpointSelection, EvaluationReport, dump
 from tasks.common.cache_keys import content_key
 from tasks.finetune.comparison import selection_line, selection_margin
 from tasks.finetune.evaluate import base_model, eval_settings, evaluate_side, sample_questions, stage_questions
@@ -75,20 +76,21 @@ def changed_answers(baseline: list[str], tuned: list[str]) -> int:
     return sum(a.strip() != b.strip() for a, b in zip(baseline, tuned, strict=True))
 
 
-def choose_checkpoint(reports: dict[str, dict], baseline: dict, resamples: int, seed: int, confidence: float) -> dict:
+def choose_checkpoint(reports: dict[str, EvaluationReport], baseline: EvaluationReport, resamples: int, seed: int,
+                      confidence: float) -> dict:
     """The best checkpoint by validation score, its margin over the runner-up, and how many answers it changes
     from the base model's (``baseline``: the base model on the same questions). Raises NoOpAdapter when none."""
-    scores = {name: report["metrics"]["combined"] for name, report in reports.items()}
+    scores = {name: report.metrics["combined"] for name, report in reports.items()}
     selected = best_checkpoint(scores)
-    changed = changed_answers([p["prediction"] for p in baseline["predictions"]],
-                              [p["prediction"] for p in reports[selected]["predictions"]])
+    changed = changed_answers([p.prediction for p in baseline.predictions],
+                              [p.prediction for p in reports[selected].predictions])
     if changed == 0:
         raise NoOpAdapter(f"the selected adapter ({selected}) gives the base model's answer to all "
-                          f"{baseline['examples']} validation questions: it learned nothing (check learning_rate, steps, "
+                          f"{baseline.examples} validation questions: it learned nothing (check learning_rate, steps, "
                           "lora.target_modules)")
-    per_question = {name: [p["scores"]["combined"] for p in report["predictions"]] for name, report in reports.items()}
+    per_question = {name: [p.scores["combined"] for p in report.predictions] for name, report in reports.items()}
     return {"selected": selected, "scores": scores, "metric": "combined", "split": "validation",
-            "eval_examples": baseline["examples"], "baseline_score": baseline["metrics"]["combined"],
+            "eval_examples": baseline.examples, "baseline_score": baseline.metrics["combined"],
             "margin": selection_margin(per_question, selected, resamples, seed, confidence),
             "answers_changed_vs_base": changed}
 
@@ -99,16 +101,16 @@ def selection_key(config: PipelineConfig, records: list[dict]) -> str:
                                      "evaluation": eval_settings(config)})
 
 
-def standing_selection(config: PipelineConfig, key: str, target: Path) -> dict | None:
+def standing_selection(config: PipelineConfig, key: str, target: Path) -> CheckpointSelection | None:
     """The selection already made from ``key``, when its adapter is still the one installed at ``target``: it
     stands (cleanup left only the chosen checkpoint, so choosing again would compare it with itself)."""
-    previous = artifacts.load_if_present(config, "checkpoint_selection")
-    if previous and previous.get("selection_key") == key and adapter_hashes(target) == previous["adapter_sha256"]:
+    previous = results.read_if_present(config, CheckpointSelection)
+    if previous and previous.selection_key == key and adapter_hashes(target) == previous.adapter_sha256:
         return previous
     return None
 
 
-def select_and_install(config: PipelineConfig) -> tuple[dict, bool]:
+def select_and_install(config: PipelineConfig) -> tuple[CheckpointSelection, bool]:
     """Every checkpoint on the validation questions, the best installed as the adapter and checkpoint_selection.json
     written; or the selection already made for this training run (True: it stands)."""
     e, every = config.evaluation, stage_questions(config, "validation")
@@ -127,13 +129,14 @@ def select_and_install(config: PipelineConfig) -> tuple[dict, bool]:
                   "installed_to": str(target), "adapter_sha256": install_adapter(chosen, target),
                   "removed_checkpoints": cleanup_checkpoints(found, chosen, target)
                   if config.finetuning.cleanup_checkpoints else [], "selection_key": key}
-    atomic_write_json(artifacts.path(config, "checkpoint_selection"), selection)
-    return selection, False
+    record = CheckpointSelection.model_validate(selection)
+    results.write(config, record)
+    return record, False
 
 
-def selection_said(selection: dict) -> str:
-    asked, total = selection["eval_examples"], selection["validation_total"]
-    return (f"4c select: {selection_line(selection)}; all: "
-            + ", ".join(f"{n} {s:.4f}" for n, s in selection["scores"].items())
-            + f"; {selection['answers_changed_vs_base']}/{asked} answers differ from base"
+def selection_said(selection: CheckpointSelection) -> str:
+    asked, total = selection.eval_examples, selection.validation_total or selection.eval_examples
+    return (f"4c select: {selection_line(dump(selection))}; all: "
+            + ", ".join(f"{n} {s:.4f}" for n, s in selection.scores.items())
+            + f"; {selection.answers_changed_vs_base}/{asked} answers differ from base"
             + (f" ({asked} of {total} validation questions, a seeded sample)" if asked < total else ""))

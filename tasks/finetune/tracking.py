@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.config import PipelineConfig
 from core.naming import checkpoint_step
+from core.results import CheckpointSelection
 from tasks.finetune.resume import training_fingerprint
 
 
@@ -64,14 +65,14 @@ def tracking_group(config: PipelineConfig) -> str | None:
     return run[:12] if run else None
 
 
-def log_selection(config: PipelineConfig, selection: dict) -> None:
+def log_selection(config: PipelineConfig, selection: CheckpointSelection) -> None:
     """4c's choice, with each checkpoint's validation score by step."""
     log_results(config, "select", tracking_group(config),
-                {"selected": selection["selected"], "validation/baseline_combined": selection["baseline_score"],
-                 "validation/margin": (selection["margin"] or {}).get("delta"),
-                 "validation/answers_changed": selection["answers_changed_vs_base"]},
+                {"selected": selection.selected, "validation/baseline_combined": selection.baseline_score,
+                 "validation/margin": (selection.margin or {}).get("delta"),
+                 "validation/answers_changed": selection.answers_changed_vs_base},
                 [{"checkpoint_step": checkpoint_step(name), "validation/combined": score}
-                 for name, score in selection["scores"].items()])
+                 for name, score in selection.scores.items()])
 
 
 def log_comparison(config: PipelineConfig, summary: dict) -> None:

@@ -34,6 +34,7 @@ from core.config import PipelineConfig
 from core.files import atomic_folder, atomic_write_json, atomic_write_text
 from core.llamacpp import base_gguf_path, free_port, llama_server, llamacpp_dir, server_command
 from core.prompts import conversation
+from core.results import EvalSettings, EvaluationReport, Prediction
 from tasks.release.parity import measure, parity_sample, significantly_worse
 
 PARITY_CONCURRENCY = 4  # questions in flight on llama-server while an export is measured
@@ -79,13 +80,13 @@ def merge(base: str, adapter: Path, target: Path) -> list[str]:
     return sorted(str(p.relative_to(target.parent)) for p in target.iterdir())
 
 
-def merged_answers(folder: Path, sample: list[dict], settings: dict) -> list[str]:
+def merged_answers(folder: Path, sample: list[Prediction], settings: EvalSettings) -> list[str]:
     """4d's questions through transformers on the merged weights, batched as 4d batched them."""
     from core.inference import generate_answers, load_model
 
     model, tokenizer = load_model(str(folder))
-    return generate_answers(model, tokenizer, [x["question"] for x in sample], settings["system_prompt"],
-                            settings["max_new_tokens"], settings["batch_size"])
+    return generate_answers(model, tokenizer, [x.question for x in sample], settings.system_prompt,
+                            settings.max_new_tokens, settings.batch_size)
 
 
 # --- GGUF through llama.cpp's converters ----------------------------------------------------------------------
@@ -180,17 +181,17 @@ def running_server(base: Path, lora: Path | None, context: int, log: Path) -> It
             process.kill()
 
 
-def _ask_all(ask, sample: list[dict]) -> list[str]:
+def _ask_all(ask, sample: list[Prediction]) -> list[str]:
     with ThreadPoolExecutor(PARITY_CONCURRENCY) as pool:
         return list(pool.map(ask, sample))
 
 
-def chat_answers(url: str, sample: list[dict], settings: dict, timeout_s: float) -> list[str]:
+def chat_answers(url: str, sample: list[Prediction], settings: EvalSettings, timeout_s: float) -> list[str]:
     """4d's questions through llama-server's chat API (the GGUF's own chat template), greedy, 4d's length."""
-    def ask(example: dict) -> str:
+    def ask(example: Prediction) -> str:
         response = httpx.post(f"{url}/v1/chat/completions", timeout=timeout_s, json={
-            "messages": conversation(settings["system_prompt"], example["question"]),
-            "max_tokens": settings["max_new_tokens"], "temperature": 0.0})
+            "messages": conversation(settings.system_prompt, example.question),
+            "max_tokens": settings.max_new_tokens, "temperature": 0.0})
         response.raise_for_status()
         return response.json()["choices"][0]["message"]["content"].strip()
 
@@ -237,11 +238,11 @@ def rendered_prompt(template: str, system: str, question: str) -> str:
     return template.replace("{{ .System }}", system).replace("{{ .Prompt }}", question)
 
 
-def modelfile_answers(url: str, sample: list[dict], template: str, system: str, stops: list[str], max_tokens: int,
+def modelfile_answers(url: str, sample: list[Prediction], template: str, system: str, stops: list[str], max_tokens: int,
                       timeout_s: float) -> list[str]:
-    def ask(example: dict) -> str:
+    def ask(example: Prediction) -> str:
         response = httpx.post(f"{url}/completion", timeout=timeout_s, json={
-            "prompt": rendered_prompt(template, system, example["question"]), "n_predict": max_tokens,
+            "prompt": rendered_prompt(template, system, example.question), "n_predict": max_tokens,
             "temperature": 0.0, "repeat_penalty": 1.0, "stop": stops})
         response.raise_for_status()
         return response.json()["content"].strip()
@@ -265,12 +266,13 @@ def _base_folder(config: PipelineConfig) -> Path:
     return Path(snapshot_download(f.base_model))
 
 
-def build_exports(config: PipelineConfig, name: str, adapter: Path, folder: Path, eval_report: dict) -> dict[str, dict]:
+def build_exports(config: PipelineConfig, name: str, adapter: Path, folder: Path,
+                  eval_report: EvaluationReport) -> dict[str, dict]:
     """Every export ``registration.exports`` asks for, written into ``folder`` (the version's files beside the
     adapter) and measured against ``eval_report`` (4d); export → its record (status ok, worse, refused or failed,
     its files and sizes, its parity). One export failing never stops the others."""
     wanted, s = config.registration.exports, config.serving
-    sample, settings = parity_sample(eval_report, s.parity_questions), eval_report["settings"]
+    sample, settings = parity_sample(eval_report, s.parity_questions), eval_report.settings
     timeout_s = s.request_timeout_s * 4
     done = folder / ".done"
     records: dict[str, dict] = {}
@@ -329,7 +331,7 @@ def build_exports(config: PipelineConfig, name: str, adapter: Path, folder: Path
 
             tokenizer = AutoTokenizer.from_pretrained(base)
             template, stops = ollama_template(tokenizer), stop_tokens(tokenizer, base)
-            system, max_tokens = settings["system_prompt"], settings["max_new_tokens"]
+            system, max_tokens = settings.system_prompt, settings.max_new_tokens
             base_file = f"gguf/base-{outtype}.gguf"
             atomic_write_text(folder / "Modelfile", modelfile(name, f"./{base_file}", f"./{lora_file}", template,
                                                               system, stops, max_tokens))

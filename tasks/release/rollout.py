@@ -16,6 +16,7 @@ import httpx
 from core.config import EVALUATION_DTYPE, ConfigError, PipelineConfig, Secrets
 from core.gateway import config_admin_token, exposure_error, hub_id, settings_environment, settings_from_config
 from core.naming import version_label
+from core.results import EvaluationReport, Prediction, Registration, Rollout
 from tasks.common.paired import Paired
 from tasks.release import containers
 from tasks.release.containers import ContainerError
@@ -52,9 +53,9 @@ def _checked(response: httpx.Response, action: str) -> dict:
     return response.json()
 
 
-def admin_source(registration: dict) -> str:
+def admin_source(registration: Registration) -> str:
     """How the admin API names it: the Hub repo id, or its folder's name in the gateway's registry."""
-    return hub_id(registration) if registration["target"] == "hub" else registration["name"]
+    return hub_id(registration) if registration.target == "hub" else registration.name
 
 
 def skipped(why: str) -> dict:
@@ -63,19 +64,19 @@ def skipped(why: str) -> dict:
 
 
 def smoke_test(client: httpx.Client, config: PipelineConfig, name: str, base_model: str, backend: str,
-               eval_report: dict) -> dict:
+               eval_report: EvaluationReport) -> dict:
     """Replay 4d's first questions through the gateway on the new adapter and on the base model."""
-    sample = eval_report["predictions"][: config.serving.smoke_questions]
-    asked = {"max_tokens": eval_report["settings"]["max_new_tokens"], "temperature": 0.0}
+    sample = eval_report.predictions[: config.serving.smoke_questions]
+    asked = {"max_tokens": eval_report.settings.max_new_tokens, "temperature": 0.0}
     new, base = [], []
     for example in sample:
-        new.append(_checked(client.post("/ask", json={"question": example["question"], "adapter": name, **asked}),
+        new.append(_checked(client.post("/ask", json={"question": example.question, "adapter": name, **asked}),
                             f"smoke test of {name}")["answer"])
-        base.append(_checked(client.post("/ask", json={"question": example["question"], "adapter": base_model, **asked}),
+        base.append(_checked(client.post("/ask", json={"question": example.question, "adapter": base_model, **asked}),
                              "smoke test of the base model")["answer"])
     empty = sum(not answer.strip() for answer in new)
     differs = sum(a.strip() != b.strip() for a, b in zip(new, base, strict=True))
-    agree = sum(a.strip() == e["prediction"].strip() for a, e in zip(new, sample, strict=True))
+    agree = sum(a.strip() == e.prediction.strip() for a, e in zip(new, sample, strict=True))
     result = {"questions": len(sample), "empty_answers": empty, "differs_from_base": differs,
               "agreement_with_4d": agree / len(sample) if sample else None, "backend": backend}
     if empty:
@@ -92,17 +93,18 @@ def smoke_test(client: httpx.Client, config: PipelineConfig, name: str, base_mod
 PARITY_CONCURRENCY = 4  # requests in flight while the parity gate asks: the engine batches them, as it would serve them
 
 
-def served_parity(client: httpx.Client, config: PipelineConfig, name: str, backend: str, eval_report: dict) -> dict:
+def served_parity(client: httpx.Client, config: PipelineConfig, name: str, backend: str,
+                  eval_report: EvaluationReport) -> dict:
     """4d's test questions (the first ``serving.parity_questions``) asked of ``name`` as served by ``backend`` (what
     the gateway reports, not what the config says: a gateway may be started with another), paired with 4d's answers
     (tasks.release.parity). Served answers differ from evaluated ones when the engine runs another dtype or applies
     other generation defaults; nothing else would notice."""
     s = config.serving
     sample = parity_sample(eval_report, s.parity_questions)
-    asked = {"adapter": name, "max_tokens": eval_report["settings"]["max_new_tokens"], "temperature": 0.0}
+    asked = {"adapter": name, "max_tokens": eval_report.settings.max_new_tokens, "temperature": 0.0}
 
-    def ask(example: dict) -> str:
-        return _checked(client.post("/ask", json={"question": example["question"], **asked}), f"parity gate on {name}")["answer"]
+    def ask(example: Prediction) -> str:
+        return _checked(client.post("/ask", json={"question": example.question, **asked}), f"parity gate on {name}")["answer"]
 
     with ThreadPoolExecutor(PARITY_CONCURRENCY) as pool:
         served = list(pool.map(ask, sample))
@@ -131,7 +133,7 @@ def check_parity(parity: dict) -> str | None:
     return None
 
 
-def verified(client: httpx.Client, config: PipelineConfig, name: str, eval_report: dict, record: dict) -> dict:
+def verified(client: httpx.Client, config: PipelineConfig, name: str, eval_report: EvaluationReport, record: dict) -> dict:
     """The active version's parity with 4d (a gateway that loaded it at start, a rerun): status ``already_active``,
     or ``parity_failed`` (nothing to roll back to: the flow fails with the reason)."""
     record["parity"] = served_parity(client, config, name, record["backend"], eval_report)
@@ -142,10 +144,10 @@ def verified(client: httpx.Client, config: PipelineConfig, name: str, eval_repor
     return {**record, "status": "already_active", "active": name}
 
 
-def in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, record: dict) -> dict:
+def in_gateway(config: PipelineConfig, registration: Registration, eval_report: EvaluationReport, record: dict) -> dict:
     """Load beside the active adapter → smoke test → parity gate → switch → unload the previous one; any failure
     before the switch unloads the newcomer (status rolled_back). The active version itself is only verified."""
-    name = registration["name"]
+    name = registration.name
     with _client(config) as client:
         try:
             models = _checked(client.get("/models"), "reading the gateway's models")
@@ -177,10 +179,10 @@ def in_gateway(config: PipelineConfig, registration: dict, eval_report: dict, re
     return {**record, "status": "switched", "active": name}
 
 
-def blue_green(config: PipelineConfig, registration: dict, eval_report: dict, record: dict) -> dict:
+def blue_green(config: PipelineConfig, registration: Registration, eval_report: EvaluationReport, record: dict) -> dict:
     """A new gateway container beside the old one → ready → smoke test → parity gate → the edge switches → the old
     one stops once drained; any failure before the switch removes the newcomer (status rolled_back)."""
-    s, name = config.serving, registration["name"]
+    s, name = config.serving, registration.name
     if why := exposure_error(s.host, Secrets().api_token is not None, s.allow_unauthenticated):
         raise ConfigError(f"stage 6, the edge on serving.host: {why}")
     try:
@@ -274,18 +276,18 @@ def _unload_from(config: PipelineConfig, url: str, adapter: str, switch_to: str 
         client.delete(f"/admin/adapters/{adapter}", headers=admin)
 
 
-def rollout_said(record: dict) -> list[str]:
+def rollout_said(record: Rollout) -> list[str]:
     """The CLI lines of a finished rollout; RolloutFailed (exit 1) when the new version was not put into service."""
-    if record["status"] == "rolled_back":
-        raise RolloutFailed(f"{record['error']}; {record['active'] or 'the base model'} is still serving"
-                            + (f" (the new gateway's log: docker logs {record['container']})" if "container" in record else ""))
-    if record["status"] == "parity_failed":
-        raise RolloutFailed(f"{record['error']}; {record['adapter']} is serving as it was (nothing to roll back to)")
-    if record["status"] == "already_active":
-        lines = [f"6 rollout: {record['adapter']} is already the active adapter"]
+    if record.status == "rolled_back":
+        raise RolloutFailed(f"{record.error}; {record.active or 'the base model'} is still serving"
+                            + (f" (the new gateway's log: docker logs {record.container})" if record.container else ""))
+    if record.status == "parity_failed":
+        raise RolloutFailed(f"{record.error}; {record.adapter} is serving as it was (nothing to roll back to)")
+    if record.status == "already_active":
+        lines = [f"6 rollout: {record.adapter} is already the active adapter"]
     else:
-        smoke, where = record["smoke_test"], f" in {record['container']}" if "container" in record else ""
-        lines = [f"6 rollout: {record['previous'] or 'base model'} → {record['adapter']}{where} on {record['backend']}; "
+        smoke, where = record.smoke_test or {}, f" in {record.container}" if record.container else ""
+        lines = [f"6 rollout: {record.previous or 'base model'} → {record.adapter}{where} on {record.backend}; "
                  f"smoke test {smoke['questions']} questions, {smoke['differs_from_base']} differ from base"]
-    return [*lines, f"6 parity: {record['parity']['headline']}",
-            *([f"6 parity warning: {record['warning']}"] if record["warning"] else [])]
+    return [*lines, f"6 parity: {(record.parity or {})['headline']}",
+            *([f"6 parity warning: {record.warning}"] if record.warning else [])]
