@@ -6,8 +6,6 @@ the whole stage can be dispatched to a GPU work pool: nothing here assumes this 
 
 from __future__ import annotations
 
-import json
-
 from prefect.artifacts import create_markdown_artifact
 
 from core import artifacts, results
@@ -56,7 +54,7 @@ def train(config: PipelineConfig) -> dict:
     decision = resume.decide(record, fingerprint, log_path)
     if decision == "done":
         say(f"4b train: already done for this data and these settings (delete {output_dir} to train again)")
-        return json.loads(log_path.read_text())
+        return artifacts.load(config, "train_log", "4b")
     if resume.begin(record, output_dir, fingerprint, base, decision):
         say(f"4b: {output_dir} holds checkpoints of other data or settings: starting afresh")
     examples = sum(1 for line in chat.splitlines() if line.strip())

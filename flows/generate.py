@@ -7,7 +7,6 @@ from prefect.artifacts import acreate_table_artifact
 
 from core import artifacts
 from core.config import PipelineConfig
-from core.files import atomic_write_json
 from core.stages import artifact_key
 from tasks.common.records import Chunk
 from tasks.dataset.asking import generate_groups, judge_records, preview_run
@@ -19,7 +18,7 @@ from tasks.dataset.generate import (
     group_entry,
 )
 from tasks.dataset.pairs import deduplicate, keep_judged, records_from
-from tasks.dataset.stats import GenerationRun, dataset_stats, generated_said
+from tasks.dataset.stats import GenerationRun, generated_said, write_stats
 from tasks.llm.calls import CallPolicy, RateLimitedCaller
 from tasks.llm.providers import make_provider
 from tasks.report.console import progress_bar, say, table_rows
@@ -65,8 +64,7 @@ async def generate(config: PipelineConfig, preview: bool = False) -> dict:
         run = GenerationRun(provider.name, provider.model, [c.doc_sha256 for c in chunks], len(groups), cached,
                             caller.calls, results, rejected, exact_duplicates=n_exact, near_duplicates=n_near,
                             judge_rejected=judged[0], judge_failed=judged[1])
-        stats = dataset_stats(g, run, split, level, review, contamination)
-        atomic_write_json(artifacts.path(config, "stats"), stats)
+        stats = write_stats(config, run, split, level, review, contamination)
         for line in generated_said(stats):
             say(line)
         await acreate_table_artifact(key=artifact_key("3"), description="Stage 3 dataset statistics",

@@ -8,7 +8,6 @@ against 4d (tasks/release/exports.py).
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 
 from core import artifacts, results
@@ -59,7 +58,6 @@ def register(config: PipelineConfig) -> dict:
     where = publish_version(registry, name, adapter, ADAPTER_FILES,
                             version_card(config, name, weights_sha, summary, selection, stats, exports),
                             f"{name}: {summary['headline']}", staging if staging.is_dir() else None)
-    shutil.rmtree(staging, ignore_errors=True)
     record = Registration(status="registered", name=name, target=r.target, location=where, adapter_sha256=weights_sha,
                           previous_versions=sorted(published),
                           metrics={side: {metric: m[key] for metric, m in summary["metrics"].items()}

@@ -107,3 +107,22 @@ def test_flows_wire_tasks_and_define_none():
     defining = {str(p.relative_to(REPO)): names for p in sorted((REPO / "flows").glob("*.py"))
                 if (names := [n for n in _decorators(p) if n == "task"])}
     assert defining == {}
+
+
+FILE_WORK = {"json", "shutil", "os", "tempfile", "pickle", "core.files"}
+
+
+def test_flows_do_no_file_work_of_their_own():
+    """A flow hands files between stages only through the work it calls (core.results' models, core.artifacts' paths
+    and tasks/): a flow that parsed, wrote or deleted a file itself would hold a decision no unit test reaches."""
+    found = {}
+    for path in sorted((REPO / "flows").glob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+        if names & FILE_WORK:
+            found[str(path.relative_to(REPO))] = sorted(names & FILE_WORK)
+    assert found == {}

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from core.config import DatasetGenerator
+from core import artifacts
+from core.config import DatasetGenerator, PipelineConfig
+from core.files import atomic_write_json
 from core.prompts import PROMPT_VERSION
 from tasks.dataset.contamination import contamination_line
 from tasks.dataset.generate import GroupResult, cost_usd
@@ -43,6 +45,14 @@ def shares_off(shares: dict[str, float], ratios: dict[str, float]) -> list[str]:
     """The sides whose share of pairs is more than ``SHARE_TOLERANCE`` from their ratio, as words."""
     return [f"{side} has {shares[side]:.0%} of the pairs for a ratio of {ratios[side]:.0%}" for side in SIDES
             if abs(shares[side] - ratios[side]) > SHARE_TOLERANCE + 1e-9]
+
+
+def write_stats(config: PipelineConfig, run: GenerationRun, split: dict[str, list[QARecord]], level: SplitLevel,
+                review: dict, contamination: dict) -> dict:
+    """stats.json, written; returned for the stage's lines and artifact."""
+    stats = dataset_stats(config.dataset_generator, run, split, level, review, contamination)
+    atomic_write_json(artifacts.path(config, "stats"), stats)
+    return stats
 
 
 def dataset_stats(g: DatasetGenerator, run: GenerationRun, split: dict[str, list[QARecord]], level: SplitLevel,

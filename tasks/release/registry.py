@@ -51,7 +51,8 @@ def publish_version(registry: Registry, name: str, adapter: Path, files: tuple[s
     under ``name``; returns its location.
 
     The files are gathered in a staging folder first (beside ``exports``, so they link), so the registry receives
-    exactly them, and that folder never outlives the call.
+    exactly them, and that folder never outlives the call; nor does ``exports``, once published (kept when the
+    registry failed: a rerun resumes from it).
     """
     staging = Path(tempfile.mkdtemp(prefix=".register-", dir=exports.parent if exports else None))
     try:
@@ -61,9 +62,12 @@ def publish_version(registry: Registry, name: str, adapter: Path, files: tuple[s
             if not path.name.startswith("."):
                 place(path, staging / path.name)
         (staging / "README.md").write_text(card, encoding="utf-8")
-        return registry.publish(name, staging, message)
+        location = registry.publish(name, staging, message)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if exports:
+        shutil.rmtree(exports, ignore_errors=True)
+    return location
 
 
 class LocalRegistry:
