@@ -399,8 +399,18 @@ class Serving(_Section):
         return self
 
 
+class Retraining(_Section):
+    """When a refresh's new data is worth a training run (decided by tasks.finetune.retraining.retraining_due): a
+    refresh that changed nothing is never worth one."""
+
+    min_new_train_pairs: PositiveInt = 200
+    max_days: PositiveInt | None = None  # a last training run this many days old is redone with whatever is new
+    on_test_change: bool = True  # new test questions: train again, so the next comparison is measured on them
+
+
 class Orchestration(_Section):
     train_deployment: str | None = None
+    retraining: Retraining = Retraining()
     result_storage: Path = Path("data/prefect_results")
     result_storage_block: Annotated[str, Field(pattern=r"^[a-z0-9-]+/[A-Za-z0-9_-]+$")] | None = None
     llm_rate_limit: str | None = None

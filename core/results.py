@@ -78,6 +78,9 @@ class TrainingRun(StageResult):
     fingerprint: str
     base: str
     completed: bool
+    train_pairs: int | None = None  # what a finished run trained on (None: recorded before these three were)
+    test_fingerprint: str | None = None
+    finished_at: str | None = None
 
 
 class CheckpointSelection(StageResult):

@@ -15,6 +15,8 @@ from prefect import flow
 from core.config import load_config
 from core.stages import select_stages
 from flows.pipeline import preflight, run_stages
+from tasks.finetune.retraining import announce, retraining_decision
+from tasks.report.console import say
 
 StageKey = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
 
@@ -33,7 +35,14 @@ async def run_pipeline(config: str = "configs/local.yaml", start: StageKey = "1"
 
 @flow(name="data-refresh")
 async def data_refresh(config: str = "configs/local.yaml") -> dict:
-    return await _run(config, "1", "3")
+    """Stages 1-3, then whether the new data is worth a training run (orchestration.retraining), said and emitted
+    as an event."""
+    refreshed = await _run(config, "1", "3")
+    settings = load_config(Path(config))
+    decision = retraining_decision(settings)
+    say(f"retraining: {'due' if decision.due else 'not due'}, {decision.reason}")
+    announce(settings, decision, config)
+    return {**refreshed, "retraining": decision.payload()}
 
 
 @flow(name="fine-tune")

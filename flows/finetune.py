@@ -20,6 +20,7 @@ from tasks.finetune import resume
 from tasks.finetune.comparison import summarise
 from tasks.finetune.evaluate import base_model, evaluate_side, stage_questions
 from tasks.finetune.grade import grade_test_answers
+from tasks.finetune.retraining import test_set_fingerprint
 from tasks.finetune.select import select_and_install, selection_said
 from tasks.finetune.tracking import log_comparison, log_loss_history, log_selection, tracking_group, wandb_run, where
 from tasks.finetune.train import total_steps, train_lora, trained_said
@@ -64,7 +65,7 @@ def train(config: PipelineConfig) -> dict:
             completed=step, total=steps, note=None if loss is None else f"loss {loss:.3f}"))
         log_loss_history(run, summary)
     if summary:  # this machine holds the checkpoints
-        resume.finish(record, fingerprint, base)
+        resume.finish(record, fingerprint, base, examples, test_set_fingerprint(config))
     say(trained_said(summary, settings, where(run) if run else None))
     return summary
 

@@ -115,7 +115,7 @@ def test_4b_resumes_its_own_run_and_never_another(tmp_path):
     (checkpoints / "checkpoint-5").mkdir()
     assert resume.decide(record, run, log) == "resume"  # interrupted: its own checkpoints are kept
     assert not resume.begin(record, checkpoints, run, "models/base", "resume") and (checkpoints / "checkpoint-5").is_dir()
-    resume.finish(record, run, "models/base")
+    resume.finish(record, run, "models/base", train_pairs=12, test_fingerprint="t" * 64)
     assert resume.decide(record, run, log) == "resume"  # finished, but its log was lost: the trainer writes it again
     log.write_text("{}")
     assert resume.decide(record, run, log) == "done"

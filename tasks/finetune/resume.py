@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -49,8 +50,11 @@ def begin(record: Path, output_dir: Path, run: str, base: str, decision: Decisio
     return cleared
 
 
-def finish(record: Path, run: str, base: str) -> None:
-    atomic_write_json(record, dump(TrainingRun(fingerprint=run, base=base, completed=True)))
+def finish(record: Path, run: str, base: str, train_pairs: int, test_fingerprint: str) -> None:
+    """The run recorded as finished, with what the retraining policy compares the next refresh's data with."""
+    atomic_write_json(record, dump(TrainingRun(fingerprint=run, base=base, completed=True, train_pairs=train_pairs,
+                                               test_fingerprint=test_fingerprint,
+                                               finished_at=datetime.now(UTC).isoformat(timespec="seconds"))))
 
 
 def training_fingerprint(config: PipelineConfig) -> str | None:

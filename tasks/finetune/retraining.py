@@ -1,0 +1,82 @@
+"""Whether the data a refresh left is worth a training run: enough new training pairs, new test questions (the next
+comparison should be measured on them), or a last run old enough to redo with whatever is new. A refresh that
+changed nothing is never worth one. The decision names its reason, for the run's summary and the event a trigger
+reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from prefect.events import emit_event
+
+from core import artifacts, results
+from core.config import PipelineConfig, Retraining
+from core.results import TrainingRun
+
+
+@dataclass(frozen=True)
+class RetrainingDecision:
+    due: bool
+    reason: str
+    train_pairs: int
+    new_train_pairs: int
+    test_changed: bool
+    test_fingerprint: str
+
+    def payload(self) -> dict:
+        return asdict(self)
+
+
+def retraining_due(policy: Retraining, train_pairs: int, test_fingerprint: str, last: TrainingRun | None,
+                   now: datetime) -> RetrainingDecision:
+    """The decision for a dataset of ``train_pairs`` and test set ``test_fingerprint``, after the run ``last``."""
+    def decided(due: bool, reason: str, new: int, changed: bool) -> RetrainingDecision:
+        return RetrainingDecision(due, reason, train_pairs, new, changed, test_fingerprint)
+
+    if last is None or not last.completed:
+        return decided(train_pairs > 0, "no finished training run yet" if train_pairs else "no training pairs yet",
+                       train_pairs, True)
+    new = max(0, train_pairs - last.train_pairs) if last.train_pairs is not None else train_pairs
+    changed = last.test_fingerprint is not None and last.test_fingerprint != test_fingerprint
+    if new >= policy.min_new_train_pairs:
+        return decided(True, f"{new} new training pairs ≥ {policy.min_new_train_pairs}", new, changed)
+    if changed and policy.on_test_change:
+        return decided(True, "the test questions changed", new, changed)
+    if new and policy.max_days and last.finished_at:
+        age = (now - datetime.fromisoformat(last.finished_at)).days
+        if age >= policy.max_days:
+            return decided(True, f"{new} new training pairs and the last run is {age} days old ≥ {policy.max_days}",
+                           new, changed)
+    return decided(False, f"{new} new training pairs < {policy.min_new_train_pairs}", new, changed)
+
+
+def test_set_fingerprint(config: PipelineConfig) -> str:
+    """The test questions stage 3 left (their ids): what 4a and 4d measure on."""
+    ids = sorted(record["id"] for record in artifacts.load_if_present(config, "test", []))
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+
+
+def train_pairs(config: PipelineConfig) -> int:
+    """The conversations 4b would train on (train_chat.jsonl: the review's verdicts applied)."""
+    chat = artifacts.path(config, "train_chat")
+    return sum(1 for line in chat.read_text(encoding="utf-8").splitlines() if line.strip()) if chat.is_file() else 0
+
+
+def retraining_decision(config: PipelineConfig) -> RetrainingDecision:
+    """The decision for the dataset on disk now, after the training run recorded beside the checkpoints."""
+    return retraining_due(config.orchestration.retraining, train_pairs(config), test_set_fingerprint(config),
+                          results.read_if_present(config, TrainingRun), datetime.now(UTC))
+
+
+DUE, NOT_DUE = "domain-llm.retraining.due", "domain-llm.retraining.not-due"
+
+
+def announce(config: PipelineConfig, decision: RetrainingDecision, config_path: str) -> None:
+    """The decision as a Prefect event on the dataset's resource, with the config's path for a trigger to pass on."""
+    emit_event(event=DUE if decision.due else NOT_DUE,
+               resource={"prefect.resource.id": f"domain-llm.dataset.{config.adapter_stem()}",
+                         "prefect.resource.name": f"{config.domain} {config.use_case} dataset"},
+               payload={**decision.payload(), "config": config_path})
