@@ -15,17 +15,23 @@ from prefect import flow
 from core.config import load_config
 from core.stages import select_stages
 from flows.pipeline import preflight, run_stages
-from tasks.finetune.retraining import announce, retraining_decision
+from tasks.common.events import RETRAINING_DUE, RETRAINING_NOT_DUE, VERSION_REGISTERED, announce
+from tasks.finetune.retraining import retraining_decision
 from tasks.report.console import say
 
 StageKey = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
 
 
 async def _run(config: str, start: StageKey, end: StageKey, explicit: bool = True, dispatch: bool = True) -> dict:
+    """The stages from ``start`` to ``end``; a version they registered and did not roll out is announced (the
+    rollout deployment's trigger)."""
     settings = load_config(Path(config))
     stages = [s.key for s in select_stages(start=str(start), end=str(end))[0]]
     preflight(settings, stages)
-    return await run_stages(settings, stages, explicit=explicit, config_path=config, dispatch=dispatch)
+    done = await run_stages(settings, stages, explicit=explicit, config_path=config, dispatch=dispatch)
+    if "6" not in stages and (registered := done.get("5")) and registered["status"] == "registered":
+        announce(settings, VERSION_REGISTERED, config, {"name": registered["name"], "location": registered["location"]})
+    return done
 
 
 @flow(name="run-pipeline")
@@ -41,7 +47,7 @@ async def data_refresh(config: str = "configs/local.yaml") -> dict:
     settings = load_config(Path(config))
     decision = retraining_decision(settings)
     say(f"retraining: {'due' if decision.due else 'not due'}, {decision.reason}")
-    announce(settings, decision, config)
+    announce(settings, RETRAINING_DUE if decision.due else RETRAINING_NOT_DUE, config, decision.payload())
     return {**refreshed, "retraining": decision.payload()}
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from core.config import Retraining
 from core.results import TrainingRun
+from tasks.common.events import RETRAINING_DUE, RETRAINING_NOT_DUE, VERSION_REGISTERED
 from tasks.finetune.retraining import retraining_due
 
 NOW = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
@@ -55,9 +56,13 @@ def test_enough_new_pairs_are_always_due_and_fewer_never_are_by_count(before, ad
 
 
 @pytest.mark.e2e
-def test_the_decision_reaches_a_real_prefect_server_as_an_event_a_trigger_can_match(prefect_server, tmp_path):
-    """What `data-refresh` emits after stages 1-3 (flows/deployments.py), sent from a process of its own as the
-    flow run's would be, and read back from the server's event store."""
+def test_prefect_yaml_triggers_start_the_retrain_and_then_the_rollout_on_the_pipelines_events(prefect_server, tmp_path):
+    """The loop's wiring on a real Prefect server: `prefect deploy` makes the automations from prefect.yaml's
+    `triggers:`; the events are sent by our own code from a process of its own, as the flow runs send them. A
+    refresh whose data is not worth retraining starts nothing; one that is starts `retrain` with the refresh's config
+    path (templated from the event: Prefect #19501 once left it out); a registration starts `rollout` the same way.
+    No worker runs here: the flow runs the automations create are the subject (the stages themselves are tested
+    elsewhere), and are deleted after."""
     import subprocess
     import sys
     import time
@@ -66,22 +71,49 @@ def test_the_decision_reaches_a_real_prefect_server_as_an_event_a_trigger_can_ma
 
     from harness.project import REPO, write_profile
 
-    config = write_profile(tmp_path, {})
-    code = ("import sys; from datetime import UTC, datetime; from pathlib import Path; "
-            "from core.config import Retraining, load_config; "
-            "from tasks.finetune.retraining import announce, retraining_due; "
-            "config = load_config(Path(sys.argv[1])); "
-            "announce(config, retraining_due(Retraining(), 412, 't' * 64, None, datetime.now(UTC)), sys.argv[1])")
-    subprocess.run([sys.executable, "-c", code, str(config)], cwd=REPO, check=True, timeout=120,
-                   env={**prefect_server.env})
-    deadline, found = time.monotonic() + 60, []
-    while not found and time.monotonic() < deadline:
-        reply = httpx.post(f"{prefect_server.api_url}/events/filter", timeout=10, json={
-            "filter": {"event": {"name": ["domain-llm.retraining.due"]}}, "limit": 10})
-        reply.raise_for_status()
-        found = [e for e in reply.json()["events"] if e["payload"].get("config") == str(config)]
-        time.sleep(0.5)
-    assert found, "no domain-llm.retraining.due event with this config's path"
-    event = found[0]
-    assert event["resource"]["prefect.resource.id"].startswith("domain-llm.dataset.")
-    assert event["payload"]["reason"] == "no finished training run yet" and event["payload"]["train_pairs"] == 412
+    env = prefect_server.env
+    config = str(write_profile(tmp_path, {}))
+
+    def prefect(*args: str) -> None:
+        result = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, f"prefect {' '.join(args)}: {result.stdout[-2000:]} {result.stderr[-2000:]}"
+
+    def send(event: str, payload: str) -> None:
+        code = ("import sys; from pathlib import Path; from core.config import load_config; "
+                "from tasks.common.events import announce; "
+                f"announce(load_config(Path(sys.argv[1])), {event!r}, sys.argv[1], {payload})")
+        subprocess.run([sys.executable, "-c", code, config], cwd=REPO, check=True, timeout=120, env=env)
+
+    def runs_of(deployment: str) -> list[dict]:
+        return httpx.post(f"{prefect_server.api_url}/flow_runs/filter", timeout=10, json={
+            "deployments": {"name": {"any_": [deployment]}}}).json()
+
+    def wait_for_run(deployment: str) -> dict:
+        deadline = time.monotonic() + 90
+        while not (found := runs_of(deployment)) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert found, f"no flow run of {deployment} after 90 s"
+        return found[0]
+
+    prefect("work-pool", "create", "local-process", "--type", "process", "--overwrite")
+    prefect("deploy", "--prefect-file", str(REPO / "prefect.yaml"), "--name", "retrain", "--name", "rollout")
+    time.sleep(10)  # the triggers service loads new automations on its own period
+    try:
+        send(RETRAINING_NOT_DUE, "{'reason': '17 new training pairs < 200'}")
+        send(RETRAINING_DUE, "{'reason': '412 new training pairs ≥ 200'}")
+        retrain = wait_for_run("retrain")
+        assert retrain["parameters"] == {"config": config, "start": "4a", "end": "5"}
+        time.sleep(5)
+        assert len(runs_of("retrain")) == 1  # the not-due event started nothing
+        assert runs_of("rollout") == []
+        send(VERSION_REGISTERED, "{'name': 'x-v1.0', 'location': '/r/x-v1.0'}")
+        assert wait_for_run("rollout")["parameters"] == {"config": config}
+    finally:  # the session's server outlives this test: nothing of it keeps listening
+        api = prefect_server.api_url
+        for automation in httpx.post(f"{api}/automations/filter", json={}, timeout=10).json():
+            if automation["name"].startswith(("retrain__", "rollout__")):
+                httpx.delete(f"{api}/automations/{automation['id']}", timeout=10)
+        for deployment in ("retrain", "rollout"):
+            for run in runs_of(deployment):
+                httpx.delete(f"{api}/flow_runs/{run['id']}", timeout=10)

@@ -10,8 +10,6 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from prefect.events import emit_event
-
 from core import artifacts, results
 from core.config import PipelineConfig, Retraining
 from core.results import TrainingRun
@@ -70,13 +68,3 @@ def retraining_decision(config: PipelineConfig) -> RetrainingDecision:
     return retraining_due(config.orchestration.retraining, train_pairs(config), test_set_fingerprint(config),
                           results.read_if_present(config, TrainingRun), datetime.now(UTC))
 
-
-DUE, NOT_DUE = "domain-llm.retraining.due", "domain-llm.retraining.not-due"
-
-
-def announce(config: PipelineConfig, decision: RetrainingDecision, config_path: str) -> None:
-    """The decision as a Prefect event on the dataset's resource, with the config's path for a trigger to pass on."""
-    emit_event(event=DUE if decision.due else NOT_DUE,
-               resource={"prefect.resource.id": f"domain-llm.dataset.{config.adapter_stem()}",
-                         "prefect.resource.name": f"{config.domain} {config.use_case} dataset"},
-               payload={**decision.payload(), "config": config_path})
