@@ -128,6 +128,7 @@ class Registration(StageResult):
     metrics: dict[str, dict[str, float]] = {}
     promotion: dict[str, Any] | None = None
     exports: dict[str, dict[str, Any]] = {}
+    lineage: dict[str, Any] = {}  # the version it follows and the training run (data, test set) it came from
     registered_at: str | None = None
     checked_at: str | None = None
 

@@ -18,7 +18,7 @@ from flows.threaded import threaded_flow
 from tasks.finetune.select import ADAPTER_FILES, adapter_hashes
 from tasks.release.adapter_check import check_servable
 from tasks.release.exports import build_exports, export_line
-from tasks.release.model_card import version_card
+from tasks.release.model_card import version_card, version_lineage
 from tasks.release.promotion import PromotionRefused, promotion_check
 from tasks.release.registry import make_registry, publish_version
 from tasks.report.console import say
@@ -55,14 +55,16 @@ def register(config: PipelineConfig) -> dict:
                if r.exports.wanted() else {})
     for export, outcome in exports.items():
         say(f"5 export {export_line(export, outcome)}")
+    lineage = version_lineage(config, list(published))
     where = publish_version(registry, name, adapter, ADAPTER_FILES,
-                            version_card(config, name, weights_sha, summary, selection, stats, exports),
+                            version_card(config, name, weights_sha, summary, selection, stats, exports, lineage),
                             f"{name}: {summary['headline']}", staging if staging.is_dir() else None)
     record = Registration(status="registered", name=name, target=r.target, location=where, adapter_sha256=weights_sha,
                           previous_versions=sorted(published),
                           metrics={side: {metric: m[key] for metric, m in summary["metrics"].items()}
                                    for side, key in (("baseline", "before"), ("fine_tuned", "after"))},
                           promotion={"rule": r.require_improvement, "headline": summary["headline"]}, exports=exports,
+                          lineage=lineage,
                           registered_at=_now())
     results.write(config, record)
     say(f"5 register: {name} → {where}")

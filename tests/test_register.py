@@ -88,6 +88,9 @@ def make_project(root: Path, registration: dict, seed: int = 0, deltas: list[flo
     (reports / "checkpoint_selection.json").write_text(json.dumps({
         "selected": "checkpoint-30", "scores": {"checkpoint-30": 0.38}, "metric": "combined", "split": "validation",
         "eval_examples": 6, "answers_changed_vs_base": 5, "adapter_sha256": {}}))
+    (root / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)  # 4b's record of what it trained on
+    (root / "models" / "checkpoints" / "run.json").write_text(json.dumps({
+        "fingerprint": "f" * 64, "base": "models/base", "completed": True, "train_pairs": 15, "test_fingerprint": "t" * 64}))
     (root / "data" / "qa_dataset").mkdir(parents=True, exist_ok=True)
     (root / "data" / "qa_dataset" / "stats.json").write_text(json.dumps({
         "provider": "offline", "model": "offline-extractive", "prompt_version": "v3",
@@ -136,6 +139,12 @@ def test_local_registry_versions_cards_and_recognises_unchanged_weights(tmp_path
     assert register(root).returncode == 0
     assert sorted(p.name for p in version.parent.iterdir()) == [
         "pregnancy-qa-lora-v1.0", "pregnancy-qa-lora-v1.1", "pregnancy-qa-lora-v2.0"]
+    # each version names the one it follows and the training run it came from, on its card and in the record
+    lineage = json.loads((root / "reports" / "registration.json").read_text())["lineage"]
+    assert lineage["previous_version"] == "pregnancy-qa-lora-v1.1" and lineage["train_pairs"] == 15
+    assert (f"Follows `pregnancy-qa-lora-v1.1`; training run `{'f' * 12}` on 15 training pairs, test set `{'t' * 12}`."
+            in (version.parent / "pregnancy-qa-lora-v2.0" / "README.md").read_text())
+    assert "Follows no earlier version" in (version / "README.md").read_text()
 
 
 @pytest.mark.parametrize(("rule", "deltas", "registered"), [

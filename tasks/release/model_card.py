@@ -10,8 +10,10 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from core import artifacts
+from core import artifacts, results
 from core.config import PipelineConfig
+from core.naming import version_of
+from core.results import TrainingRun
 from tasks.finetune.comparison import comparison_body
 
 _RUN = {"merged": "transformers or vLLM: load the `merged/` folder as any checkpoint",
@@ -47,7 +49,8 @@ def exports_section(exports: dict[str, dict]) -> str:
 
 def build_model_card(*, name: str, domain: str, use_case: str, method: str, base_model: str, base_is_hub_id: bool,
                      license: str, adapter_sha256: str, summary: dict, selection: dict,
-                     training: dict, dataset_stats: dict, sources: list[dict], exports: dict[str, dict]) -> ModelCard:
+                     training: dict, dataset_stats: dict, sources: list[dict], exports: dict[str, dict],
+                     lineage: dict) -> ModelCard:
     data = ModelCardData(
         base_model=base_model if base_is_hub_id else None, library_name="peft", license=license,
         tags=[method, "peft", "sft", "trl", domain, use_case], pipeline_tag="text-generation",
@@ -55,7 +58,7 @@ def build_model_card(*, name: str, domain: str, use_case: str, method: str, base
     )
     settings = "\n".join(f"| {key} | {value} |" for key, value in training.items())
     provider, split = dataset_stats["provider"], dataset_stats["split"]
-    lineage = "\n".join(f"- [{s.get('title') or s['url']}]({s['url']}) (sha256 `{s['sha256'][:12]}`)" for s in sources)
+    documents = "\n".join(f"- [{s.get('title') or s['url']}]({s['url']}) (sha256 `{s['sha256'][:12]}`)" for s in sources)
     body = f"""
 # {name}
 
@@ -81,9 +84,27 @@ from {len(sources)} source documents, split by document.
 
 ## Lineage
 
-{lineage or '- (no source documents recorded)'}
+{lineage_line(lineage)}
+
+{documents or '- (no source documents recorded)'}
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def lineage_line(lineage: dict) -> str:
+    """Where a version comes from: the version it follows, the training run and the data it learned from."""
+    run = lineage.get("training_run")
+    return (f"Follows {('`' + lineage['previous_version'] + '`') if lineage.get('previous_version') else 'no earlier version'}; "
+            + (f"training run `{run[:12]}` on {lineage.get('train_pairs', '?')} training pairs, test set "
+               f"`{(lineage.get('test_fingerprint') or '?')[:12]}`." if run else "training run not recorded."))
+
+
+def version_lineage(config: PipelineConfig, published: list[str]) -> dict:
+    """The version a new one follows (the latest published) and the training run (data, test set) it came from."""
+    run = results.read_if_present(config, TrainingRun)
+    latest = max(published, key=lambda name: version_of(name) or (0, 0), default=None)
+    return {"previous_version": latest, "training_run": run.fingerprint if run else None,
+            "train_pairs": run.train_pairs if run else None, "test_fingerprint": run.test_fingerprint if run else None}
 
 
 def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
@@ -93,7 +114,7 @@ def _sources(config: PipelineConfig, used: list[str]) -> list[dict]:
 
 
 def version_card(config: PipelineConfig, name: str, weights_sha: str, summary: dict, selection: dict, stats: dict,
-                 exports: dict[str, dict]) -> str:
+                 exports: dict[str, dict], lineage: dict) -> str:
     """The card of version ``name``: the config's training settings, stage 4's results, the sources stage 1 fetched."""
     f = config.finetuning
     training = {"r": f.lora.r, "alpha": f.lora.alpha, "dropout": f.lora.dropout,
@@ -104,4 +125,5 @@ def version_card(config: PipelineConfig, name: str, weights_sha: str, summary: d
         base_model=f"{f.base_model} (converted from {f.base_model_gguf})" if f.base_model_gguf else f.base_model,
         base_is_hub_id=not config.path(Path(f.base_model)).exists(), license=config.registration.license,
         adapter_sha256=weights_sha, summary=summary, selection=selection, training=training,
-        dataset_stats=stats, sources=_sources(config, stats.get("source_documents", [])), exports=exports))
+        dataset_stats=stats, sources=_sources(config, stats.get("source_documents", [])), exports=exports,
+        lineage=lineage))
