@@ -113,6 +113,7 @@ class Comparison(StageResult):
     headline: str
     caveats: list[str] = []
     judge: dict[str, Any] | None = None
+    vs_previous: dict[str, Any] | None = None  # against the version serving now (its name, combined, headline)
 
 
 class Registration(StageResult):

@@ -17,8 +17,8 @@ from flows.threaded import threaded_flow
 from tasks.dataset.finish import reviewed_train_chat
 from tasks.dataset.stats import dataset_caveats
 from tasks.finetune import resume
-from tasks.finetune.comparison import summarise
-from tasks.finetune.evaluate import base_model, evaluate_side, stage_questions
+from tasks.finetune.comparison import against_version, summarise
+from tasks.finetune.evaluate import base_model, evaluate_side, serving_version, stage_questions
 from tasks.finetune.grade import grade_test_answers
 from tasks.finetune.retraining import test_set_fingerprint
 from tasks.finetune.select import select_and_install, selection_said
@@ -106,6 +106,10 @@ def final_eval(config: PipelineConfig) -> dict:
     e = config.evaluation
     summary = summarise(baseline, report, len({r["doc_sha256"] for r in records}), e.resamples, e.seed, e.confidence)
     summary["caveats"] = dataset_caveats(artifacts.load_if_present(config, "stats", {}))
+    if serving := serving_version(config, adapter):  # a retrained candidate is held to the version it would replace
+        previous, _ = evaluate_side(config, base_model(config), serving[1], records, "test")
+        summary["vs_previous"] = against_version(serving[0], previous, report, e.resamples, e.seed, e.confidence)
+        say(f"4d {summary['vs_previous']['headline']}")
     if e.judge:
         summary["judge"] = judge = grade_test_answers(config, baseline, report)
         say(f"4d grade: {judge['graded']}/{judge['graded'] + judge['failed']} questions graded by {judge['grader']}")

@@ -17,8 +17,9 @@ from core.naming import next_version_name
 from core.results import EvaluationReport
 from harness.hub import FakeHub
 from harness.project import NO_EXPORTS, run_pipeline, write_profile
-from tasks.finetune.comparison import summarise
+from tasks.finetune.comparison import against_version, summarise
 from tasks.release.adapter_check import AdapterNotServable, check_servable
+from tasks.release.promotion import promotion_check
 
 pytestmark = pytest.mark.e2e
 
@@ -168,6 +169,32 @@ def test_the_promotion_gate_decides_registration(tmp_path, rule, deltas, registe
     assert refusal.startswith(f"error: registration.require_improvement: {rule} needs")
     assert summary["headline"] in refusal and "Nothing registered" in refusal  # the numbers it was refused on
     assert not (root / "models" / "registry").exists() and not (root / "reports" / "registration.json").exists()
+
+
+@pytest.mark.parametrize(("rule", "shift", "refused"), [
+    ("ci", [0.0] * 8, True),  # no better than the version serving now: it keeps serving
+    ("ci", [0.03, 0.05, 0.04, 0.06, 0.02, 0.05, 0.04, 0.03], False),
+    ("mean", [0.01, -0.01, 0.0, 0.0, 0.0, 0.0, 0.0, -0.005], True),
+    ("none", [-0.05] * 8, False),
+])
+def test_a_retrained_candidate_is_held_to_the_version_serving_now(rule, shift, refused):
+    """Better than the base model is not enough on a rerun: 4d's ``vs_previous`` (the candidate against the version
+    it would replace, on the same test questions) passes the same rule, or nothing is registered."""
+    def report(scores: list[float]) -> EvaluationReport:
+        return EvaluationReport.model_validate({
+            "model": "base", "adapter": "a", "examples": 8, "weights": WEIGHTS, "metrics": METRICS, "settings": SETTINGS,
+            "predictions": [{"id": f"q{i}", "question": "Q?", "reference": "R.", "prediction": f"A{i}",
+                             "scores": {"combined": score}} for i, score in enumerate(scores)]})
+
+    summary = stage_four_reports(CLEAR_GAIN)
+    previous = [0.40, 0.42, 0.38, 0.41, 0.39, 0.40, 0.43, 0.37]
+    summary["vs_previous"] = against_version("pregnancy-qa-lora-v1.0", report(previous),
+                                             report([p + d for p, d in zip(previous, shift, strict=True)]), 2000, 1, 0.95)
+    why = promotion_check(rule, summary)
+    assert (why is not None) == refused
+    if refused:
+        assert "the one serving now (pregnancy-qa-lora-v1.0)" in why and "pregnancy-qa-lora-v1.0 keeps serving" in why
+        assert summary["vs_previous"]["headline"].removeprefix("against ") in why  # the numbers it was refused on
 
 
 def test_an_adapter_serving_would_reject_is_not_published(tmp_path):

@@ -117,3 +117,33 @@ def test_prefect_yaml_triggers_start_the_retrain_and_then_the_rollout_on_the_pip
         for deployment in ("retrain", "rollout"):
             for run in runs_of(deployment):
                 httpx.delete(f"{api}/flow_runs/{run['id']}", timeout=10)
+
+
+def test_the_candidate_is_compared_with_the_registered_version_only_when_it_is_here_and_differs(tmp_path):
+    """4d's choice of what a retrained adapter is held to (tasks.finetune.evaluate.serving_version)."""
+    import hashlib
+    import json
+
+    from core.config import load_config
+    from harness.project import write_profile
+    from tasks.finetune.evaluate import serving_version
+
+    config = load_config(write_profile(tmp_path, {}))
+    candidate, registered = tmp_path / "models/lora_weights", tmp_path / "models/registry/x-qa-lora-v1.0"
+    for folder, weights in ((candidate, b"new weights"), (registered, b"old weights")):
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(weights)
+    assert serving_version(config, candidate) is None  # nothing registered yet
+
+    def register(target: str, weights: bytes) -> None:
+        (tmp_path / "reports").mkdir(exist_ok=True)
+        (tmp_path / "reports/registration.json").write_text(json.dumps({
+            "status": "registered", "name": "x-qa-lora-v1.0", "target": target, "location": str(registered),
+            "adapter_sha256": hashlib.sha256(weights).hexdigest()}))
+
+    register("local", b"old weights")
+    assert serving_version(config, candidate) == ("x-qa-lora-v1.0", registered)
+    register("local", b"new weights")  # the candidate is the registered version: nothing to hold it to
+    assert serving_version(config, candidate) is None
+    register("hub", b"old weights")  # not on this machine: not compared (said in docs/prefect.md)
+    assert serving_version(config, candidate) is None

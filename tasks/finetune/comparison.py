@@ -41,6 +41,19 @@ def summarise(baseline: EvaluationReport, finetuned: EvaluationReport, documents
     return {**summary, "headline": headline(summary)}
 
 
+def against_version(version: str, previous: EvaluationReport, tuned: EvaluationReport, resamples: int, seed: int,
+                    confidence: float) -> dict:
+    """The candidate against the version serving now, on the same (current) test questions: the combined score's
+    paired change, so the promotion gate holds a retrained adapter to the one it would replace."""
+    if [p.id for p in previous.predictions] != [p.id for p in tuned.predictions]:
+        raise ValueError("the previous version and the candidate were evaluated on different questions")
+    change = paired_difference([p.scores["combined"] for p in previous.predictions],
+                               [p.scores["combined"] for p in tuned.predictions], resamples, seed, confidence)
+    return {"version": version, "combined": change.model_dump(),
+            "headline": f"against {version}: combined {change.before:.4f} → {change.after:.4f} ({change.delta:+.4f}) "
+                        f"on {count(change.examples, 'test question')}: {change.describe()}"}
+
+
 def metric_difference(summary: dict, metric: str = "combined") -> Paired:
     return Paired.model_validate(summary["metrics"][metric])
 
@@ -93,6 +106,8 @@ def comparison_body(summary: dict, selection: dict | None) -> str:
         lines += ["", f"Correctness graded by {judge['grader']}: {c['before']:.3f} → {c['after']:.3f} of answers correct "
                   f"(partially correct count half), {judge['description']}"
                   + (f"; {judge['failed']} questions got no usable grade" if judge["failed"] else "") + "."]
+    if against := summary.get("vs_previous"):
+        lines += ["", f"The version it would replace, on the same questions: {against['headline']}."]
     if caveats := summary.get("caveats"):
         lines += ["", "About the data:", *(f"- {caveat}" for caveat in caveats)]
     if selection:
