@@ -139,6 +139,30 @@ def test_the_trained_adapter_registers_with_its_card(registered_project: Ran):
     assert "01-prenatal-care" in card  # lineage back to the source documents
 
 
+def test_a_retrained_adapter_no_better_than_the_version_serving_is_not_registered(registered_project: Ran,
+                                                                                   tmp_path: Path):
+    """A rerun's candidate beats the base model but not the version it would replace: 4d measures it against that
+    version on the same test questions, stage 5 refuses it, and the registered version stays the one serving."""
+    from safetensors.torch import load_file, save_file
+
+    from tasks.common.paired import Paired
+
+    project = copy_whole(registered_project.root, tmp_path)
+    weights = project / "models/lora_weights/adapter_model.safetensors"
+    tensors = load_file(weights)  # the same adapter, nudged: answers as the registered one does, its weights differ
+    save_file({name: t * 0.999 if "lora_B" in name else t for name, t in tensors.items()}, weights)
+    measured = cli(project, "--stage", "4d")
+    assert measured.returncode == 0, measured.stderr[-3000:]
+    against = json.loads((project / "reports/comparison.json").read_text())["vs_previous"]
+    assert against["version"] == "pregnancy-qa-lora-v1.0" and f"4d {against['headline']}" in measured.stdout
+    assert Paired.model_validate(against["combined"]).verdict != "better" and against["combined"]["examples"] > 0
+    refused = cli(project, "--stage", "5")
+    assert refused.returncode == 1
+    assert "pregnancy-qa-lora-v1.0 keeps serving" in refused.stderr.strip().splitlines()[-1]
+    assert json.loads((project / "reports/registration.json").read_text())["name"] == "pregnancy-qa-lora-v1.0"
+    assert sorted(p.name for p in (project / "models/registry").iterdir()) == ["pregnancy-qa-lora-v1.0"]
+
+
 def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_path: Path):
     """Elsewhere, later, from its own rendering of the sample corpus: the same documents, split and baseline."""
     project = trained_project.root
