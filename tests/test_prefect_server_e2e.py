@@ -99,9 +99,14 @@ def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(t
             groups_task = api(server, "task_runs", {"task_runs": {"name": {"like_": "generate-qa-groups"}}})
             assert [t["state_type"] for t in groups_task] == ["FAILED"]
             assert "groups failed on transient provider errors" in groups_task[0]["state"]["message"]
-            errors = api(server, "logs", {"logs": {"level": {"ge_": 40}}, "limit": 200})
-            failure = [e["message"] for e in errors if "groups failed on transient" in e["message"]
-                       and not e["message"].startswith("Finished in state")]
+            deadline = time.monotonic() + 30  # the run's logs reach the server in batches, after its state
+            while True:
+                errors = api(server, "logs", {"logs": {"level": {"ge_": 40}}, "limit": 200})
+                failure = [e["message"] for e in errors if "groups failed on transient" in e["message"]
+                           and not e["message"].startswith("Finished in state")]
+                if failure or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
             assert len(failure) == 1 and failure[0].startswith("StageIncomplete: "), failure
             assert not [e for e in errors if "Traceback" in e["message"]]
             traceback = api(server, "logs", {"logs": {"level": {"le_": 10}}, "limit": 200})
