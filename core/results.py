@@ -20,6 +20,8 @@ from core import artifacts
 from core.files import atomic_write_json
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from core.config import PipelineConfig
 
 SCHEMA_VERSION = 1
@@ -175,15 +177,16 @@ def parse(model: type[R], raw: dict, where: str, stage: str) -> R:
 def read(config: PipelineConfig, model: type[R], needed_by: str, name: artifacts.Name | None = None) -> R:
     """The stage's file as ``model``; MissingStageOutput when its stage has not run."""
     name = name or model.ARTIFACT
-    found = artifacts.require(config, name, needed_by)
-    return parse(model, json.loads(found.read_text(encoding="utf-8")), str(found), artifacts.OUTPUTS[name][0])
+    return _parsed(model, artifacts.require(config, name, needed_by), name)
 
 
 def read_if_present(config: PipelineConfig, model: type[R], name: artifacts.Name | None = None) -> R | None:
     name = name or model.ARTIFACT
     found = artifacts.path(config, name)
-    if not found.is_file():
-        return None
+    return _parsed(model, found, name) if found.is_file() else None
+
+
+def _parsed(model: type[R], found: Path, name: artifacts.Name) -> R:
     return parse(model, json.loads(found.read_text(encoding="utf-8")), str(found), artifacts.OUTPUTS[name][0])
 
 

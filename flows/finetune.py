@@ -20,7 +20,7 @@ from tasks.finetune import resume
 from tasks.finetune.comparison import against_version, summarise
 from tasks.finetune.evaluate import base_model, evaluate_side, serving_version, stage_questions
 from tasks.finetune.grade import grade_test_answers
-from tasks.finetune.retraining import test_set_fingerprint
+from tasks.finetune.retraining import test_set_fingerprint, train_pairs
 from tasks.finetune.select import select_and_install, selection_said
 from tasks.finetune.tracking import log_comparison, log_loss_history, log_selection, tracking_group, wandb_run, where
 from tasks.finetune.train import total_steps, train_lora, trained_said
@@ -58,7 +58,7 @@ def train(config: PipelineConfig) -> dict:
         return artifacts.load(config, "train_log", "4b")
     if resume.begin(record, output_dir, fingerprint, base, decision):
         say(f"4b: {output_dir} holds checkpoints of other data or settings: starting afresh")
-    examples = sum(1 for line in chat.splitlines() if line.strip())
+    examples = train_pairs(config)  # as the retraining policy counts them
     with (wandb_run(config, "train", tracking_group(config)) as run,  # the trainer's W&B callback logs into this run
           progress_bar("4b train", total_steps(examples, settings)) as advance):
         summary = train_lora(base, train_chat, output_dir, settings, log_path, lambda step, steps, loss: advance(
@@ -107,7 +107,7 @@ def final_eval(config: PipelineConfig) -> dict:
     summary = summarise(baseline, report, len({r["doc_sha256"] for r in records}), e.resamples, e.seed, e.confidence)
     summary["caveats"] = dataset_caveats(artifacts.load_if_present(config, "stats", {}))
     if serving := serving_version(config, adapter):  # a retrained candidate is held to the version it would replace
-        previous, _ = evaluate_side(config, base_model(config), serving[1], records, "test")
+        previous, _ = evaluate_side(config, report.model, serving[1], records, "test")
         summary["vs_previous"] = against_version(serving[0], previous, report, e.resamples, e.seed, e.confidence)
         say(f"4d {summary['vs_previous']['headline']}")
     if e.judge:
