@@ -405,7 +405,6 @@ class Retraining(_Section):
 
     min_new_train_pairs: PositiveInt = 200
     max_days: PositiveInt | None = None  # a last training run this many days old is redone with whatever is new
-    on_test_change: bool = True  # new test questions: train again, so the next comparison is measured on them
 
 
 class Orchestration(_Section):

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from core.config import Retraining
 from core.results import TrainingRun
-from tasks.common.events import RETRAINING_DUE, RETRAINING_NOT_DUE, VERSION_REGISTERED
 from tasks.finetune.retraining import retraining_due
 
 NOW = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
@@ -26,8 +25,8 @@ def trained(pairs: int | None, test: str | None = TEST, days_ago: int = 1, compl
     (Retraining(), 612, TEST, trained(200), True, "412 new training pairs ≥ 200"),
     (Retraining(), 217, TEST, trained(200), False, "17 new training pairs < 200"),
     (Retraining(), 200, TEST, trained(200), False, "0 new training pairs < 200"),
-    (Retraining(), 217, "u" * 64, trained(200), True, "the test questions changed"),
-    (Retraining(on_test_change=False), 217, "u" * 64, trained(200), False, "17 new training pairs < 200"),
+    (Retraining(), 217, "u" * 64, trained(200), False,  # 4b would train the same weights: nothing to register
+     "17 new training pairs < 200 (the test questions changed: the next training run is measured on them)"),
     (Retraining(max_days=7), 217, TEST, trained(200, days_ago=9), True,
      "17 new training pairs and the last run is 9 days old ≥ 7"),
     (Retraining(max_days=7), 200, TEST, trained(200, days_ago=90), False, "0 new training pairs < 200"),
@@ -42,11 +41,12 @@ def test_the_decision_and_its_reason(policy, pairs, test, last, due, reason):
 
 
 @given(pairs=st.integers(0, 10_000), minimum=st.integers(1, 1000), days=st.integers(0, 400),
-       max_days=st.none() | st.integers(1, 365), on_test_change=st.booleans())
-def test_a_refresh_that_changed_nothing_is_never_worth_a_training_run(pairs, minimum, days, max_days, on_test_change):
-    policy = Retraining(min_new_train_pairs=minimum, max_days=max_days, on_test_change=on_test_change)
-    decision = retraining_due(policy, pairs, TEST, trained(pairs, days_ago=days), NOW)
-    assert not decision.due and decision.new_train_pairs == 0
+       max_days=st.none() | st.integers(1, 365), test=st.sampled_from([TEST, "u" * 64]))
+def test_a_refresh_that_added_no_training_pair_is_never_worth_a_training_run(pairs, minimum, days, max_days, test):
+    """Whatever went to the validation or test side: 4b would train the same weights again."""
+    policy = Retraining(min_new_train_pairs=minimum, max_days=max_days)
+    decision = retraining_due(policy, pairs, test, trained(pairs, days_ago=days), NOW)
+    assert not decision.due and decision.new_train_pairs == 0 and decision.test_changed == (test != TEST)
 
 
 @given(before=st.integers(0, 5000), added=st.integers(0, 5000), minimum=st.integers(1, 1000))
@@ -56,67 +56,112 @@ def test_enough_new_pairs_are_always_due_and_fewer_never_are_by_count(before, ad
 
 
 @pytest.mark.e2e
-def test_prefect_yaml_triggers_start_the_retrain_and_then_the_rollout_on_the_pipelines_events(prefect_server, tmp_path):
-    """The loop's wiring on a real Prefect server: `prefect deploy` makes the automations from prefect.yaml's
-    `triggers:`; the events are sent by our own code from a process of its own, as the flow runs send them. A
-    refresh whose data is not worth retraining starts nothing; one that is starts `retrain` with the refresh's config
-    path (templated from the event: Prefect #19501 once left it out); a registration starts `rollout` the same way.
-    No worker runs here: the flow runs the automations create are the subject (the stages themselves are tested
-    elsewhere), and are deleted after."""
+@pytest.mark.slow
+def test_one_added_pdf_and_the_nightly_run_end_in_a_new_version_serving_by_events_alone(
+        prefect_server, sample_pdf_dir, chunked_sample, tiny_model, real_pdf_dir, tmp_path):
+    """The loop as a user runs it: prefect.yaml's `nightly`, `retrain` and `rollout` deployed (`prefect deploy` makes
+    the automations from its `triggers:`), a process worker, a gateway serving v1.0. One PDF no one here wrote is
+    added to the source folder and `nightly` is run: the refresh's event starts `retrain` with the refresh's config
+    (templated from the event: Prefect #19501 once left it out), the registration's event starts `rollout`, and the
+    gateway serves v1.1, with no other command. A second refresh that finds nothing new starts nothing.
+    The tiny model trains and serves: the subject is the wiring, so the gate admits any candidate (what it refuses,
+    and that the version serving then stays, is tested in tests/test_finetune_e2e.py and tests/test_register.py)."""
+    import json
+    import os
+    import re
+    import signal
     import subprocess
     import sys
     import time
 
     import httpx
+    import yaml
 
-    from harness.project import REPO, write_profile
+    from harness import tiny_model as tiny
+    from harness.gateway import GatewayProcess
+    from harness.prefect_server import POLLING_WORKER
+    from harness.project import NO_EXPORTS, REPO, copy_project, run_pipeline
+    from tests.test_prefect_server_e2e import api, prefect, wait_for
 
-    env = prefect_server.env
-    config = str(write_profile(tmp_path, {}))
-
-    def prefect(*args: str) -> None:
-        result = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=180)
-        assert result.returncode == 0, f"prefect {' '.join(args)}: {result.stdout[-2000:]} {result.stderr[-2000:]}"
-
-    def send(event: str, payload: str) -> None:
-        code = ("import sys; from pathlib import Path; from core.config import load_config; "
-                "from tasks.common.events import announce; "
-                f"announce(load_config(Path(sys.argv[1])), {event!r}, sys.argv[1], {payload})")
-        subprocess.run([sys.executable, "-c", code, config], cwd=REPO, check=True, timeout=120, env=env)
+    server = prefect_server
+    sources = tmp_path / "sources"  # the PDFs the chunked project collected (linked: the same files, nothing new)
+    sources.mkdir()
+    for pdf in sample_pdf_dir.glob("*.pdf"):
+        (sources / pdf.name).symlink_to(pdf)
+    root = copy_project(chunked_sample, tmp_path / "project", {
+        "data_collector": {"local": {"dir": str(sources)}},
+        "finetuning": {**tiny.settings(tiny_model)["finetuning"], "training": {"max_steps": 4, "save_steps": 2}},
+        "evaluation": {"max_new_tokens": 8}, "registration": {"require_improvement": "none", "exports": NO_EXPORTS},
+        "serving": {"backend": "local", "smoke_questions": 2, "parity_questions": 4}})
+    config = root / "config.yaml"
+    first = run_pipeline(config, "--start", "3", "--end", "5", env=server.env)  # what a user has before the loop
+    assert first.returncode == 0, first.stderr[-3000:]
 
     def runs_of(deployment: str) -> list[dict]:
-        return httpx.post(f"{prefect_server.api_url}/flow_runs/filter", timeout=10, json={
-            "deployments": {"name": {"any_": [deployment]}}}).json()
+        return api(server, "flow_runs", {"deployments": {"name": {"any_": [deployment]}}, "sort": "START_TIME_ASC"})
 
-    def wait_for_run(deployment: str) -> dict:
-        deadline = time.monotonic() + 90
-        while not (found := runs_of(deployment)) and time.monotonic() < deadline:
+    def started_by_its_trigger(deployment: str, count: int) -> dict:
+        deadline = time.monotonic() + 120
+        while len(found := runs_of(deployment)) < count and time.monotonic() < deadline:
             time.sleep(1)
-        assert found, f"no flow run of {deployment} after 90 s"
-        return found[0]
+        assert len(found) == count, f"{deployment}: {len(found)} runs, expected {count}"
+        run = wait_for(server, found[-1]["id"], {"COMPLETED", "FAILED", "CRASHED"}, timeout_s=600)
+        assert run["state_type"] == "COMPLETED", f"{deployment}: {run['state']['message']}"
+        assert run["created_by"]["type"] == "AUTOMATION", run["created_by"]  # what the UI shows as its trigger
+        assert run["created_by"]["display_value"].startswith(f"{deployment}__"), run["created_by"]
+        return run
 
-    prefect("work-pool", "create", "local-process", "--type", "process", "--overwrite")
-    prefect("deploy", "--prefect-file", str(REPO / "prefect.yaml"), "--name", "retrain", "--name", "rollout")
-    time.sleep(10)  # the triggers service loads new automations on its own period
-    try:
-        send(RETRAINING_NOT_DUE, "{'reason': '17 new training pairs < 200'}")
-        send(RETRAINING_DUE, "{'reason': '412 new training pairs ≥ 200'}")
-        retrain = wait_for_run("retrain")
-        assert retrain["parameters"] == {"config": config, "start": "4a", "end": "5"}
-        time.sleep(5)
-        assert len(runs_of("retrain")) == 1  # the not-due event started nothing
-        assert runs_of("rollout") == []
-        send(VERSION_REGISTERED, "{'name': 'x-v1.0', 'location': '/r/x-v1.0'}")
-        assert wait_for_run("rollout")["parameters"] == {"config": config}
-    finally:  # the session's server outlives this test: nothing of it keeps listening
-        api = prefect_server.api_url
-        for automation in httpx.post(f"{api}/automations/filter", json={}, timeout=10).json():
-            if automation["name"].startswith(("retrain__", "rollout__")):
-                httpx.delete(f"{api}/automations/{automation['id']}", timeout=10)
-        for deployment in ("retrain", "rollout"):
-            for run in runs_of(deployment):
-                httpx.delete(f"{api}/flow_runs/{run['id']}", timeout=10)
+    def nightly() -> str:
+        """The refresh's decision, as its run log says it (logs reach the server in batches, after the state)."""
+        out = prefect(server, "deployment", "run", "data-refresh/nightly", "--param", f"config={config}").stdout
+        run_id = out.split("UUID:")[1].split()[0]
+        run = wait_for(server, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout_s=300)
+        assert run["state_type"] == "COMPLETED", run["state"]["message"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            logs = api(server, "logs", {"logs": {"flow_run_id": {"any_": [run_id]}}})
+            if said := [log["message"] for log in logs if log["message"].startswith("retraining: ")]:
+                return said[0]
+            time.sleep(1)
+        raise AssertionError("the refresh's log has no retraining decision")
+
+    with GatewayProcess({}, args=("--config", str(config)), cwd=str(root)) as gateway:
+        gateway.wait_ready()
+        assert httpx.get(f"{gateway.url}/models", timeout=10).json()["active_adapter"] == "pregnancy-qa-lora-v1.0"
+        settings = yaml.safe_load(config.read_text())
+        settings["serving"]["gateway_url"] = gateway.url  # stage 6 finds this gateway
+        config.write_text(yaml.safe_dump(settings))
+        prefect(server, "work-pool", "create", "local-process", "--type", "process", "--overwrite")
+        prefect(server, "deploy", "--prefect-file", str(REPO / "prefect.yaml"),
+                "--name", "nightly", "--name", "retrain", "--name", "rollout")
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "local-process"],
+                                  cwd=REPO, env={**server.env, **POLLING_WORKER}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            time.sleep(10)  # the triggers service loads new automations on its own period
+            (sources / "libtasn1.pdf").write_bytes((real_pdf_dir / "libtasn1.pdf").read_bytes())  # 36 pages: to training
+            assert re.fullmatch(r"retraining: due, \d+ new training pairs ≥ 5", nightly())
+            retrain = started_by_its_trigger("retrain", 1)
+            assert retrain["parameters"] == {"config": str(config), "start": "4a", "end": "5"}
+            rollout = started_by_its_trigger("rollout", 1)
+            assert rollout["parameters"] == {"config": str(config)}
+            models = httpx.get(f"{gateway.url}/models", timeout=10).json()
+            assert models["active_adapter"] == "pregnancy-qa-lora-v1.1", models
+            registration = json.loads((root / "reports/registration.json").read_text())
+            assert registration["lineage"]["previous_version"] == "pregnancy-qa-lora-v1.0"
+            assert json.loads((root / "reports/rollout.json").read_text())["status"] == "switched"
+
+            assert nightly() == "retraining: not due, 0 new training pairs < 5"  # nothing new: nothing trains
+            time.sleep(10)
+            assert len(runs_of("retrain")) == 1 and len(runs_of("rollout")) == 1
+        finally:  # the session's server outlives this test: nothing of it keeps running
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+            for automation in api(server, "automations", {}):
+                httpx.delete(f"{server.api_url}/automations/{automation['id']}", timeout=10)
+            for deployment in api(server, "deployments", {"deployments": {"name": {"any_": [
+                    "nightly", "retrain", "rollout"]}}}):
+                httpx.delete(f"{server.api_url}/deployments/{deployment['id']}", timeout=10)
 
 
 def test_the_candidate_is_compared_with_the_registered_version_only_when_it_is_here_and_differs(tmp_path):

@@ -1,7 +1,8 @@
-"""Whether the data a refresh left is worth a training run: enough new training pairs, new test questions (the next
-comparison should be measured on them), or a last run old enough to redo with whatever is new. A refresh that
-changed nothing is never worth one. The decision names its reason, for the run's summary and the event a trigger
-reads."""
+"""Whether the data a refresh left is worth a training run: enough new training pairs, or a last run old enough to
+redo with whatever is new. Only training pairs count: 4b trains on them alone, so a refresh whose new documents went
+to the validation or test side would train the same weights again (4b's fingerprint), and stage 5 would register
+nothing. A refresh that changed nothing is never worth one. The decision names its reason, for the run's summary and
+the event a trigger reads."""
 
 from __future__ import annotations
 
@@ -41,14 +42,13 @@ def retraining_due(policy: Retraining, train_pairs: int, test_fingerprint: str, 
     changed = last.test_fingerprint is not None and last.test_fingerprint != test_fingerprint
     if new >= policy.min_new_train_pairs:
         return decided(True, f"{new} new training pairs ≥ {policy.min_new_train_pairs}", new, changed)
-    if changed and policy.on_test_change:
-        return decided(True, "the test questions changed", new, changed)
     if new and policy.max_days and last.finished_at:
         age = (now - datetime.fromisoformat(last.finished_at)).days
         if age >= policy.max_days:
             return decided(True, f"{new} new training pairs and the last run is {age} days old ≥ {policy.max_days}",
                            new, changed)
-    return decided(False, f"{new} new training pairs < {policy.min_new_train_pairs}", new, changed)
+    held_out = " (the test questions changed: the next training run is measured on them)" if changed else ""
+    return decided(False, f"{new} new training pairs < {policy.min_new_train_pairs}{held_out}", new, changed)
 
 
 def test_set_fingerprint(config: PipelineConfig) -> str:
