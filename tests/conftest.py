@@ -68,8 +68,9 @@ def sample_pdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # The files that take longest, first (pytest-xdist hands each worker a whole file, in this order, then the rest in
 # name order): stage 4's tests build its project (~7 min of training) at the start of the longest chain, which the
 # real engines' tests end; the other worker takes the whole pipeline, Prefect's deployments and the images meanwhile.
-LONGEST_FIRST = ("test_finetune_e2e.py", "test_pipeline_e2e.py", "test_prefect_server_e2e.py", "test_containers.py",
-                 "test_vllm_engine.py", "test_llamacpp.py", "test_real_documents.py", "test_distributed.py")
+LONGEST_FIRST = ("test_finetune_e2e.py", "test_pipeline_e2e.py", "test_prefect_server_e2e.py", "test_retraining.py",
+                 "test_containers.py", "test_vllm_engine.py", "test_llamacpp.py", "test_real_documents.py",
+                 "test_distributed.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
