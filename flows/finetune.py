@@ -18,12 +18,13 @@ from tasks.dataset.finish import reviewed_train_chat
 from tasks.dataset.stats import dataset_caveats
 from tasks.finetune import resume
 from tasks.finetune.comparison import against_version, summarise
-from tasks.finetune.evaluate import base_model, evaluate_side, serving_version, stage_questions
+from tasks.finetune.evaluate import base_model, evaluate_side, stage_questions
 from tasks.finetune.grade import grade_test_answers
 from tasks.finetune.retraining import test_set_fingerprint, train_pairs
-from tasks.finetune.select import select_and_install, selection_said
+from tasks.finetune.select import ADAPTER_FILES, select_and_install, selection_said
 from tasks.finetune.tracking import log_comparison, log_loss_history, log_selection, tracking_group, wandb_run, where
 from tasks.finetune.train import total_steps, train_lora, trained_said
+from tasks.release.registry import serving_version
 from tasks.report.console import progress_bar, say
 from tasks.report.page import publish_comparison
 
@@ -106,7 +107,7 @@ def final_eval(config: PipelineConfig) -> dict:
     e = config.evaluation
     summary = summarise(baseline, report, len({r["doc_sha256"] for r in records}), e.resamples, e.seed, e.confidence)
     summary["caveats"] = dataset_caveats(artifacts.load_if_present(config, "stats", {}))
-    if serving := serving_version(config, adapter):  # a retrained candidate is held to the version it would replace
+    if serving := serving_version(config, adapter, ADAPTER_FILES):  # a retrained candidate is held to the version serving
         previous, _ = evaluate_side(config, report.model, serving[1], records, "test")
         summary["vs_previous"] = against_version(serving[0], previous, report, e.resamples, e.seed, e.confidence)
         say(f"4d {summary['vs_previous']['headline']}")

@@ -8,11 +8,13 @@ from harness.loopback import LoopbackServer
 
 
 class FakeHub:
-    """The Hugging Face Hub API as huggingface_hub 2.x uses it to list, create and commit to model repos.
+    """The Hugging Face Hub API as huggingface_hub 2.x uses it to list, create, commit to and download from model
+    repos.
 
     ``/api/models`` (author/search/cardData), ``/api/repos/create``, ``/api/models/<repo>/preupload/<rev>``
     (every file "regular", so uploads are inline base64 in the commit) and ``/api/models/<repo>/commit/<rev>``
-    (NDJSON). Bearer token checked on every call; repos and their files are kept in ``repos``.
+    (NDJSON), ``/<repo>/resolve/<rev>/<file>`` (HEAD for the commit, ETag and size; GET for the bytes). Bearer
+    token checked on every call; repos and their files are kept in ``repos``.
     """
 
     def __init__(self, token: str) -> None:
@@ -24,6 +26,7 @@ class FakeHub:
         app.router.add_post("/api/validate-yaml", self._validate_yaml)
         app.router.add_post("/api/models/{owner}/{name}/preupload/{revision}", self._preupload)
         app.router.add_post("/api/models/{owner}/{name}/commit/{revision}", self._commit)
+        app.router.add_route("*", "/{owner}/{name}/resolve/{revision}/{path:.+}", self._resolve)
         self.server = LoopbackServer(app)
 
     def __enter__(self) -> FakeHub:
@@ -111,3 +114,16 @@ class FakeHub:
         repo["commits"].append({"summary": summary, "files": sorted(files), "oid": oid})
         return web.json_response({"commitUrl": f"{self.url}/{repo_id}/commit/{oid}", "commitOid": oid,
                                   "pullRequestUrl": None})
+
+    async def _resolve(self, request: web.Request) -> web.Response:
+        import hashlib
+
+        if denied := self._denied(request):
+            return denied
+        repo = self.repos.get(f"{request.match_info['owner']}/{request.match_info['name']}")
+        content = repo["files"].get(request.match_info["path"]) if repo and repo["commits"] else None
+        if content is None:
+            return web.json_response({"error": "Entry not found"}, status=404, headers={"X-Error-Code": "EntryNotFound"})
+        headers = {"X-Repo-Commit": repo["commits"][-1]["oid"], "ETag": f'"{hashlib.sha256(content).hexdigest()}"',
+                   "Content-Length": str(len(content))}
+        return web.Response(body=None if request.method == "HEAD" else content, headers=headers)

@@ -164,31 +164,53 @@ def test_one_added_pdf_and_the_nightly_run_end_in_a_new_version_serving_by_event
                 httpx.delete(f"{server.api_url}/deployments/{deployment['id']}", timeout=10)
 
 
-def test_the_candidate_is_compared_with_the_registered_version_only_when_it_is_here_and_differs(tmp_path):
-    """4d's choice of what a retrained adapter is held to (tasks.finetune.evaluate.serving_version)."""
+def test_the_candidate_is_held_to_the_version_registered_last_fetched_from_its_registry(tmp_path, monkeypatch):
+    """What 4d compares a retrained adapter with (tasks.release.registry.serving_version): the last registered
+    version's files, from the local registry or downloaded from the Hub (here a loopback server speaking its API)."""
     import hashlib
     import json
 
-    from core.config import load_config
-    from harness.project import write_profile
-    from tasks.finetune.evaluate import serving_version
+    import huggingface_hub.constants
 
-    config = load_config(write_profile(tmp_path, {}))
+    from core.config import load_config
+    from harness.hub import FakeHub
+    from harness.project import write_profile
+    from tasks.release.registry import RegistryError, serving_version
+
+    files = ("adapter_model.safetensors", "adapter_config.json")
     candidate, registered = tmp_path / "models/lora_weights", tmp_path / "models/registry/x-qa-lora-v1.0"
     for folder, weights in ((candidate, b"new weights"), (registered, b"old weights")):
         folder.mkdir(parents=True)
-        (folder / "adapter_model.safetensors").write_bytes(weights)
-    assert serving_version(config, candidate) is None  # nothing registered yet
+        (folder / files[0]).write_bytes(weights)
+        (folder / files[1]).write_text("{}")
+    local = load_config(write_profile(tmp_path, {}))
+    assert serving_version(local, candidate, files) is None  # nothing registered yet
 
-    def register(target: str, weights: bytes) -> None:
+    def register(target: str, weights: bytes, location: str = str(registered)) -> None:
         (tmp_path / "reports").mkdir(exist_ok=True)
         (tmp_path / "reports/registration.json").write_text(json.dumps({
-            "status": "registered", "name": "x-qa-lora-v1.0", "target": target, "location": str(registered),
+            "status": "registered", "name": "x-qa-lora-v1.0", "target": target, "location": location,
             "adapter_sha256": hashlib.sha256(weights).hexdigest()}))
 
     register("local", b"old weights")
-    assert serving_version(config, candidate) == ("x-qa-lora-v1.0", registered)
+    assert serving_version(local, candidate, files) == ("x-qa-lora-v1.0", registered)
     register("local", b"new weights")  # the candidate is the registered version: nothing to hold it to
-    assert serving_version(config, candidate) is None
-    register("hub", b"old weights")  # not on this machine: not compared (said in docs/prefect.md)
-    assert serving_version(config, candidate) is None
+    assert serving_version(local, candidate, files) is None
+    register("hub", b"old weights")  # registered where this config no longer registers: not compared
+    assert serving_version(local, candidate, files) is None
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_USERNAME", "alice")
+    with FakeHub(token="hf_secret_token") as hub:
+        hub.repos["alice/x-qa-lora-v1.0"] = {"private": True, "commits": [{"oid": "1" * 40}],
+                                             "files": {files[0]: b"old weights", files[1]: b"{}", "README.md": b"-"}}
+        hub_config = load_config(write_profile(tmp_path, {"registration": {"target": "hub", "hub_url": hub.url}}))
+        register("hub", b"old weights", f"{hub.url}/alice/x-qa-lora-v1.0")
+        monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+        name, folder = serving_version(hub_config, candidate, files)
+        assert name == "x-qa-lora-v1.0" and (folder / files[0]).read_bytes() == b"old weights"
+        assert (folder / files[1]).read_text() == "{}" and folder.is_relative_to(tmp_path / "hf-cache")
+        monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+        (tmp_path / "hf-cache").rename(tmp_path / "hf-cache-old")  # nothing cached: asked again
+        with pytest.raises(RegistryError, match=r"refused to download alice/x-qa-lora-v1.0 \(HTTP 401\)"):
+            serving_version(hub_config, candidate, files)

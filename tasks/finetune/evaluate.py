@@ -20,11 +20,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import CacheKeyFnPolicy
 
-from core import artifacts, results
+from core import artifacts
 from core.config import ConfigError, PipelineConfig
-from core.files import sha256_file
 from core.prompts import system_prompt
-from core.results import EvaluationReport, Registration
+from core.results import EvaluationReport
 from tasks.common.base_models import model_ref, prepare_base_model
 from tasks.common.cache_keys import content_key, source_hash
 from tasks.common.review import Review, apply_review, load_review
@@ -144,16 +143,3 @@ def evaluate_side(config: PipelineConfig, base: str, adapter: Path | None, recor
     report = state.result(_sync=True)  # see flows.threaded
     report = {**report, "model": base, "adapter": str(adapter) if adapter else None, "split": side}
     return EvaluationReport.model_validate(report), state.name == "Cached"
-
-
-def serving_version(config: PipelineConfig, adapter: Path) -> tuple[str, Path] | None:
-    """The version stage 5 registered last, when its files are here (a local registry) and its weights are not
-    ``adapter``'s: what a new candidate is compared with. None before the first registration, or on the Hub."""
-    previous = results.read_if_present(config, Registration)
-    if previous is None or previous.target != "local":
-        return None
-    folder = Path(previous.location)
-    weights = folder / "adapter_model.safetensors"
-    if not weights.is_file() or previous.adapter_sha256 == sha256_file(adapter / "adapter_model.safetensors"):
-        return None
-    return previous.name, folder

@@ -13,11 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 
+from core import results
 from core.config import ConfigError, PipelineConfig, Secrets
-from core.files import atomic_folder
+from core.files import atomic_folder, sha256_file
+from core.results import Registration
 
 
 class Registry(Protocol):
@@ -29,6 +31,9 @@ class Registry(Protocol):
 
     def location(self, name: str) -> str:
         """Where version ``name`` lives: a folder, or the repo's URL."""
+
+    def fetch(self, name: str, files: tuple[str, ...]) -> Path:
+        """A folder on this machine holding ``files`` of version ``name`` (downloaded when the registry is remote)."""
 
 
 def place(source: Path, target: Path) -> None:
@@ -93,6 +98,9 @@ class LocalRegistry:
     def location(self, name: str) -> str:
         return str(self.folder / name)
 
+    def fetch(self, name: str, files: tuple[str, ...]) -> Path:
+        return self.folder / name
+
 
 class RegistryError(RuntimeError):
     """The registry refused a request; the message says which and what to check."""
@@ -135,6 +143,15 @@ class HubRegistry:
     def location(self, name: str) -> str:
         return f"{self.endpoint}/{self.owner}/{name}"
 
+    def fetch(self, name: str, files: tuple[str, ...]) -> Path:
+        """Into the Hugging Face cache (HF_HOME), where a file already there at the repo's commit is not fetched again."""
+        repo_id = f"{self.owner}/{name}"
+        try:
+            paths = [hf_hub_download(repo_id, file, endpoint=self.endpoint, token=self.api.token) for file in files]
+        except HfHubHTTPError as error:
+            raise self._refused(f"download {repo_id}", error) from None
+        return Path(paths[0]).parent
+
 
 def make_registry(config: PipelineConfig) -> Registry:
     """The configured registry; the Hub's needs its owner and token, named when missing (stage 5's preflight)."""
@@ -148,3 +165,15 @@ def make_registry(config: PipelineConfig) -> Registry:
         raise ConfigError("registration.target: hub needs the repo owner: set registration.hf_username "
                           "or HF_USERNAME, or use registration.target: local")
     return HubRegistry(owner, token.get_secret_value(), r.hub_url, r.private)
+
+
+def serving_version(config: PipelineConfig, adapter: Path, files: tuple[str, ...]) -> tuple[str, Path] | None:
+    """The version stage 5 registered last, its ``files`` (the weights first: their hash is the one registered)
+    fetched from its registry, when its weights are not ``adapter``'s: what a new candidate is compared with. None
+    before the first registration, or when it was registered elsewhere than ``registration.target`` says now."""
+    previous = results.read_if_present(config, Registration)
+    if (previous is None or previous.target != config.registration.target
+            or previous.adapter_sha256 == sha256_file(adapter / files[0])):
+        return None
+    folder = make_registry(config).fetch(previous.name, files)
+    return (previous.name, folder) if all((folder / file).is_file() for file in files) else None
