@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import results
 from core.config import Evaluation, Paths, PipelineConfig, Secrets, Serving, workers_problem
-from core.files import atomic_write_text
+from core.files import atomic_write_text, sha256_file
 from core.llamacpp import base_gguf_path
 from core.naming import slug
 from core.results import Registration
@@ -166,19 +166,23 @@ def hub_id(registration: Registration) -> str:
 def _adapter(config: PipelineConfig, kind: str) -> tuple[str | None, str | None]:
     """(name, path) of the adapter a gateway serves and loads at start, or (None, None): the base model.
 
-    The local backend loads what stage 4 installed; vLLM the version stage 5 registered, from where vLLM sees it
-    (else, before stage 5, what stage 4 installed, under the name it will be registered as). Never a name
-    without something to load: a gateway that claims an adapter its backend lacks is never ready.
+    The version stage 5 registered (vLLM: from where vLLM sees it); else what stage 4 installed, under the stem the
+    next version takes: a candidate the promotion gate refused after it is never served as the version it failed to
+    replace. Never a name without something to load: a gateway that claims an adapter its backend lacks is never
+    ready.
     """
     registration = results.read_if_present(config, Registration)
     adapter = config.path(config.paths.lora_weights)
-    name = registration.name if registration else config.adapter_stem()
     if kind == "vllm" and registration:
-        return name, adapter_source(config, registration)
-    if kind == "llamacpp":  # a registered version's GGUF LoRA (stage 5's export); stage 4's folder has none
-        return (name, registration.location) if registration and registration.target == "local" else (None, None)
+        return registration.name, adapter_source(config, registration)
+    if registration and registration.target == "local":  # llama.cpp: its GGUF LoRA (stage 5's export) is there
+        return registration.name, registration.location
+    if kind == "llamacpp":  # stage 4's folder has no GGUF
+        return None, None
     if (adapter / "adapter_config.json").is_file():
-        return name, str(adapter)
+        weights = adapter / "adapter_model.safetensors"
+        registered = registration and weights.is_file() and sha256_file(weights) == registration.adapter_sha256
+        return (registration.name if registered else config.adapter_stem()), str(adapter)
     return None, None
 
 

@@ -159,8 +159,13 @@ def test_a_retrained_adapter_no_better_than_the_version_serving_is_not_registere
     refused = cli(project, "--stage", "5")
     assert refused.returncode == 1
     assert "pregnancy-qa-lora-v1.0 keeps serving" in refused.stderr.strip().splitlines()[-1]
-    assert json.loads((project / "reports/registration.json").read_text())["name"] == "pregnancy-qa-lora-v1.0"
+    registration = json.loads((project / "reports/registration.json").read_text())
+    assert registration["name"] == "pregnancy-qa-lora-v1.0"
     assert sorted(p.name for p in (project / "models/registry").iterdir()) == ["pregnancy-qa-lora-v1.0"]
+    from core.gateway import settings_from_config  # a gateway started now serves v1.0, not the refused weights
+    for backend in ("local", "llamacpp"):
+        served = settings_from_config(load_config(project / "config.yaml"), backend)
+        assert (served.adapter_name, served.adapter_path) == ("pregnancy-qa-lora-v1.0", registration["location"])
 
 
 def test_another_clone_gets_the_same_split_and_scores(trained_project: Ran, tmp_path: Path):

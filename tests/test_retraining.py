@@ -214,3 +214,38 @@ def test_the_candidate_is_held_to_the_version_registered_last_fetched_from_its_r
         (tmp_path / "hf-cache").rename(tmp_path / "hf-cache-old")  # nothing cached: asked again
         with pytest.raises(RegistryError, match=r"refused to download alice/x-qa-lora-v1.0 \(HTTP 401\)"):
             serving_version(hub_config, candidate, files)
+
+
+def test_a_gateway_started_after_a_refused_candidate_serves_the_version_registered(tmp_path):
+    """4c installs every candidate in models/lora_weights, also the one stage 5 then refuses: a gateway started later
+    serves the registered version, and never names weights it was not registered with after a version."""
+    import hashlib
+    import json
+
+    from core.config import load_config
+    from core.gateway import settings_from_config
+    from harness.project import write_profile
+
+    config = load_config(write_profile(tmp_path, {}))
+    installed, registered = tmp_path / "models/lora_weights", tmp_path / "models/registry/pregnancy-qa-lora-v1.0"
+    for folder, weights in ((installed, b"refused candidate"), (registered, b"v1.0")):
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(weights)
+        (folder / "adapter_config.json").write_text("{}")
+
+    def register(target: str, weights: bytes) -> None:
+        (tmp_path / "reports").mkdir(exist_ok=True)
+        (tmp_path / "reports/registration.json").write_text(json.dumps({
+            "status": "registered", "name": "pregnancy-qa-lora-v1.0", "target": target, "location": str(registered),
+            "adapter_sha256": hashlib.sha256(weights).hexdigest()}))
+
+    def served(backend: str) -> tuple[str | None, str | None]:
+        settings = settings_from_config(config, backend)
+        return settings.adapter_name, settings.adapter_path
+
+    register("local", b"v1.0")
+    assert served("local") == served("llamacpp") == ("pregnancy-qa-lora-v1.0", str(registered))
+    register("hub", b"v1.0")  # the registered weights are not here: what is installed is served as unregistered
+    assert served("local") == ("pregnancy-qa-lora", str(installed))
+    register("hub", b"refused candidate")
+    assert served("local") == ("pregnancy-qa-lora-v1.0", str(installed))
