@@ -15,9 +15,8 @@ from prefect import flow
 from core.config import load_config
 from core.stages import select_stages
 from flows.pipeline import preflight, run_stages
-from tasks.common.events import RETRAINING_DUE, RETRAINING_NOT_DUE, VERSION_REGISTERED, announce
-from tasks.finetune.retraining import retraining_decision
-from tasks.report.console import say
+from tasks.common.events import VERSION_REGISTERED, announce
+from tasks.finetune.retraining import decide_and_announce
 
 StageKey = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
 
@@ -41,13 +40,10 @@ async def run_pipeline(config: str = "configs/local.yaml", start: StageKey = "1"
 
 @flow(name="data-refresh")
 async def data_refresh(config: str = "configs/local.yaml") -> dict:
-    """Stages 1-3, then whether the new data is worth a training run (orchestration.retraining), said and emitted
-    as an event."""
+    """Stages 1-3, then whether the new data is worth a training run (orchestration.retraining), said, kept as an
+    artifact and emitted as the event the retrain deployment's trigger reads."""
     refreshed = await _run(config, "1", "3")
-    settings = load_config(Path(config))
-    decision = retraining_decision(settings)
-    say(f"retraining: {'due' if decision.due else 'not due'}, {decision.reason}")
-    announce(settings, RETRAINING_DUE if decision.due else RETRAINING_NOT_DUE, config, decision.payload())
+    decision = decide_and_announce(load_config(Path(config)), config)
     return {**refreshed, "retraining": decision.payload()}
 
 

@@ -203,3 +203,14 @@ def test_a_checkpoint_folder_is_known_by_its_step_and_nothing_else_is(step, othe
     assert checkpoint_step(f"checkpoint-{step}{other}") == (int(f"{step}{other}") if other.isdigit() and other.isascii()
                                                               else None)
     assert checkpoint_step(f"runs-{step}") is None and checkpoint_step("checkpoint-") is None
+
+
+def test_a_run_shorter_than_one_logging_interval_says_so_instead_of_failing():
+    """4b's line after training that logged no loss (max_steps below logging_steps): found by the nightly loop's test."""
+    from tasks.finetune.train import trained_said
+
+    settings = Finetuning.model_validate({"training": {"max_steps": 4, "save_steps": 2, "logging_steps": 5}})
+    summary = {"steps": 4, "loss_history": [], "checkpoints": ["checkpoint-2", "checkpoint-4"], "resumed_from": None,
+               "examples_too_long": 0, "processes": 1}
+    assert trained_said(summary, settings, None) == ("4b train: 4 steps, no loss logged (training.logging_steps 5 > "
+                                                     "its steps), checkpoints checkpoint-2, checkpoint-4")

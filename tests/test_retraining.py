@@ -112,15 +112,20 @@ def test_one_added_pdf_and_the_nightly_run_end_in_a_new_version_serving_by_event
         return run
 
     def nightly() -> str:
-        """The refresh's decision, as its run log says it (logs reach the server in batches, after the state)."""
+        """The refresh's decision, as its run log says it (logs reach the server in batches, after the state) and
+        as its artifact keeps it."""
         out = prefect(server, "deployment", "run", "data-refresh/nightly", "--param", f"config={config}").stdout
         run_id = out.split("UUID:")[1].split()[0]
         run = wait_for(server, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout_s=300)
         assert run["state_type"] == "COMPLETED", run["state"]["message"]
+        [artifact] = api(server, "artifacts", {"artifacts": {"flow_run_id": {"any_": [run_id]},
+                                                             "key": {"any_": ["retraining-decision"]}}})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             logs = api(server, "logs", {"logs": {"flow_run_id": {"any_": [run_id]}}})
             if said := [log["message"] for log in logs if log["message"].startswith("retraining: ")]:
+                verdict, reason = said[0].removeprefix("retraining: ").split(", ", 1)
+                assert artifact["data"].startswith(f"# Retraining {verdict}\n\n{reason}\n"), artifact["data"]
                 return said[0]
             time.sleep(1)
         raise AssertionError("the refresh's log has no retraining decision")

@@ -11,9 +11,15 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from prefect.artifacts import create_markdown_artifact
+
 from core import artifacts, results
 from core.config import PipelineConfig, Retraining
 from core.results import TrainingRun
+from tasks.common.events import RETRAINING_DUE, RETRAINING_NOT_DUE, announce
+from tasks.report.console import say
+
+DECISION_ARTIFACT = "retraining-decision"  # on the refresh's run: what the trigger was told, and why
 
 
 @dataclass(frozen=True)
@@ -68,3 +74,18 @@ def retraining_decision(config: PipelineConfig) -> RetrainingDecision:
     return retraining_due(config.orchestration.retraining, train_pairs(config), test_set_fingerprint(config),
                           results.read_if_present(config, TrainingRun), datetime.now(UTC))
 
+
+
+def decide_and_announce(config: PipelineConfig, config_path: str) -> RetrainingDecision:
+    """The decision, said in the run's log, kept as the run's ``retraining-decision`` artifact and emitted as the
+    event the ``retrain`` deployment's trigger reads."""
+    decision = retraining_decision(config)
+    verdict = "due" if decision.due else "not due"
+    say(f"retraining: {verdict}, {decision.reason}")
+    create_markdown_artifact(_sync=True, key=DECISION_ARTIFACT, description="Whether this refresh starts a training run",
+                             markdown="\n".join([f"# Retraining {verdict}", "", decision.reason, "",
+                                                 "| training pairs | new since the last run | test questions changed |",
+                                                 "|---|---|---|", f"| {decision.train_pairs} | "
+                                                 f"{decision.new_train_pairs} | {'yes' if decision.test_changed else 'no'} |"]))
+    announce(config, RETRAINING_DUE if decision.due else RETRAINING_NOT_DUE, config_path, decision.payload())
+    return decision

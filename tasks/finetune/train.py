@@ -200,7 +200,9 @@ def trained_said(summary: dict, settings: Finetuning, run_where: str | None) -> 
         return (f"4b train: machine {d.machine_rank} of {d.num_machines} trained its share; machine 0 holds the "
                 "checkpoints and the log (run 4c and 4d there)")
     losses = [h["loss"] for h in summary["loss_history"]]
-    return (f"4b train: {summary['steps']} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}, "
+    loss = (f"loss {losses[0]:.3f} → {losses[-1]:.3f}" if losses else  # a run shorter than one logging interval
+            f"no loss logged (training.logging_steps {settings.training.logging_steps} > its steps)")
+    return (f"4b train: {summary['steps']} steps, {loss}, "
             f"checkpoints {', '.join(summary['checkpoints'])}"
             + (f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else "")
             + (f"; {summary['examples_too_long']} examples over max_seq_length left out" if summary["examples_too_long"] else "")
