@@ -75,7 +75,6 @@ def retraining_decision(config: PipelineConfig) -> RetrainingDecision:
                           results.read_if_present(config, TrainingRun), datetime.now(UTC))
 
 
-
 def decide_and_announce(config: PipelineConfig, config_path: str) -> RetrainingDecision:
     """The decision, said in the run's log, kept as the run's ``retraining-decision`` artifact and emitted as the
     event the ``retrain`` deployment's trigger reads."""
