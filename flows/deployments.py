@@ -17,6 +17,7 @@ from core.stages import select_stages
 from flows.pipeline import preflight, run_stages
 from tasks.common.events import VERSION_REGISTERED, announce
 from tasks.finetune.retraining import decide_and_announce
+from tasks.report.console import say
 
 StageKey = str | int  # what users type: `--param end=3` arrives as the number 3, `end=4b` as text
 
@@ -40,10 +41,11 @@ async def run_pipeline(config: str = "configs/local.yaml", start: StageKey = "1"
 
 @flow(name="data-refresh")
 async def data_refresh(config: str = "configs/local.yaml") -> dict:
-    """Stages 1-3, then whether the new data is worth a training run (orchestration.retraining), said, kept as an
-    artifact and emitted as the event the retrain deployment's trigger reads."""
+    """Stages 1-3, then whether the new data is worth a training run (orchestration.retraining), kept as an
+    artifact, emitted as the event the retrain deployment's trigger reads, and said."""
     refreshed = await _run(config, "1", "3")
     decision = decide_and_announce(load_config(Path(config)), config)
+    say(decision.line())
     return {**refreshed, "retraining": decision.payload()}
 
 

@@ -17,7 +17,6 @@ from core import artifacts, results
 from core.config import PipelineConfig, Retraining
 from core.results import TrainingRun
 from tasks.common.events import RETRAINING_DUE, RETRAINING_NOT_DUE, announce
-from tasks.report.console import say
 
 DECISION_ARTIFACT = "retraining-decision"  # on the refresh's run: what the trigger was told, and why
 
@@ -33,6 +32,9 @@ class RetrainingDecision:
 
     def payload(self) -> dict:
         return asdict(self)
+
+    def line(self) -> str:
+        return f"retraining: {'due' if self.due else 'not due'}, {self.reason}"
 
 
 def retraining_due(policy: Retraining, train_pairs: int, test_fingerprint: str, last: TrainingRun | None,
@@ -76,13 +78,12 @@ def retraining_decision(config: PipelineConfig) -> RetrainingDecision:
 
 
 def decide_and_announce(config: PipelineConfig, config_path: str) -> RetrainingDecision:
-    """The decision, said in the run's log, kept as the run's ``retraining-decision`` artifact and emitted as the
-    event the ``retrain`` deployment's trigger reads."""
+    """The decision, kept as the run's ``retraining-decision`` artifact and emitted as the event the ``retrain``
+    deployment's trigger reads (the flow says its line)."""
     decision = retraining_decision(config)
-    verdict = "due" if decision.due else "not due"
-    say(f"retraining: {verdict}, {decision.reason}")
     create_markdown_artifact(_sync=True, key=DECISION_ARTIFACT, description="Whether this refresh starts a training run",
-                             markdown="\n".join([f"# Retraining {verdict}", "", decision.reason, "",
+                             markdown="\n".join([f"# Retraining {'due' if decision.due else 'not due'}", "",
+                                                 decision.reason, "",
                                                  "| training pairs | new since the last run | test questions changed |",
                                                  "|---|---|---|", f"| {decision.train_pairs} | "
                                                  f"{decision.new_train_pairs} | {'yes' if decision.test_changed else 'no'} |"]))
