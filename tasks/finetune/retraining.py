@@ -33,8 +33,12 @@ class RetrainingDecision:
     def payload(self) -> dict:
         return asdict(self)
 
+    @property
+    def verdict(self) -> str:
+        return "due" if self.due else "not due"
+
     def line(self) -> str:
-        return f"retraining: {'due' if self.due else 'not due'}, {self.reason}"
+        return f"retraining: {self.verdict}, {self.reason}"
 
 
 def retraining_due(policy: Retraining, train_pairs: int, test_fingerprint: str, last: TrainingRun | None,
@@ -82,7 +86,7 @@ def decide_and_announce(config: PipelineConfig, config_path: str) -> RetrainingD
     deployment's trigger reads (the flow says its line)."""
     decision = retraining_decision(config)
     create_markdown_artifact(_sync=True, key=DECISION_ARTIFACT, description="Whether this refresh starts a training run",
-                             markdown="\n".join([f"# Retraining {'due' if decision.due else 'not due'}", "",
+                             markdown="\n".join([f"# Retraining {decision.verdict}", "",
                                                  decision.reason, "",
                                                  "| training pairs | new since the last run | test questions changed |",
                                                  "|---|---|---|", f"| {decision.train_pairs} | "
