@@ -40,6 +40,17 @@ def api(server: PrefectServer, what: str, query: dict) -> list[dict]:
     return httpx.post(f"{server.api_url}/{what}/filter", json=query, timeout=10).json()
 
 
+def logged(server: PrefectServer, query: dict, keep, timeout_s: float = 30) -> list[str]:
+    """The messages of the logs ``query`` finds that ``keep`` accepts, waited for up to ``timeout_s``: a run's logs
+    reach the server in batches, after its state."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [log["message"] for log in api(server, "logs", query) if keep(log["message"])]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
 def summary_artifact(server: PrefectServer, run_id: str) -> str:
     """The newest pipeline summary on the deployment's own run (the run a user opens in the UI)."""
     found = api(server, "artifacts", {"artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": ["pipeline-summary"]}},
@@ -99,14 +110,10 @@ def test_a_run_failed_in_stage_3_retried_from_prefect_repeats_no_finished_work(t
             groups_task = api(server, "task_runs", {"task_runs": {"name": {"like_": "generate-qa-groups"}}})
             assert [t["state_type"] for t in groups_task] == ["FAILED"]
             assert "groups failed on transient provider errors" in groups_task[0]["state"]["message"]
-            deadline = time.monotonic() + 30  # the run's logs reach the server in batches, after its state
-            while True:
-                errors = api(server, "logs", {"logs": {"level": {"ge_": 40}}, "limit": 200})
-                failure = [e["message"] for e in errors if "groups failed on transient" in e["message"]
-                           and not e["message"].startswith("Finished in state")]
-                if failure or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
+            errors_query = {"logs": {"level": {"ge_": 40}}, "limit": 200}
+            failure = logged(server, errors_query, lambda message: "groups failed on transient" in message
+                             and not message.startswith("Finished in state"))
+            errors = api(server, "logs", errors_query)
             assert len(failure) == 1 and failure[0].startswith("StageIncomplete: "), failure
             assert not [e for e in errors if "Traceback" in e["message"]]
             traceback = api(server, "logs", {"logs": {"level": {"le_": 10}}, "limit": 200})

@@ -81,7 +81,7 @@ def test_one_added_pdf_and_the_nightly_run_end_in_a_new_version_serving_by_event
     from harness.gateway import GatewayProcess
     from harness.prefect_server import POLLING_WORKER
     from harness.project import NO_EXPORTS, REPO, copy_project, run_pipeline
-    from tests.test_prefect_server_e2e import api, prefect, wait_for
+    from tests.test_prefect_server_e2e import api, logged, prefect, wait_for
 
     server = prefect_server
     sources = tmp_path / "sources"  # the PDFs the chunked project collected (linked: the same files, nothing new)
@@ -120,15 +120,11 @@ def test_one_added_pdf_and_the_nightly_run_end_in_a_new_version_serving_by_event
         assert run["state_type"] == "COMPLETED", run["state"]["message"]
         [artifact] = api(server, "artifacts", {"artifacts": {"flow_run_id": {"any_": [run_id]},
                                                              "key": {"any_": ["retraining-decision"]}}})
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            logs = api(server, "logs", {"logs": {"flow_run_id": {"any_": [run_id]}}})
-            if said := [log["message"] for log in logs if log["message"].startswith("retraining: ")]:
-                verdict, reason = said[0].removeprefix("retraining: ").split(", ", 1)
-                assert artifact["data"].startswith(f"# Retraining {verdict}\n\n{reason}\n"), artifact["data"]
-                return said[0]
-            time.sleep(1)
-        raise AssertionError("the refresh's log has no retraining decision")
+        said = logged(server, {"logs": {"flow_run_id": {"any_": [run_id]}}}, lambda m: m.startswith("retraining: "))
+        assert said, "the refresh's log has no retraining decision"
+        verdict, reason = said[0].removeprefix("retraining: ").split(", ", 1)
+        assert artifact["data"].startswith(f"# Retraining {verdict}\n\n{reason}\n"), artifact["data"]
+        return said[0]
 
     with GatewayProcess({}, args=("--config", str(config)), cwd=str(root)) as gateway:
         gateway.wait_ready()
